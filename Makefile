@@ -1,0 +1,61 @@
+# Phoenix Operator — the two commands the README starts with are `make demo` and `make test`.
+# Everything they need is set up here from pinned versions (requirements.lock, Go modules).
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup prometheus tools test lint typecheck unit crd demo bench lock clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+## setup: the virtualenv (pinned) and the Debian Prometheus server the tests and demo start.
+setup: $(VENV)/.installed prometheus
+
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus (tests and demo start their own server)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+## tools: build the pinned local-cluster binaries from Go modules (cached per user).
+tools: setup
+	$(BIN)/phoenix cluster build
+
+crd: setup
+	$(BIN)/phoenix crd
+
+lint: setup
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+
+typecheck: setup
+	$(BIN)/mypy
+
+## test: the whole suite — generated files, lint, types, unit and integration tests.
+test: setup tools
+	$(BIN)/phoenix crd --check
+	$(MAKE) --no-print-directory lint typecheck
+	$(BIN)/pytest
+
+unit: setup
+	$(BIN)/pytest -m "not integration and not triton and not prometheus and not milvus"
+
+## demo: the whole product on this machine, closed loop (see README).
+demo: setup tools
+	$(BIN)/phoenix demo $(DEMO_ARGS)
+
+## bench: the peak-hour benchmark table and plots.
+bench: setup
+	$(BIN)/phoenix bench $(BENCH_ARGS)
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | sed '1i # Pinned, resolved set for .venv (make setup). Regenerate with: make lock' > requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,694 @@
+"""PhoenixDeployment spec and status: the single source of truth for the CRD schema.
+
+Everything a user can write is declared here once. `phoenix_operator.api.crdgen` turns these
+models into the structural OpenAPI schema of the CRD (with the CEL rules attached below), and the
+operator parses live objects with the same models, so the API server and the operator can never
+disagree on a field name, a default or a bound.
+
+Field names are camelCase on the wire (Kubernetes convention) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+#: Object names in Kubernetes (DNS-1123 label) — reused wherever a name becomes an object name.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: Triton model names become directory names in the model repository.
+MODEL_NAME = r"^[A-Za-z0-9_.-]+$"
+#: Five-field cron (CronJob syntax) or a @macro; full parsing is left to the CronJob controller.
+CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+#: Kubernetes resource quantity (e.g. 500m, 4Gi, 1.5).
+QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry; `fieldPath` makes the error name the right field."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class ApiModel(BaseModel):
+    """Base of every API object: camelCase aliases, unknown fields rejected.
+
+    Rejecting unknown fields here matters for `phoenix render -f` and `phoenix plan -f`, which
+    read files the API server has not pruned: a typo must fail loudly, not be ignored.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=True,
+        validate_default=True,
+    )
+
+
+def _with_rules(*rules: dict[str, str]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
+
+
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+StringMap = dict[str, Annotated[str, Field(max_length=4096)]]
+
+
+# --------------------------------------------------------------------------------------------
+# model
+
+
+class Backend(StrEnum):
+    VLLM = "vllm"
+    TENSORRTLLM = "tensorrtllm"
+    PYTHON = "python"
+    ONNXRUNTIME = "onnxruntime"
+    PYTORCH = "pytorch"
+    TENSORFLOW = "tensorflow"
+
+
+class PvcSource(ApiModel):
+    """A PersistentVolumeClaim holding the Triton model repository."""
+
+    claim_name: Name = Field(description="Name of the PVC in the PhoenixDeployment's namespace.")
+    path: str = Field(
+        default="/",
+        max_length=1024,
+        pattern=r"^/",
+        description="Path of the model repository inside the volume.",
+    )
+    read_only: bool = Field(default=True, description="Mount the claim read-only.")
+
+
+class ModelRepository(ApiModel):
+    """Where Triton loads the model from: an object-store URI or a PVC (exactly one)."""
+
+    model_config = _with_rules(
+        cel(
+            "has(self.uri) != has(self.pvc)",
+            "exactly one of model.repository.uri or model.repository.pvc must be set",
+        )
+    )
+
+    uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^(s3|gs|as|https?)://.+",
+        description="Object-store URI passed to --model-repository (s3://, gs://, as://).",
+    )
+    pvc: PvcSource | None = Field(default=None, description="PVC holding the model repository.")
+    credentials_secret: Name | None = Field(
+        default=None,
+        description="Secret whose keys become environment variables (e.g. AWS_ACCESS_KEY_ID).",
+    )
+
+
+class TensorSpec(ApiModel):
+    """An input or output tensor, for backends that do not auto-complete their config."""
+
+    name: str = Field(min_length=1, max_length=128)
+    data_type: Literal[
+        "TYPE_BOOL",
+        "TYPE_UINT8",
+        "TYPE_INT8",
+        "TYPE_INT16",
+        "TYPE_INT32",
+        "TYPE_INT64",
+        "TYPE_FP16",
+        "TYPE_FP32",
+        "TYPE_FP64",
+        "TYPE_BF16",
+        "TYPE_STRING",
+    ] = Field(description="Triton data type.")
+    dims: list[Annotated[int, Field(ge=-1)]] = Field(
+        max_length=8, description="Shape without the batch dimension; -1 = variable."
+    )
+    optional: bool = False
+
+
+class ModelSpec(ApiModel):
+    """The model Triton serves."""
+
+    name: str = Field(
+        min_length=1, max_length=128, pattern=MODEL_NAME, description="Triton model name."
+    )
+    repository: ModelRepository
+    backend: Backend = Field(description="Triton backend that runs the model.")
+    max_batch_size: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="Triton max_batch_size: the hard upper bound on any batch, never exceeded by tuning.",
+    )
+    decoupled: bool = Field(
+        default=True,
+        description="Streaming (decoupled) model: responses per token; TTFT comes from the first response.",
+    )
+    instance_count: int = Field(
+        default=1, ge=1, le=16, description="Model instances per GPU (Triton instance_group count)."
+    )
+    parameters: StringMap = Field(
+        default_factory=dict, description="Backend parameters (Triton config `parameters`)."
+    )
+    inputs: list[TensorSpec] = Field(
+        default_factory=list, max_length=32, description="Inputs, when the backend does not auto-complete them."
+    )
+    outputs: list[TensorSpec] = Field(
+        default_factory=list, max_length=32, description="Outputs, when the backend does not auto-complete them."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# triton
+
+
+class Toleration(ApiModel):
+    """A pod toleration (same fields as core/v1 Toleration)."""
+
+    key: str | None = Field(default=None, max_length=317)
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0)
+
+
+class EnvVar(ApiModel):
+    """An environment variable with a literal value (use secretEnvFrom for secrets)."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str = Field(default="", max_length=32768)
+
+
+class Resources(ApiModel):
+    """CPU/memory requests and limits of the Triton container; GPUs come from gpusPerReplica."""
+
+    model_config = _with_rules(
+        cel(
+            "!has(self.requests) || !('nvidia.com/gpu' in self.requests)",
+            "set GPUs with triton.gpusPerReplica, not resources.requests",
+            ".requests",
+        ),
+        cel(
+            "!has(self.limits) || !('nvidia.com/gpu' in self.limits)",
+            "set GPUs with triton.gpusPerReplica, not resources.limits",
+            ".limits",
+        ),
+    )
+
+    requests: dict[str, Annotated[str, Field(pattern=QUANTITY, max_length=64)]] = Field(
+        default_factory=lambda: {"cpu": "4", "memory": "32Gi"}
+    )
+    limits: dict[str, Annotated[str, Field(pattern=QUANTITY, max_length=64)]] = Field(
+        default_factory=lambda: {"memory": "32Gi"}
+    )
+
+
+DEFAULT_TTFT_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 7500, 10000, 20000)
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-vllm-python-py3"
+DEFAULT_GPU_TOLERATION = Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+
+
+class TritonSpec(ApiModel):
+    """The Triton Inference Server pods."""
+
+    image: str = Field(default=DEFAULT_TRITON_IMAGE, min_length=1, max_length=512)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[Name] = Field(default_factory=list, max_length=16)
+    gpus_per_replica: int = Field(
+        default=1, ge=0, le=16, description="nvidia.com/gpu per pod; 0 runs on CPU (KIND_CPU instances)."
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Replicas when autoscaling.mode is off or recommend (the scale subresource writes it).",
+    )
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: StringMap = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(
+        default_factory=lambda: [DEFAULT_GPU_TOLERATION],
+        max_length=32,
+        description="Defaults to tolerating the usual nvidia.com/gpu taint.",
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None, description="core/v1 Affinity, passed to the pods unchanged."
+    )
+    priority_class_name: str | None = Field(default=None, max_length=253)
+    service_account_name: str | None = Field(default=None, max_length=253)
+    args: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=64, description="Extra tritonserver arguments."
+    )
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    pod_annotations: StringMap = Field(default_factory=dict)
+    pod_labels: StringMap = Field(default_factory=dict)
+    startup_timeout_seconds: int = Field(
+        default=1800, ge=30, le=7200, description="How long a pod may take to load the model."
+    )
+    ttft_buckets_ms: list[Annotated[float, Field(gt=0, le=3_600_000)]] = Field(
+        default_factory=lambda: list(DEFAULT_TTFT_BUCKETS_MS),
+        max_length=64,
+        description=(
+            "Buckets of Triton's TTFT histogram (nv_inference_first_response_histogram_ms), rendered as "
+            "model_metrics; Triton's defaults (100/500/2000/5000 ms) are too coarse for a 3 s p95. "
+            "Empty = leave Triton's defaults (needed for Triton <= 24.10, which lacks model_metrics)."
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# batching
+
+
+class BatchingBounds(ApiModel):
+    """The envelope the control loop may move batching in; the spec's values are the start."""
+
+    model_config = _with_rules(
+        cel(
+            "self.minQueueDelayMicroseconds <= self.maxQueueDelayMicroseconds",
+            "minQueueDelayMicroseconds must be <= maxQueueDelayMicroseconds",
+            ".minQueueDelayMicroseconds",
+        ),
+        cel(
+            "self.minInstanceCount <= self.maxInstanceCount",
+            "minInstanceCount must be <= maxInstanceCount",
+            ".minInstanceCount",
+        ),
+    )
+
+    min_queue_delay_microseconds: int = Field(default=0, ge=0, le=10_000_000)
+    max_queue_delay_microseconds: int = Field(default=50_000, ge=0, le=10_000_000)
+    max_preferred_batch_size: int | None = Field(
+        default=None, ge=1, le=4096, description="Largest preferred batch size tuning may use (≤ maxBatchSize)."
+    )
+    min_instance_count: int = Field(default=1, ge=1, le=16)
+    max_instance_count: int = Field(default=1, ge=1, le=16)
+
+
+class BatchingSpec(ApiModel):
+    """Triton dynamic batching: the initial settings and the bounds the tuner stays within."""
+
+    model_config = _with_rules(
+        cel(
+            "self.bounds.minQueueDelayMicroseconds <= self.maxQueueDelayMicroseconds"
+            " && self.maxQueueDelayMicroseconds <= self.bounds.maxQueueDelayMicroseconds",
+            "maxQueueDelayMicroseconds must lie within bounds.min/maxQueueDelayMicroseconds",
+            ".maxQueueDelayMicroseconds",
+        ),
+        cel(
+            "self.preferredBatchSizes.all(i, self.preferredBatchSizes.exists_one(j, j == i))",
+            "preferredBatchSizes must not repeat a size",
+            ".preferredBatchSizes",
+        ),
+    )
+
+    enabled: bool = Field(default=True, description="Render a dynamic_batching block at all.")
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [4, 8], max_length=16
+    )
+    max_queue_delay_microseconds: int = Field(default=2000, ge=0, le=10_000_000)
+    preserve_ordering: bool = False
+    bounds: BatchingBounds = Field(default_factory=BatchingBounds)
+
+
+# --------------------------------------------------------------------------------------------
+# priority
+
+
+class TimeoutAction(StrEnum):
+    REJECT = "REJECT"
+    DELAY = "DELAY"
+
+
+class QueuePolicy(ApiModel):
+    """Triton ModelQueuePolicy for one priority level."""
+
+    timeout_microseconds: int = Field(
+        default=0, ge=0, le=3_600_000_000, description="Queue timeout; 0 = never time out."
+    )
+    timeout_action: TimeoutAction = Field(
+        default=TimeoutAction.REJECT, description="REJECT drops a timed-out request, DELAY demotes it."
+    )
+    allow_timeout_override: bool = False
+    max_queue_size: int = Field(default=0, ge=0, le=1_000_000, description="0 = unbounded.")
+
+
+class PriorityClass(ApiModel):
+    """A named request class mapped to a Triton priority level (1 = served first)."""
+
+    name: Name
+    level: int = Field(ge=1, le=16, description="Triton priority level; lower is served first.")
+    ttft_target_seconds: float = Field(gt=0, le=600, description="TTFT p95 target for this class.")
+    queue_policy: QueuePolicy = Field(default_factory=QueuePolicy)
+
+
+def _default_classes() -> list[PriorityClass]:
+    return [
+        PriorityClass(name="urgent", level=1, ttft_target_seconds=1.5),
+        PriorityClass(name="standard", level=2, ttft_target_seconds=3.0),
+        PriorityClass(
+            name="bulk",
+            level=3,
+            ttft_target_seconds=10.0,
+            queue_policy=QueuePolicy(timeout_microseconds=30_000_000, timeout_action=TimeoutAction.REJECT),
+        ),
+    ]
+
+
+class PrioritySpec(ApiModel):
+    """Request classes, rendered into Triton's priority levels and per-level queue policies."""
+
+    model_config = _with_rules(
+        cel(
+            "self.classes.exists(c, c.name == self.defaultClass)",
+            "defaultClass must name one of priority.classes",
+            ".defaultClass",
+        ),
+        cel(
+            "self.classes.all(c, self.classes.exists_one(d, d.level == c.level))",
+            "each priority class needs its own level",
+            ".classes",
+        ),
+    )
+
+    classes: list[PriorityClass] = Field(
+        default_factory=_default_classes,
+        min_length=1,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    default_class: Name = Field(default="standard", description="Class of requests that set no priority.")
+
+
+# --------------------------------------------------------------------------------------------
+# retrieval
+
+
+class SecretKeyRef(ApiModel):
+    name: Name
+    key: str = Field(default="token", min_length=1, max_length=253)
+
+
+class ExternalMilvus(ApiModel):
+    """A Milvus the user runs; Phoenix only connects and manages the collection."""
+
+    uri: str = Field(min_length=1, max_length=1024, pattern=r"^(https?|tcp|grpc)://.+")
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the Milvus token (user:password or API key)."
+    )
+    db_name: str = Field(default="default", min_length=1, max_length=255)
+
+
+class ManagedMilvus(ApiModel):
+    """A Milvus the operator runs (Milvus Operator CR when installed, else a standalone StatefulSet)."""
+
+    image: str = Field(default="milvusdb/milvus:v2.5.4", min_length=1, max_length=512)
+    storage_size: str = Field(default="20Gi", pattern=QUANTITY, max_length=64)
+    storage_class_name: str | None = Field(default=None, max_length=253)
+    resources: Resources = Field(
+        default_factory=lambda: Resources(requests={"cpu": "2", "memory": "8Gi"}, limits={"memory": "8Gi"})
+    )
+
+
+class MilvusSpec(ApiModel):
+    model_config = _with_rules(
+        cel(
+            "self.mode != 'external' || has(self.external)",
+            "milvus.external is required when milvus.mode is external",
+            ".external",
+        ),
+        cel(
+            "self.mode != 'managed' || !has(self.external)",
+            "milvus.external must not be set when milvus.mode is managed",
+            ".external",
+        ),
+    )
+
+    mode: Literal["managed", "external"] = "managed"
+    managed: ManagedMilvus = Field(default_factory=ManagedMilvus)
+    external: ExternalMilvus | None = None
+
+
+class MetricType(StrEnum):
+    COSINE = "COSINE"
+    L2 = "L2"
+    IP = "IP"
+
+
+class IndexType(StrEnum):
+    FLAT = "FLAT"
+    AUTOINDEX = "AUTOINDEX"
+    HNSW = "HNSW"
+    HNSW_SQ = "HNSW_SQ"
+    IVF_FLAT = "IVF_FLAT"
+    IVF_SQ8 = "IVF_SQ8"
+    IVF_PQ = "IVF_PQ"
+    DISKANN = "DISKANN"
+    SCANN = "SCANN"
+
+
+ParamValue = int | float | str | bool
+
+
+class IndexSpec(ApiModel):
+    type: IndexType = IndexType.HNSW
+    params: dict[str, ParamValue] = Field(
+        default_factory=lambda: {"M": 16, "efConstruction": 200},
+        description="Index build parameters, passed to Milvus unchanged.",
+    )
+
+
+class CollectionSpec(ApiModel):
+    """The knowledge-base collection. Phoenix creates it when missing and never drops it."""
+
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    dimension: int = Field(ge=2, le=32768, description="Embedding vector dimension.")
+    metric: MetricType = MetricType.COSINE
+    index: IndexSpec = Field(default_factory=IndexSpec)
+    search_params: dict[str, ParamValue] = Field(
+        default_factory=lambda: {"ef": 64}, description="Search parameters for clients (published in the ConfigMap)."
+    )
+    replicas: int = Field(default=1, ge=1, le=16, description="In-memory replicas when loading the collection.")
+
+
+class JobSpec(ApiModel):
+    """A scheduled job Phoenix creates and reports (it does not implement the work itself)."""
+
+    schedule: str = Field(pattern=CRON, max_length=128, description="Cron schedule (CronJob syntax).")
+    image: str = Field(min_length=1, max_length=512)
+    command: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=32)
+    args: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=64)
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    resources: Resources | None = None
+    suspend: bool = False
+    time_zone: str | None = Field(default=None, max_length=64)
+
+
+class RetrievalSpec(ApiModel):
+    """The retrieval layer: Milvus and the knowledge-base collection."""
+
+    milvus: MilvusSpec = Field(default_factory=MilvusSpec)
+    collection: CollectionSpec
+    refresh: JobSpec | None = Field(default=None, description="Knowledge-base refresh job.")
+
+
+class MaintenanceSpec(ApiModel):
+    """Scheduled fine-tuning/retraining (Phoenix schedules and reports it)."""
+
+    retraining: JobSpec | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# autoscaling & monitoring
+
+
+class AutoscalingMode(StrEnum):
+    OFF = "off"
+    RECOMMEND = "recommend"
+    AUTO = "auto"
+
+
+class AutoscalingSpec(ApiModel):
+    """The control loop: SLO-driven replicas and live batching."""
+
+    model_config = _with_rules(
+        cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),
+        cel(
+            "self.mode == 'off' || has(self.prometheusUrl)",
+            "prometheusUrl is required when mode is recommend or auto",
+            ".prometheusUrl",
+        ),
+    )
+
+    mode: AutoscalingMode = Field(
+        default=AutoscalingMode.OFF, description="off: nothing; recommend: decide and report only; auto: act."
+    )
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(default=4, ge=1, le=1000)
+    prometheus_url: str | None = Field(default=None, max_length=1024, pattern=r"^https?://.+")
+    interval_seconds: int = Field(default=30, ge=5, le=3600, description="Control-loop period.")
+    ttft_p95_target_seconds: float = Field(default=3.0, gt=0, le=600)
+    gpu_budget: int | None = Field(
+        default=None, ge=1, le=100_000, description="Most GPUs the Triton fleet may hold at once."
+    )
+    scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
+    tune_batching: bool = Field(default=True, description="Let the loop retune batching live.")
+    metrics_selector: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="PromQL label matchers that select this deployment's Triton series (default by label).",
+    )
+
+
+class MonitoringSpec(ApiModel):
+    """Alert thresholds rendered into a PrometheusRule."""
+
+    ttft_p95_alert_seconds: float | None = Field(
+        default=None, gt=0, le=600, description="Defaults to autoscaling.ttftP95TargetSeconds."
+    )
+    error_rate_alert: float = Field(default=0.01, ge=0, le=1)
+    min_f1: float = Field(default=0.8, ge=0, le=1, description="F1 floor from the offline evaluation.")
+    prometheus_rule: bool = Field(default=True, description="Create a PrometheusRule when its CRD exists.")
+
+
+# --------------------------------------------------------------------------------------------
+# top level
+
+
+class PhoenixDeploymentSpec(ApiModel):
+    """Desired state of a customer-service LLM stack."""
+
+    model_config = _with_rules(
+        cel(
+            "!has(self.batching) || self.batching.preferredBatchSizes.all(s, s <= self.model.maxBatchSize)",
+            "every batching.preferredBatchSizes entry must be <= model.maxBatchSize",
+            ".batching.preferredBatchSizes",
+        ),
+        cel(
+            "!has(self.batching) || !has(self.batching.bounds.maxPreferredBatchSize)"
+            " || self.batching.bounds.maxPreferredBatchSize <= self.model.maxBatchSize",
+            "batching.bounds.maxPreferredBatchSize must be <= model.maxBatchSize",
+            ".batching.bounds.maxPreferredBatchSize",
+        ),
+        cel(
+            "!has(self.batching) || (self.batching.bounds.minInstanceCount <= self.model.instanceCount"
+            " && self.model.instanceCount <= self.batching.bounds.maxInstanceCount)",
+            "model.instanceCount must lie within batching.bounds.min/maxInstanceCount",
+            ".model.instanceCount",
+        ),
+        cel(
+            "!has(self.autoscaling) || !has(self.autoscaling.gpuBudget)"
+            " || self.autoscaling.gpuBudget >= self.autoscaling.minReplicas * self.triton.gpusPerReplica",
+            "autoscaling.gpuBudget must cover minReplicas × triton.gpusPerReplica",
+            ".autoscaling.gpuBudget",
+        ),
+    )
+
+    model: ModelSpec
+    triton: TritonSpec = Field(default_factory=TritonSpec)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    priority: PrioritySpec | None = Field(
+        default=None, description="Request classes; without it Triton uses a single FIFO level."
+    )
+    retrieval: RetrievalSpec | None = None
+    maintenance: MaintenanceSpec | None = None
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+
+
+# --------------------------------------------------------------------------------------------
+# status
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """A metav1.Condition-shaped entry."""
+
+    type: str = Field(max_length=316)
+    status: ConditionStatus
+    reason: str = Field(max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
+    observed_generation: int | None = None
+
+
+class BatchingStatus(ApiModel):
+    """The batching configuration Triton runs with now."""
+
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    max_queue_delay_microseconds: int = 0
+    instance_count: int = 1
+    source: Literal["spec", "tuned"] = "spec"
+    applied_at: str | None = None
+
+
+class Decision(ApiModel):
+    """One control-loop decision, kept so users can see what Phoenix did and why."""
+
+    time: str
+    action: str = Field(description="scale, batching, hold, ...")
+    summary: str
+    reason: str
+    applied: bool
+    mode: str
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+
+
+class RetrievalStatus(ApiModel):
+    endpoint: str | None = None
+    collection: str | None = None
+    row_count: int | None = None
+    index_type: str | None = None
+    index_state: str | None = None
+    loaded: bool | None = None
+
+
+class JobStatus(ApiModel):
+    schedule: str
+    suspended: bool = False
+    last_schedule_time: str | None = None
+    last_successful_time: str | None = None
+
+
+class PhoenixDeploymentStatus(ApiModel):
+    """Observed state, written by the operator only."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    desired_replicas: int | None = None
+    selector: str | None = None
+    gpus_allocated: int | None = None
+    ttft_p95_seconds: float | None = None
+    batching: BatchingStatus | None = None
+    retrieval: RetrievalStatus | None = None
+    jobs: dict[str, JobStatus] = Field(default_factory=dict)
+    decisions: list[Decision] = Field(default_factory=list)
+    last_decision_time: str | None = None
+
+
+class PhoenixDeployment(BaseModel):
+    """A whole object as read from a file or the API (metadata kept free-form)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    api_version: str = Field(alias="apiVersion")
+    kind: str
+    metadata: dict[str, Any]
+    spec: PhoenixDeploymentSpec
+    status: PhoenixDeploymentStatus | None = None

@@ -1,0 +1,1 @@
+"""Control loops: observe (Prometheus), decide (pure policies), act (Kubernetes + Triton)."""

@@ -1,0 +1,64 @@
+"""What the control loop sees of one PhoenixDeployment over one interval.
+
+The same type is produced by the Prometheus metric source (production), by the serving
+simulator (benchmarks, `phoenix plan`) and by the demo's digital twin, so the policies run
+unchanged on all three. Missing, NaN or stale data is explicit (``None`` plus a reason in
+``missing``) and never a zero: a zero TTFT would read as "plenty of slack" and trigger a
+scale-down exactly when the metrics pipeline is broken.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Aggregated serving signals for one deployment, one interval (seconds, fractions, req/s)."""
+
+    #: Wall-clock (or simulated) time the observation describes, seconds.
+    at: float
+    #: Length of the window the rates and quantiles were computed over, seconds.
+    window_s: float
+    #: Time-to-first-token p95 over all requests (request latency for non-decoupled models).
+    ttft_p95_s: float | None = None
+    #: TTFT p95 per priority class name (``urgent``, ``standard``...); absent key = no data.
+    ttft_p95_by_class_s: Mapping[str, float | None] = field(default_factory=dict)
+    #: Mean time a request waited in Triton's queue before execution.
+    queue_time_s: float | None = None
+    #: Mean compute (model execution) time per request.
+    compute_time_s: float | None = None
+    #: Successful + failed requests per second arriving at the fleet.
+    request_rate: float | None = None
+    #: Mean executed batch size (``nv_inference_count / nv_inference_exec_count``).
+    mean_batch_size: float | None = None
+    #: Mean GPU utilisation across ready replicas, 0..1.
+    gpu_utilization: float | None = None
+    #: Failed / all requests, 0..1.
+    error_rate: float | None = None
+    #: Requests waiting in Triton queues right now, summed over replicas.
+    pending_requests: float | None = None
+    #: Replicas serving traffic.
+    ready_replicas: int | None = None
+    #: Where the TTFT figure came from: ``histogram``, ``summary``, ``counters`` or ``simulator``.
+    ttft_source: str | None = None
+    #: Field name -> why it is None (``no data``, ``NaN``, ``stale``, ``query failed: ...``).
+    missing: Mapping[str, str] = field(default_factory=dict)
+    #: True when the newest sample is older than the staleness limit or the source is unreachable.
+    stale: bool = False
+    #: Human-readable reason when ``stale`` (shown in the MetricsAvailable condition).
+    stale_reason: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether a policy may act on this observation (fail-static otherwise)."""
+        return not self.stale and self.ttft_p95_s is not None
+
+    @staticmethod
+    def clean(value: float | None) -> float | None:
+        """Map NaN/inf to None so no policy ever compares against NaN."""
+        if value is None or math.isnan(value) or math.isinf(value):
+            return None
+        return float(value)

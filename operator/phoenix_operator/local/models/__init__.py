@@ -1,0 +1,91 @@
+"""Model repositories for the local Triton: the ``emulated_llm`` Python-backend model.
+
+``emulated_llm`` stands in for a TensorRT-LLM engine: its cost per batch is ``a + b x rows``
+(``step_base_ms``, ``step_per_row_ms`` in the config's ``parameters``), so Triton's real dynamic
+batcher, priority queues and live reloads can be exercised on CPU with GPU-like timing.
+
+The config text is deliberately free-form: the renderer produces ``config.pbtxt`` from a
+PhoenixDeployment spec and :func:`write_model_repository` writes whatever it is given. For the
+emulated model the text needs ``backend: "python"``, an ``INT32`` input ``PROMPT_TOKENS`` with
+``dims: [1]`` and an ``INT32`` output ``TOKENS`` with ``dims: [1]``;
+:func:`emulated_llm_config` builds such a config around any ``dynamic_batching`` block.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+#: Name the model is registered under by default.
+EMULATED_LLM = "emulated_llm"
+
+#: A dynamic batching block with two priority levels (1 = urgent, 2 = standard).
+DEFAULT_DYNAMIC_BATCHING = """\
+dynamic_batching {
+  preferred_batch_size: [ 8, 16 ]
+  max_queue_delay_microseconds: 10000
+  priority_levels: 2
+  default_priority_level: 2
+}"""
+
+
+def emulated_llm_model_source() -> str:
+    """Source of the Python-backend ``model.py`` (shipped inside this package)."""
+    return resources.files(__package__).joinpath("emulated_llm_model.py").read_text()
+
+
+def emulated_llm_config(
+    name: str = EMULATED_LLM,
+    *,
+    max_batch_size: int = 32,
+    step_base_ms: float = 20.0,
+    step_per_row_ms: float = 2.0,
+    output_tokens: int = 16,
+    instance_count: int = 1,
+    dynamic_batching: str | None = DEFAULT_DYNAMIC_BATCHING,
+    extra: str = "",
+) -> str:
+    """``config.pbtxt`` text for the emulated model; ``dynamic_batching`` is inserted verbatim.
+
+    Pass ``dynamic_batching=None`` for no batcher (each request executes alone).
+    """
+    params = {
+        "step_base_ms": step_base_ms,
+        "step_per_row_ms": step_per_row_ms,
+        "output_tokens": output_tokens,
+    }
+    param_text = "\n".join(
+        f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items()
+    )
+    parts = [
+        f'name: "{name}"',
+        'backend: "python"',
+        f"max_batch_size: {max_batch_size}",
+        'input [ { name: "PROMPT_TOKENS" data_type: TYPE_INT32 dims: [ 1 ] } ]',
+        'output [ { name: "TOKENS" data_type: TYPE_INT32 dims: [ 1 ] } ]',
+        f"instance_group [ {{ kind: KIND_CPU count: {instance_count} }} ]",
+        param_text,
+    ]
+    if dynamic_batching:
+        parts.append(dynamic_batching.strip())
+    if extra:
+        parts.append(extra.strip())
+    return "\n".join(parts) + "\n"
+
+
+def write_model_repository(
+    repository: Path, name: str, config_pbtxt: str, *, model_source: str | None = None
+) -> Path:
+    """Write ``<repository>/<name>/config.pbtxt`` and ``<name>/1/model.py``; returns the model dir.
+
+    ``config_pbtxt`` is written as given (renderer output or :func:`emulated_llm_config`);
+    ``model_source`` defaults to the emulated LLM. Existing files are replaced, so a repository
+    can be rewritten between server starts.
+    """
+    model_dir = Path(repository) / name
+    version_dir = model_dir / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(config_pbtxt)
+    source = model_source if model_source is not None else emulated_llm_model_source()
+    (version_dir / "model.py").write_text(source)
+    return model_dir

@@ -1,0 +1,658 @@
+"""Spec → the exact Kubernetes objects of one PhoenixDeployment (pure; no I/O).
+
+The operator server-side-applies exactly what these functions return, `phoenix render` prints
+it, and golden files pin it, so a review of a diff here is a review of what lands in clusters.
+
+Names are ``<pd-name>-<part>``; every object carries the ``app.kubernetes.io/*`` labels and an
+ownerReference to the PhoenixDeployment (when its uid is known), so deleting the
+PhoenixDeployment garbage-collects them through Kubernetes itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from phoenix_operator import API_GROUP, API_VERSION, KIND
+from phoenix_operator.api.models import (
+    AutoscalingMode,
+    JobSpec,
+    PhoenixDeploymentSpec,
+    Resources,
+)
+from phoenix_operator.render.tritonconfig import (
+    BatchingConfig,
+    model_config_dict,
+    to_load_json,
+    to_pbtxt,
+)
+
+Manifest = dict[str, Any]
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+MILVUS_PORT = 19530
+MODEL_CONFIG_DIR = "/etc/phoenix/model"
+MODEL_VOLUME_DIR = "/models"
+#: Label every child carries; metric queries and selectors use it.
+DEPLOYMENT_LABEL = f"{API_GROUP}/deployment"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+CONFIG_HASH_ANNOTATION = f"{API_GROUP}/model-config-hash"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Optional APIs found in the cluster; objects of absent kinds are not rendered."""
+
+    milvus_operator: bool = False
+    prometheus_operator: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """Identity of the PhoenixDeployment being rendered."""
+
+    name: str
+    namespace: str
+    uid: str | None = None
+    generation: int | None = None
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+def triton_name(name: str) -> str:
+    return f"{name}-triton"
+
+
+def config_map_name(name: str) -> str:
+    return f"{name}-triton-config"
+
+
+def milvus_name(name: str) -> str:
+    return f"{name}-milvus"
+
+
+def milvus_endpoint(name: str, namespace: str) -> str:
+    """In-cluster address of a managed Milvus (Milvus Operator names its Service the same way)."""
+    return f"http://{milvus_name(name)}.{namespace}.svc:{MILVUS_PORT}"
+
+
+def labels(target: Target, component: str, name: str = "phoenix") -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": target.name,
+        COMPONENT_LABEL: component,
+        "app.kubernetes.io/part-of": "phoenix",
+        "app.kubernetes.io/managed-by": "phoenix-operator",
+        DEPLOYMENT_LABEL: target.name,
+    }
+
+
+def selector_labels(target: Target, component: str) -> dict[str, str]:
+    """The immutable part of the labels: what Deployment/Service selectors use."""
+    return {DEPLOYMENT_LABEL: target.name, COMPONENT_LABEL: component}
+
+
+def selector_string(target: Target, component: str = "triton") -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(target, component).items()))
+
+
+def _metadata(target: Target, name: str, component: str) -> Manifest:
+    meta: Manifest = {
+        "name": name,
+        "namespace": target.namespace,
+        "labels": labels(target, component) | target.extra_labels,
+    }
+    if target.uid:
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "name": target.name,
+                "uid": target.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return meta
+
+
+def _resources(resources: Resources | None, gpus: int = 0) -> Manifest:
+    out: Manifest = {}
+    if resources is not None:
+        if resources.requests:
+            out["requests"] = dict(resources.requests)
+        if resources.limits:
+            out["limits"] = dict(resources.limits)
+    if gpus > 0:
+        out.setdefault("requests", {})["nvidia.com/gpu"] = str(gpus)
+        out.setdefault("limits", {})["nvidia.com/gpu"] = str(gpus)
+    return out
+
+
+def _stable_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Triton
+
+
+def model_repository_arg(spec: PhoenixDeploymentSpec) -> str:
+    repo = spec.model.repository
+    if repo.uri:
+        return repo.uri
+    assert repo.pvc is not None  # guaranteed by the CEL rule and the model
+    return MODEL_VOLUME_DIR + ("" if repo.pvc.path == "/" else repo.pvc.path.rstrip("/"))
+
+
+def triton_args(spec: PhoenixDeploymentSpec) -> list[str]:
+    args = [
+        f"--model-repository={model_repository_arg(spec)}",
+        "--model-control-mode=explicit",
+        "--strict-readiness=true",
+        "--exit-on-error=false",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        "--allow-metrics=true",
+        f"--allow-gpu-metrics={'true' if spec.triton.gpus_per_replica else 'false'}",
+        f"--metrics-port={METRICS_PORT}",
+        "--metrics-config=histogram_latencies=true",
+        "--metrics-config=summary_latencies=true",
+        "--metrics-config=summary_quantiles=0.5:0.05,0.9:0.01,0.95:0.005,0.99:0.001",
+    ]
+    return args + list(spec.triton.args)
+
+
+#: postStart hook: load the model with the operator's config (batching, priorities) from the
+#: mounted ConfigMap. Triton only serves traffic (readiness) after it returns, so a new pod never
+#: serves with the repository's stale config. Stdlib only: every Triton image ships Python.
+LOAD_MODEL_SCRIPT = """\
+import json, sys, time, urllib.request
+cfg = open('{dir}/config.json').read()
+body = json.dumps({{'parameters': {{'config': cfg}}}}).encode()
+url = 'http://127.0.0.1:{port}/v2/repository/models/{model}/load'
+deadline = time.time() + {timeout}
+while True:
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, data=body, method='POST'), timeout=600)
+        sys.exit(0)
+    except Exception as exc:
+        if time.time() > deadline:
+            print('phoenix: loading {model} failed:', exc, file=sys.stderr)
+            sys.exit(1)
+        time.sleep(2)
+"""
+
+
+def triton_deployment(
+    target: Target,
+    spec: PhoenixDeploymentSpec,
+    batching: BatchingConfig,
+) -> Manifest:
+    """The Triton Deployment. ``replicas`` is left out in auto mode: the autoscaler owns it."""
+    triton = spec.triton
+    config = model_config_dict(spec, batching)
+    # Batching and instance count change live (load_model), so they must not roll the pods.
+    static_part = {k: v for k, v in config.items() if k not in {"dynamic_batching", "instance_group"}}
+    static_hash = _stable_hash({"config": static_part, "args": triton_args(spec)})
+
+    pod_labels = labels(target, "triton", "triton") | triton.pod_labels
+    annotations = {
+        CONFIG_HASH_ANNOTATION: static_hash,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+    } | triton.pod_annotations
+
+    volumes: list[Manifest] = [
+        {"name": "model-config", "configMap": {"name": config_map_name(target.name)}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+    ]
+    mounts: list[Manifest] = [
+        {"name": "model-config", "mountPath": MODEL_CONFIG_DIR, "readOnly": True},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    repo = spec.model.repository
+    if repo.pvc is not None:
+        volumes.append(
+            {
+                "name": "model-repository",
+                "persistentVolumeClaim": {"claimName": repo.pvc.claim_name, "readOnly": repo.pvc.read_only},
+            }
+        )
+        mounts.append({"name": "model-repository", "mountPath": MODEL_VOLUME_DIR, "readOnly": repo.pvc.read_only})
+
+    container: Manifest = {
+        "name": "triton",
+        "image": triton.image,
+        "imagePullPolicy": triton.image_pull_policy,
+        "command": ["tritonserver"],
+        "args": triton_args(spec),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "resources": _resources(triton.resources, triton.gpus_per_replica),
+        "startupProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": max(3, triton.startup_timeout_seconds // 10),
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "lifecycle": {
+            "postStart": {
+                "exec": {
+                    "command": [
+                        "python3",
+                        "-c",
+                        LOAD_MODEL_SCRIPT.format(
+                            dir=MODEL_CONFIG_DIR,
+                            port=HTTP_PORT,
+                            model=spec.model.name,
+                            timeout=triton.startup_timeout_seconds,
+                        ),
+                    ]
+                }
+            }
+        },
+        "volumeMounts": mounts,
+    }
+    env = [{"name": e.name, "value": e.value} for e in triton.env]
+    if env:
+        container["env"] = env
+    if repo.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": repo.credentials_secret}}]
+
+    pod_spec: Manifest = {
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 60,
+        "enableServiceLinks": False,
+    }
+    if triton.node_selector:
+        pod_spec["nodeSelector"] = dict(triton.node_selector)
+    if triton.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in triton.tolerations]
+    if triton.affinity:
+        pod_spec["affinity"] = triton.affinity
+    if triton.priority_class_name:
+        pod_spec["priorityClassName"] = triton.priority_class_name
+    if triton.service_account_name:
+        pod_spec["serviceAccountName"] = triton.service_account_name
+    if triton.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in triton.image_pull_secrets]
+
+    deployment_spec: Manifest = {
+        "selector": {"matchLabels": selector_labels(target, "triton")},
+        # Surge one pod at a time and never drop below the serving capacity during a roll-out.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "revisionHistoryLimit": 5,
+        "progressDeadlineSeconds": triton.startup_timeout_seconds + 300,
+        "template": {"metadata": {"labels": pod_labels, "annotations": annotations}, "spec": pod_spec},
+    }
+    if spec.autoscaling.mode != AutoscalingMode.AUTO:
+        deployment_spec = {"replicas": triton.replicas} | deployment_spec
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(target, triton_name(target.name), "triton"),
+        "spec": deployment_spec,
+    }
+
+
+def triton_service(target: Target) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(target, triton_name(target.name), "triton"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(target, "triton"),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def triton_config_map(target: Target, spec: PhoenixDeploymentSpec, batching: BatchingConfig) -> Manifest:
+    """The model config new pods load (``config.json``) and a readable copy (``config.pbtxt``)."""
+    config = model_config_dict(spec, batching)
+    data = {
+        "config.pbtxt": to_pbtxt(config),
+        "config.json": to_load_json(config),
+        "batching.json": json.dumps(
+            {
+                "preferredBatchSizes": list(batching.preferred_batch_sizes),
+                "maxQueueDelayMicroseconds": batching.max_queue_delay_us,
+                "instanceCount": batching.instance_count,
+            },
+            sort_keys=True,
+        ),
+    }
+    if spec.retrieval is not None:
+        data["retrieval.json"] = json.dumps(
+            {
+                "collection": spec.retrieval.collection.name,
+                "metric": spec.retrieval.collection.metric,
+                "searchParams": spec.retrieval.collection.search_params,
+                "endpoint": retrieval_endpoint(target, spec),
+            },
+            sort_keys=True,
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(target, config_map_name(target.name), "triton"),
+        "data": data,
+    }
+
+
+def triton_pdb(target: Target) -> Manifest:
+    # maxUnavailable (not minAvailable) so a fleet scaled to one replica can still be drained.
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(target, triton_name(target.name), "triton"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(target, "triton")}},
+    }
+
+
+def triton_pod_monitor(target: Target) -> Manifest:
+    """Scrape Triton's metrics with the deployment label the metric source selects on."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _metadata(target, triton_name(target.name), "triton"),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(target, "triton")},
+            "podMetricsEndpoints": [
+                {
+                    "port": "metrics",
+                    "interval": "15s",
+                    "relabelings": [
+                        {"sourceLabels": ["__meta_kubernetes_pod_label_" + _prom_label(DEPLOYMENT_LABEL)],
+                         "targetLabel": "phoenix_deployment"}
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def _prom_label(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label)
+
+
+# --------------------------------------------------------------------------------------------
+# Milvus
+
+
+def retrieval_endpoint(target: Target, spec: PhoenixDeploymentSpec) -> str | None:
+    if spec.retrieval is None:
+        return None
+    milvus = spec.retrieval.milvus
+    if milvus.mode == "external":
+        assert milvus.external is not None
+        return milvus.external.uri
+    return milvus_endpoint(target.name, target.namespace)
+
+
+def milvus_custom_resource(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
+    """A Milvus Operator ``Milvus`` (standalone); data kept when it is deleted (Retain)."""
+    assert spec.retrieval is not None
+    managed = spec.retrieval.milvus.managed
+    persistence: Manifest = {"enabled": True, "pvcDeletion": False, "persistentVolumeClaim": {
+        "spec": {"resources": {"requests": {"storage": managed.storage_size}}}
+        | ({"storageClassName": managed.storage_class_name} if managed.storage_class_name else {})
+    }}
+    return {
+        "apiVersion": "milvus.io/v1beta1",
+        "kind": "Milvus",
+        "metadata": _metadata(target, target.name, "retrieval"),
+        "spec": {
+            "mode": "standalone",
+            "components": {"image": managed.image, "resources": _resources(managed.resources)},
+            "dependencies": {
+                "etcd": {"inCluster": {"deletionPolicy": "Retain", "pvcDeletion": False}},
+                "storage": {"inCluster": {"deletionPolicy": "Retain", "pvcDeletion": False}},
+            },
+            "config": {},
+            "persistence": persistence,
+        },
+    }
+
+
+def milvus_statefulset(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
+    """Standalone Milvus with embedded etcd and local storage, for clusters without the operator.
+
+    The data PVC comes from a volumeClaimTemplate with a Retain policy: deleting the
+    PhoenixDeployment removes the pods but never the knowledge base.
+    """
+    assert spec.retrieval is not None
+    managed = spec.retrieval.milvus.managed
+    claim_spec: Manifest = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": managed.storage_size}},
+    }
+    if managed.storage_class_name:
+        claim_spec["storageClassName"] = managed.storage_class_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _metadata(target, milvus_name(target.name), "retrieval"),
+        "spec": {
+            "replicas": 1,
+            "serviceName": milvus_name(target.name),
+            "selector": {"matchLabels": selector_labels(target, "retrieval")},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            "template": {
+                "metadata": {"labels": labels(target, "retrieval", "milvus")},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "milvus",
+                            "image": managed.image,
+                            "args": ["milvus", "run", "standalone"],
+                            "env": [
+                                {"name": "ETCD_USE_EMBED", "value": "true"},
+                                {"name": "ETCD_DATA_DIR", "value": "/var/lib/milvus/etcd"},
+                                {"name": "COMMON_STORAGETYPE", "value": "local"},
+                            ],
+                            "ports": [
+                                {"name": "grpc", "containerPort": MILVUS_PORT},
+                                {"name": "metrics", "containerPort": 9091},
+                            ],
+                            "resources": _resources(managed.resources),
+                            "readinessProbe": {
+                                "httpGet": {"path": "/healthz", "port": 9091},
+                                "periodSeconds": 10,
+                                "failureThreshold": 3,
+                            },
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": 9091},
+                                "initialDelaySeconds": 90,
+                                "periodSeconds": 30,
+                            },
+                            "volumeMounts": [{"name": "data", "mountPath": "/var/lib/milvus"}],
+                        }
+                    ]
+                },
+            },
+            "volumeClaimTemplates": [
+                {"metadata": {"name": "data", "labels": labels(target, "retrieval", "milvus")}, "spec": claim_spec}
+            ],
+        },
+    }
+
+
+def milvus_service(target: Target) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(target, milvus_name(target.name), "retrieval"),
+        "spec": {
+            "selector": selector_labels(target, "retrieval"),
+            "ports": [
+                {"name": "grpc", "port": MILVUS_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {"name": "metrics", "port": 9091, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# jobs & alerts
+
+
+def cron_job(target: Target, suffix: str, component: str, job: JobSpec, extra_env: list[Manifest]) -> Manifest:
+    container: Manifest = {"name": suffix, "image": job.image}
+    if job.command:
+        container["command"] = list(job.command)
+    if job.args:
+        container["args"] = list(job.args)
+    env = [{"name": e.name, "value": e.value} for e in job.env] + extra_env
+    if env:
+        container["env"] = env
+    if job.resources is not None:
+        container["resources"] = _resources(job.resources)
+    cron_spec: Manifest = {
+        "schedule": job.schedule,
+        "suspend": job.suspend,
+        "concurrencyPolicy": "Forbid",
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": {
+            "metadata": {"labels": labels(target, component)},
+            "spec": {
+                "backoffLimit": 2,
+                "template": {
+                    "metadata": {"labels": labels(target, component)},
+                    "spec": {"restartPolicy": "Never", "containers": [container]},
+                },
+            },
+        },
+    }
+    if job.time_zone:
+        cron_spec["timeZone"] = job.time_zone
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _metadata(target, f"{target.name}-{suffix}", component),
+        "spec": cron_spec,
+    }
+
+
+def prometheus_rule(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
+    mon = spec.monitoring
+    ttft_limit = mon.ttft_p95_alert_seconds or spec.autoscaling.ttft_p95_target_seconds
+    sel = f'phoenix_deployment="{target.name}",namespace="{target.namespace}"'
+    ttft_ms = ttft_limit * 1000
+    rules = [
+        {
+            "alert": "PhoenixTTFTP95AboveTarget",
+            "expr": (
+                f"histogram_quantile(0.95, sum by (le) (rate(nv_inference_first_response_histogram_ms_bucket{{{sel}}}[5m])))"
+                f" > {ttft_ms:g}"
+            ),
+            "for": "5m",
+            "labels": {"severity": "warning"},
+            "annotations": {"summary": f"TTFT p95 of {target.namespace}/{target.name} above {ttft_limit:g}s"},
+        },
+        {
+            "alert": "PhoenixErrorRateHigh",
+            "expr": (
+                f"sum(rate(nv_inference_request_failure{{{sel}}}[5m])) / "
+                f"clamp_min(sum(rate(nv_inference_request_success{{{sel}}}[5m])) + "
+                f"sum(rate(nv_inference_request_failure{{{sel}}}[5m])), 1e-9) > {mon.error_rate_alert:g}"
+            ),
+            "for": "5m",
+            "labels": {"severity": "critical"},
+            "annotations": {"summary": f"Inference error rate of {target.name} above {mon.error_rate_alert:g}"},
+        },
+        {
+            "alert": "PhoenixF1BelowSLA",
+            "expr": f'min(phoenix_eval_f1{{deployment="{target.name}",namespace="{target.namespace}"}}) < {mon.min_f1:g}',
+            "for": "0m",
+            "labels": {"severity": "warning"},
+            "annotations": {"summary": f"Offline-evaluation F1 of {target.name} below {mon.min_f1:g}"},
+        },
+        {
+            "alert": "PhoenixMetricsStale",
+            "expr": f'absent_over_time(nv_inference_request_success{{{sel}}}[10m])',
+            "for": "5m",
+            "labels": {"severity": "warning"},
+            "annotations": {"summary": f"No Triton metrics for {target.name}: the control loop is holding still"},
+        },
+    ]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": _metadata(target, f"{target.name}-alerts", "monitoring"),
+        "spec": {"groups": [{"name": f"phoenix.{target.name}", "rules": rules}]},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# all
+
+
+def render_all(
+    target: Target,
+    spec: PhoenixDeploymentSpec,
+    batching: BatchingConfig | None = None,
+    capabilities: Capabilities | None = None,
+) -> list[Manifest]:
+    """Every child object, in apply order (config before the pods that mount it)."""
+    capabilities = capabilities or Capabilities()
+    batching = batching or BatchingConfig.from_spec(spec)
+    objects = [
+        triton_config_map(target, spec, batching),
+        triton_service(target),
+        triton_deployment(target, spec, batching),
+        triton_pdb(target),
+    ]
+    if capabilities.prometheus_operator:
+        objects.append(triton_pod_monitor(target))
+        if spec.monitoring.prometheus_rule:
+            objects.append(prometheus_rule(target, spec))
+    retrieval = spec.retrieval
+    if retrieval is not None:
+        if retrieval.milvus.mode == "managed":
+            if capabilities.milvus_operator:
+                objects.append(milvus_custom_resource(target, spec))
+            else:
+                objects += [milvus_service(target), milvus_statefulset(target, spec)]
+        if retrieval.refresh is not None:
+            endpoint = retrieval_endpoint(target, spec) or ""
+            env = [
+                {"name": "PHOENIX_MILVUS_URI", "value": endpoint},
+                {"name": "PHOENIX_COLLECTION", "value": retrieval.collection.name},
+            ]
+            ext = retrieval.milvus.external
+            if retrieval.milvus.mode == "external" and ext is not None and ext.token_secret_ref is not None:
+                env.append(
+                    {
+                        "name": "PHOENIX_MILVUS_TOKEN",
+                        "valueFrom": {
+                            "secretKeyRef": {"name": ext.token_secret_ref.name, "key": ext.token_secret_ref.key}
+                        },
+                    }
+                )
+            objects.append(cron_job(target, "kb-refresh", "knowledge-base", retrieval.refresh, env))
+    if spec.maintenance is not None and spec.maintenance.retraining is not None:
+        objects.append(cron_job(target, "retrain", "maintenance", spec.maintenance.retraining, []))
+    return objects

@@ -1,0 +1,162 @@
+"""Spec → Triton model configuration (``config.pbtxt`` and the JSON override for ``load_model``).
+
+The config is built once as a ``ModelConfig`` protobuf (tritonclient ships Triton's
+``model_config_pb2``), so the text form and the JSON form cannot drift from each other, and a
+field name we get wrong fails here, in a unit test, instead of in a Triton log.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from phoenix_operator.api.models import PhoenixDeploymentSpec, PrioritySpec, QueuePolicy
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """The part of the model config the control loop may change live."""
+
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+    instance_count: int
+
+    @classmethod
+    def from_spec(cls, spec: PhoenixDeploymentSpec) -> BatchingConfig:
+        return cls(
+            preferred_batch_sizes=tuple(sorted(spec.batching.preferred_batch_sizes)),
+            max_queue_delay_us=spec.batching.max_queue_delay_microseconds,
+            instance_count=spec.model.instance_count,
+        )
+
+    def with_delay(self, delay_us: int) -> BatchingConfig:
+        return replace(self, max_queue_delay_us=delay_us)
+
+    def describe(self) -> str:
+        sizes = ",".join(map(str, self.preferred_batch_sizes)) or "-"
+        return f"preferred=[{sizes}] delay={self.max_queue_delay_us}us instances={self.instance_count}"
+
+
+def _queue_policy(policy: QueuePolicy) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "timeout_action": policy.timeout_action,
+        "default_timeout_microseconds": policy.timeout_microseconds,
+        "allow_timeout_override": policy.allow_timeout_override,
+        "max_queue_size": policy.max_queue_size,
+    }
+    return out
+
+
+def _priority_block(priority: PrioritySpec) -> dict[str, Any]:
+    by_name = {c.name: c for c in priority.classes}
+    default = by_name[priority.default_class]
+    return {
+        "priority_levels": max(c.level for c in priority.classes),
+        "default_priority_level": default.level,
+        "default_queue_policy": _queue_policy(default.queue_policy),
+        "priority_queue_policy": {str(c.level): _queue_policy(c.queue_policy) for c in priority.classes},
+    }
+
+
+def model_config_dict(spec: PhoenixDeploymentSpec, batching: BatchingConfig | None = None) -> dict[str, Any]:
+    """The model config in Triton's JSON shape (proto field names)."""
+    batching = batching or BatchingConfig.from_spec(spec)
+    model = spec.model
+    config: dict[str, Any] = {
+        "name": model.name,
+        "backend": model.backend,
+        "max_batch_size": model.max_batch_size,
+        "instance_group": [
+            {
+                "count": batching.instance_count,
+                "kind": "KIND_GPU" if spec.triton.gpus_per_replica > 0 else "KIND_CPU",
+            }
+        ],
+        "model_transaction_policy": {"decoupled": model.decoupled},
+    }
+    if spec.batching.enabled:
+        block: dict[str, Any] = {
+            "preferred_batch_size": list(batching.preferred_batch_sizes),
+            "max_queue_delay_microseconds": batching.max_queue_delay_us,
+            "preserve_ordering": spec.batching.preserve_ordering,
+        }
+        if spec.priority is not None:
+            block.update(_priority_block(spec.priority))
+        config["dynamic_batching"] = block
+    if spec.triton.ttft_buckets_ms:
+        config["model_metrics"] = {
+            "metric_control": [
+                {
+                    "metric_identifier": {"family": "nv_inference_first_response_histogram_ms"},
+                    "histogram_options": {"buckets": sorted(spec.triton.ttft_buckets_ms)},
+                }
+            ]
+        }
+    if model.parameters:
+        config["parameters"] = {k: {"string_value": v} for k, v in sorted(model.parameters.items())}
+    for key, tensors in (("input", model.inputs), ("output", model.outputs)):
+        if tensors:
+            config[key] = [
+                {"name": t.name, "data_type": t.data_type, "dims": list(t.dims)}
+                | ({"optional": True} if t.optional and key == "input" else {})
+                for t in tensors
+            ]
+    return config
+
+
+def to_proto(config: dict[str, Any]) -> model_config_pb2.ModelConfig:
+    """Parse into Triton's proto; raises ``json_format.ParseError`` on an unknown field."""
+    return json_format.ParseDict(config, model_config_pb2.ModelConfig())
+
+
+def to_pbtxt(config: dict[str, Any]) -> str:
+    return text_format.MessageToString(to_proto(config))
+
+
+def to_load_json(config: dict[str, Any]) -> str:
+    """The ``config`` parameter for ``load_model``: the *full* config (Triton replaces, not merges)."""
+    message = json_format.MessageToDict(to_proto(config), preserving_proto_field_name=True)
+    return json.dumps(normalize_config(message), sort_keys=True)
+
+
+_INT64_FIELDS = {
+    "max_queue_delay_microseconds",
+    "priority_levels",
+    "default_priority_level",
+    "default_timeout_microseconds",
+}
+
+
+def normalize_config(config: Any) -> Any:
+    """Turn protobuf-JSON 64-bit integers (strings) back into ints, recursively.
+
+    gRPC ``get_model_config(as_json=True)`` and ``MessageToDict`` render int64 as strings, HTTP
+    returns ints; comparing configs from both must not see a difference that is not there.
+    """
+    if isinstance(config, dict):
+        out = {}
+        for key, value in config.items():
+            if key in _INT64_FIELDS and isinstance(value, str) and value.lstrip("-").isdigit():
+                out[key] = int(value)
+            else:
+                out[key] = normalize_config(value)
+        return out
+    if isinstance(config, list):
+        return [normalize_config(v) for v in config]
+    return config
+
+
+def batching_of(config: dict[str, Any]) -> BatchingConfig:
+    """Read the live-tunable part back out of a (served) model config."""
+    config = normalize_config(config)
+    block = config.get("dynamic_batching") or {}
+    groups = config.get("instance_group") or [{}]
+    return BatchingConfig(
+        preferred_batch_sizes=tuple(sorted(int(s) for s in block.get("preferred_batch_size", []))),
+        max_queue_delay_us=int(block.get("max_queue_delay_microseconds", 0)),
+        instance_count=int(groups[0].get("count", 1)),
+    )

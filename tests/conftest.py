@@ -1,0 +1,3 @@
+"""Test-suite wiring: each real component has its own fixture module under tests/fixtures/."""
+
+pytest_plugins: list[str] = []
