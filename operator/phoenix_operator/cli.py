@@ -14,9 +14,11 @@ import click
 
 #: command name -> "module:attribute" of a click command or group.
 _COMMANDS: dict[str, str] = {
+    "bench": "phoenix_operator.sim.cli:bench",
     "cluster": "phoenix_operator.cluster.cli:cluster",
     "crd": "phoenix_operator.api.cli:crd",
     "render": "phoenix_operator.api.cli:render",
+    "run": "phoenix_operator.runner:run",
 }
 
 
@@ -30,7 +32,7 @@ class _LazyGroup(click.Group):
             return None
         module_name, attr = target.split(":")
         command: Any = getattr(importlib.import_module(module_name), attr)
-        return command  # type: ignore[no-any-return]
+        return command
 
 
 @click.group(cls=_LazyGroup)
@@ -38,3 +40,6 @@ class _LazyGroup(click.Group):
 def main() -> None:
     """Phoenix Operator: a Triton + Milvus LLM stack on Kubernetes, continuously tuned."""
 
+
+if __name__ == "__main__":  # `python -m phoenix_operator.cli`, as the tests start the operator
+    main()

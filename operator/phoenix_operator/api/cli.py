@@ -61,9 +61,7 @@ def parse_phoenix_deployments(docs: list[dict[str, Any]]) -> list[PhoenixDeploym
             out.append(PhoenixDeployment.model_validate(doc))
         except ValidationError as exc:
             name = (doc.get("metadata") or {}).get("name", "?")
-            lines = [
-                f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            ]
+            lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
             raise click.ClickException(f"invalid PhoenixDeployment {name}:\n" + "\n".join(lines)) from exc
     return out
 

@@ -128,15 +128,18 @@ class _DefaultsFromFactories(GenerateJsonSchema):
                 return value.model_dump(mode="json", by_alias=True, exclude_none=True)
             if isinstance(value, list):
                 return [
-                    v.model_dump(mode="json", by_alias=True, exclude_none=True) if isinstance(v, BaseModel) else v
+                    v.model_dump(mode="json", by_alias=True, exclude_none=True)
+                    if isinstance(v, BaseModel)
+                    else v
                     for v in value
                 ]
             return value
         return super().get_default_value(schema)
 
 
-def model_schema(model: type[BaseModel]) -> Schema:
-    raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_DefaultsFromFactories)
+def model_schema(model: type[BaseModel], factory_defaults: bool = True) -> Schema:
+    generator = _DefaultsFromFactories if factory_defaults else GenerateJsonSchema
+    raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=generator)
     return to_structural(raw, raw.get("$defs", {}))
 
 
@@ -165,7 +168,9 @@ def _printer_columns() -> list[Schema]:
 def build_crd() -> Schema:
     """The complete CustomResourceDefinition object."""
     spec_schema = model_schema(PhoenixDeploymentSpec)
-    status_schema = model_schema(PhoenixDeploymentStatus)
+    # No defaults in status: the operator writes every field it means, and `{}`/`[]` noise in
+    # `kubectl get -o yaml` helps nobody.
+    status_schema = model_schema(PhoenixDeploymentStatus, factory_defaults=False)
     root: Schema = {
         "type": "object",
         "description": (

@@ -10,11 +10,15 @@ Field names are camelCase on the wire (Kubernetes convention) and snake_case in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 #: Object names in Kubernetes (DNS-1123 label) — reused wherever a name becomes an object name.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -26,16 +30,30 @@ CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    """One `x-kubernetes-validations` entry; `fieldPath` makes the error name the right field."""
-    entry = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
+@dataclass(frozen=True)
+class Rule:
+    """A cross-field rule, enforced twice from one definition.
+
+    ``cel`` goes into the CRD (``x-kubernetes-validations``), so the API server rejects bad
+    objects at admission; ``check`` runs in pydantic, so `phoenix render -f` / `plan -f` reject
+    the same files before they reach a cluster. tests/test_api_validation.py runs one table of
+    invalid objects through both and fails if they ever disagree.
+    """
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+    field: str | None = None
+
+    def as_crd(self) -> dict[str, str]:
+        entry = {"rule": self.cel, "message": self.message}
+        if self.field:
+            entry["fieldPath"] = self.field
+        return entry
 
 
 class ApiModel(BaseModel):
-    """Base of every API object: camelCase aliases, unknown fields rejected.
+    """Base of every API object: camelCase aliases, unknown fields rejected, `__rules__` enforced.
 
     Rejecting unknown fields here matters for `phoenix render -f` and `phoenix plan -f`, which
     read files the API server has not pruned: a typo must fail loudly, not be ignored.
@@ -48,10 +66,25 @@ class ApiModel(BaseModel):
         use_enum_values=True,
         validate_default=True,
     )
+    __rules__: ClassVar[tuple[Rule, ...]] = ()
 
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        for rule in type(self).__rules__:
+            if not rule.check(self):
+                where = f"{rule.field.lstrip('.')}: " if rule.field else ""
+                raise ValueError(where + rule.message)
+        return self
 
-def _with_rules(*rules: dict[str, str]) -> ConfigDict:
-    return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        if cls.__rules__:
+            target = handler.resolve_ref_schema(schema)
+            target["x-kubernetes-validations"] = [r.as_crd() for r in cls.__rules__]
+        return schema
 
 
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
@@ -87,11 +120,12 @@ class PvcSource(ApiModel):
 class ModelRepository(ApiModel):
     """Where Triton loads the model from: an object-store URI or a PVC (exactly one)."""
 
-    model_config = _with_rules(
-        cel(
+    __rules__ = (
+        Rule(
             "has(self.uri) != has(self.pvc)",
             "exactly one of model.repository.uri or model.repository.pvc must be set",
-        )
+            check=lambda s: (s.uri is None) != (s.pvc is None),
+        ),
     )
 
     uri: str | None = Field(
@@ -133,9 +167,7 @@ class TensorSpec(ApiModel):
 class ModelSpec(ApiModel):
     """The model Triton serves."""
 
-    name: str = Field(
-        min_length=1, max_length=128, pattern=MODEL_NAME, description="Triton model name."
-    )
+    name: str = Field(min_length=1, max_length=128, pattern=MODEL_NAME, description="Triton model name.")
     repository: ModelRepository
     backend: Backend = Field(description="Triton backend that runs the model.")
     max_batch_size: int = Field(
@@ -155,10 +187,14 @@ class ModelSpec(ApiModel):
         default_factory=dict, description="Backend parameters (Triton config `parameters`)."
     )
     inputs: list[TensorSpec] = Field(
-        default_factory=list, max_length=32, description="Inputs, when the backend does not auto-complete them."
+        default_factory=list,
+        max_length=32,
+        description="Inputs, when the backend does not auto-complete them.",
     )
     outputs: list[TensorSpec] = Field(
-        default_factory=list, max_length=32, description="Outputs, when the backend does not auto-complete them."
+        default_factory=list,
+        max_length=32,
+        description="Outputs, when the backend does not auto-complete them.",
     )
 
 
@@ -186,28 +222,43 @@ class EnvVar(ApiModel):
 class Resources(ApiModel):
     """CPU/memory requests and limits of the Triton container; GPUs come from gpusPerReplica."""
 
-    model_config = _with_rules(
-        cel(
+    __rules__ = (
+        Rule(
             "!has(self.requests) || !('nvidia.com/gpu' in self.requests)",
             "set GPUs with triton.gpusPerReplica, not resources.requests",
-            ".requests",
+            check=lambda s: "nvidia.com/gpu" not in s.requests,
+            field=".requests",
         ),
-        cel(
+        Rule(
             "!has(self.limits) || !('nvidia.com/gpu' in self.limits)",
             "set GPUs with triton.gpusPerReplica, not resources.limits",
-            ".limits",
+            check=lambda s: "nvidia.com/gpu" not in s.limits,
+            field=".limits",
         ),
     )
 
-    requests: dict[str, Annotated[str, Field(pattern=QUANTITY, max_length=64)]] = Field(
-        default_factory=lambda: {"cpu": "4", "memory": "32Gi"}
-    )
-    limits: dict[str, Annotated[str, Field(pattern=QUANTITY, max_length=64)]] = Field(
-        default_factory=lambda: {"memory": "32Gi"}
-    )
+    requests: dict[str, Annotated[str, Field(pattern=QUANTITY, max_length=64)]] = Field(default_factory=dict)
+    limits: dict[str, Annotated[str, Field(pattern=QUANTITY, max_length=64)]] = Field(default_factory=dict)
 
 
-DEFAULT_TTFT_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 7500, 10000, 20000)
+DEFAULT_TTFT_BUCKETS_MS = (
+    50,
+    100,
+    200,
+    300,
+    500,
+    750,
+    1000,
+    1500,
+    2000,
+    2500,
+    3000,
+    4000,
+    5000,
+    7500,
+    10000,
+    20000,
+)
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-vllm-python-py3"
 DEFAULT_GPU_TOLERATION = Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
 
@@ -227,7 +278,11 @@ class TritonSpec(ApiModel):
         le=1000,
         description="Replicas when autoscaling.mode is off or recommend (the scale subresource writes it).",
     )
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(
+        # One default for the whole object: a user who writes `resources` gets exactly what they
+        # wrote, never a default limit mixed into their requests.
+        default_factory=lambda: Resources(requests={"cpu": "4", "memory": "32Gi"}, limits={"memory": "32Gi"})
+    )
     node_selector: StringMap = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(
         default_factory=lambda: [DEFAULT_GPU_TOLERATION],
@@ -249,7 +304,7 @@ class TritonSpec(ApiModel):
         default=1800, ge=30, le=7200, description="How long a pod may take to load the model."
     )
     ttft_buckets_ms: list[Annotated[float, Field(gt=0, le=3_600_000)]] = Field(
-        default_factory=lambda: list(DEFAULT_TTFT_BUCKETS_MS),
+        default_factory=lambda: [float(b) for b in DEFAULT_TTFT_BUCKETS_MS],
         max_length=64,
         description=(
             "Buckets of Triton's TTFT histogram (nv_inference_first_response_histogram_ms), rendered as "
@@ -266,23 +321,28 @@ class TritonSpec(ApiModel):
 class BatchingBounds(ApiModel):
     """The envelope the control loop may move batching in; the spec's values are the start."""
 
-    model_config = _with_rules(
-        cel(
+    __rules__ = (
+        Rule(
             "self.minQueueDelayMicroseconds <= self.maxQueueDelayMicroseconds",
             "minQueueDelayMicroseconds must be <= maxQueueDelayMicroseconds",
-            ".minQueueDelayMicroseconds",
+            check=lambda s: s.min_queue_delay_microseconds <= s.max_queue_delay_microseconds,
+            field=".minQueueDelayMicroseconds",
         ),
-        cel(
+        Rule(
             "self.minInstanceCount <= self.maxInstanceCount",
             "minInstanceCount must be <= maxInstanceCount",
-            ".minInstanceCount",
+            check=lambda s: s.min_instance_count <= s.max_instance_count,
+            field=".minInstanceCount",
         ),
     )
 
     min_queue_delay_microseconds: int = Field(default=0, ge=0, le=10_000_000)
     max_queue_delay_microseconds: int = Field(default=50_000, ge=0, le=10_000_000)
     max_preferred_batch_size: int | None = Field(
-        default=None, ge=1, le=4096, description="Largest preferred batch size tuning may use (≤ maxBatchSize)."
+        default=None,
+        ge=1,
+        le=4096,
+        description="Largest preferred batch size tuning may use (≤ maxBatchSize).",
     )
     min_instance_count: int = Field(default=1, ge=1, le=16)
     max_instance_count: int = Field(default=1, ge=1, le=16)
@@ -291,17 +351,23 @@ class BatchingBounds(ApiModel):
 class BatchingSpec(ApiModel):
     """Triton dynamic batching: the initial settings and the bounds the tuner stays within."""
 
-    model_config = _with_rules(
-        cel(
+    __rules__ = (
+        Rule(
             "self.bounds.minQueueDelayMicroseconds <= self.maxQueueDelayMicroseconds"
             " && self.maxQueueDelayMicroseconds <= self.bounds.maxQueueDelayMicroseconds",
             "maxQueueDelayMicroseconds must lie within bounds.min/maxQueueDelayMicroseconds",
-            ".maxQueueDelayMicroseconds",
+            check=lambda s: (
+                s.bounds.min_queue_delay_microseconds
+                <= s.max_queue_delay_microseconds
+                <= s.bounds.max_queue_delay_microseconds
+            ),
+            field=".maxQueueDelayMicroseconds",
         ),
-        cel(
+        Rule(
             "self.preferredBatchSizes.all(i, self.preferredBatchSizes.exists_one(j, j == i))",
             "preferredBatchSizes must not repeat a size",
-            ".preferredBatchSizes",
+            check=lambda s: len(set(s.preferred_batch_sizes)) == len(s.preferred_batch_sizes),
+            field=".preferredBatchSizes",
         ),
     )
 
@@ -361,16 +427,18 @@ def _default_classes() -> list[PriorityClass]:
 class PrioritySpec(ApiModel):
     """Request classes, rendered into Triton's priority levels and per-level queue policies."""
 
-    model_config = _with_rules(
-        cel(
+    __rules__ = (
+        Rule(
             "self.classes.exists(c, c.name == self.defaultClass)",
             "defaultClass must name one of priority.classes",
-            ".defaultClass",
+            check=lambda s: any(c.name == s.default_class for c in s.classes),
+            field=".defaultClass",
         ),
-        cel(
+        Rule(
             "self.classes.all(c, self.classes.exists_one(d, d.level == c.level))",
             "each priority class needs its own level",
-            ".classes",
+            check=lambda s: len({c.level for c in s.classes}) == len(s.classes),
+            field=".classes",
         ),
     )
 
@@ -414,16 +482,18 @@ class ManagedMilvus(ApiModel):
 
 
 class MilvusSpec(ApiModel):
-    model_config = _with_rules(
-        cel(
+    __rules__ = (
+        Rule(
             "self.mode != 'external' || has(self.external)",
             "milvus.external is required when milvus.mode is external",
-            ".external",
+            check=lambda s: s.mode != "external" or s.external is not None,
+            field=".external",
         ),
-        cel(
+        Rule(
             "self.mode != 'managed' || !has(self.external)",
             "milvus.external must not be set when milvus.mode is managed",
-            ".external",
+            check=lambda s: s.mode != "managed" or s.external is None,
+            field=".external",
         ),
     )
 
@@ -456,7 +526,7 @@ ParamValue = int | float | str | bool
 class IndexSpec(ApiModel):
     type: IndexType = IndexType.HNSW
     params: dict[str, ParamValue] = Field(
-        default_factory=lambda: {"M": 16, "efConstruction": 200},
+        default_factory=lambda: dict[str, ParamValue](M=16, efConstruction=200),
         description="Index build parameters, passed to Milvus unchanged.",
     )
 
@@ -469,9 +539,12 @@ class CollectionSpec(ApiModel):
     metric: MetricType = MetricType.COSINE
     index: IndexSpec = Field(default_factory=IndexSpec)
     search_params: dict[str, ParamValue] = Field(
-        default_factory=lambda: {"ef": 64}, description="Search parameters for clients (published in the ConfigMap)."
+        default_factory=lambda: dict[str, ParamValue](ef=64),
+        description="Search parameters for clients (published in the ConfigMap).",
     )
-    replicas: int = Field(default=1, ge=1, le=16, description="In-memory replicas when loading the collection.")
+    replicas: int = Field(
+        default=1, ge=1, le=16, description="In-memory replicas when loading the collection."
+    )
 
 
 class JobSpec(ApiModel):
@@ -514,12 +587,18 @@ class AutoscalingMode(StrEnum):
 class AutoscalingSpec(ApiModel):
     """The control loop: SLO-driven replicas and live batching."""
 
-    model_config = _with_rules(
-        cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),
-        cel(
+    __rules__ = (
+        Rule(
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas must be <= maxReplicas",
+            check=lambda s: s.min_replicas <= s.max_replicas,
+            field=".minReplicas",
+        ),
+        Rule(
             "self.mode == 'off' || has(self.prometheusUrl)",
             "prometheusUrl is required when mode is recommend or auto",
-            ".prometheusUrl",
+            check=lambda s: s.mode == "off" or s.prometheus_url is not None,
+            field=".prometheusUrl",
         ),
     )
 
@@ -562,29 +641,43 @@ class MonitoringSpec(ApiModel):
 class PhoenixDeploymentSpec(ApiModel):
     """Desired state of a customer-service LLM stack."""
 
-    model_config = _with_rules(
-        cel(
+    __rules__ = (
+        Rule(
             "!has(self.batching) || self.batching.preferredBatchSizes.all(s, s <= self.model.maxBatchSize)",
             "every batching.preferredBatchSizes entry must be <= model.maxBatchSize",
-            ".batching.preferredBatchSizes",
+            check=lambda s: all(b <= s.model.max_batch_size for b in s.batching.preferred_batch_sizes),
+            field=".batching.preferredBatchSizes",
         ),
-        cel(
+        Rule(
             "!has(self.batching) || !has(self.batching.bounds.maxPreferredBatchSize)"
             " || self.batching.bounds.maxPreferredBatchSize <= self.model.maxBatchSize",
             "batching.bounds.maxPreferredBatchSize must be <= model.maxBatchSize",
-            ".batching.bounds.maxPreferredBatchSize",
+            check=lambda s: (
+                s.batching.bounds.max_preferred_batch_size is None
+                or s.batching.bounds.max_preferred_batch_size <= s.model.max_batch_size
+            ),
+            field=".batching.bounds.maxPreferredBatchSize",
         ),
-        cel(
+        Rule(
             "!has(self.batching) || (self.batching.bounds.minInstanceCount <= self.model.instanceCount"
             " && self.model.instanceCount <= self.batching.bounds.maxInstanceCount)",
             "model.instanceCount must lie within batching.bounds.min/maxInstanceCount",
-            ".model.instanceCount",
+            check=lambda s: (
+                s.batching.bounds.min_instance_count
+                <= s.model.instance_count
+                <= s.batching.bounds.max_instance_count
+            ),
+            field=".model.instanceCount",
         ),
-        cel(
+        Rule(
             "!has(self.autoscaling) || !has(self.autoscaling.gpuBudget)"
             " || self.autoscaling.gpuBudget >= self.autoscaling.minReplicas * self.triton.gpusPerReplica",
             "autoscaling.gpuBudget must cover minReplicas × triton.gpusPerReplica",
-            ".autoscaling.gpuBudget",
+            check=lambda s: (
+                s.autoscaling.gpu_budget is None
+                or s.autoscaling.gpu_budget >= s.autoscaling.min_replicas * s.triton.gpus_per_replica
+            ),
+            field=".autoscaling.gpuBudget",
         ),
     )
 

@@ -71,10 +71,8 @@ def stop_process(proc: subprocess.Popen[bytes], *, term_timeout_s: float = 10.0)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=term_timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
     # Helpers (e.g. Triton's Python-backend stubs) may outlive a killed parent: end the group.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)

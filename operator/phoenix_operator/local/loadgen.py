@@ -40,6 +40,9 @@ class Arrival:
     at_s: float
     priority_class: str = "standard"
     prompt_tokens: int = 128
+    #: Server-side queue timeout for this request in microseconds (Triton's per-request
+    #: ``timeout``; honoured when the queue policy has ``allow_timeout_override``).
+    timeout_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,9 @@ class LoadResult:
     """All records of one run, plus the wall-clock time its t=0 corresponds to."""
 
     records: list[RequestRecord]
+    #: ``time.time()`` and ``time.monotonic()`` at the run's t=0 (record times are offsets).
     started_wall: float
+    started_monotonic: float
     duration_s: float
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -180,7 +185,8 @@ class TtftExporter:
                 self.requests.labels(priority_class=name, outcome=outcome)
 
     def record(self, record: RequestRecord) -> None:
-        self.requests.labels(priority_class=record.priority_class, outcome="ok" if record.ok else "error").inc()
+        outcome = "ok" if record.ok else "error"
+        self.requests.labels(priority_class=record.priority_class, outcome=outcome).inc()
         if record.ok:
             self.histogram.labels(priority_class=record.priority_class).observe(record.latency_s)
 
@@ -203,6 +209,8 @@ class LoadRun:
         self._result: LoadResult | None = None
         self._error: BaseException | None = None
         self._sent = 0
+        #: Requests in the stream (``sent == total`` once the last one has gone out).
+        self.total = len(arrivals)
         self._thread = threading.Thread(
             target=self._main, args=(generator, arrivals), name="phoenix-loadgen", daemon=True
         )
@@ -301,7 +309,7 @@ class LoadGenerator:
     async def _run(self, arrivals: Sequence[Arrival], run: LoadRun) -> LoadResult:
         client = self._client()
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        t0 = loop.time()  # asyncio's clock is time.monotonic()
         wall0 = time.time()
         tasks: list[asyncio.Task[RequestRecord]] = []
         try:
@@ -316,7 +324,7 @@ class LoadGenerator:
             records = list(await asyncio.gather(*tasks))
         finally:
             await client.close()
-        return LoadResult(records, wall0, loop.time() - t0)
+        return LoadResult(records, wall0, t0, loop.time() - t0)
 
     async def _one(self, client: Any, index: int, arrival: Arrival, t0: float) -> RequestRecord:
         loop = asyncio.get_running_loop()
@@ -325,6 +333,8 @@ class LoadGenerator:
         error: str | None = None
         try:
             kwargs: dict[str, Any] = {"priority": priority}
+            if arrival.timeout_us is not None:
+                kwargs["timeout"] = arrival.timeout_us
             if self.protocol == "grpc":
                 kwargs["client_timeout"] = self.request_timeout_s
             await client.infer(self.model, self._inputs(arrival.prompt_tokens), **kwargs)

@@ -87,7 +87,7 @@ class LocalPrometheus:
         self.ready_timeout_s = ready_timeout_s
         self.binary = Path(binary) if binary is not None else PROMETHEUS_BINARY
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="phoenix-prom-"))
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="phoenix-prom-"))
         self.config_path = self.workdir / "prometheus.yml"
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "prometheus.log"
@@ -135,8 +135,12 @@ class LocalPrometheus:
                     start_new_session=True,
                 )
             try:
-                wait_for(self._ready, self.ready_timeout_s, what=f"Prometheus ready on {self.url}",
-                         abort=self._exited)
+                wait_for(
+                    self._ready,
+                    self.ready_timeout_s,
+                    what=f"Prometheus ready on {self.url}",
+                    abort=self._exited,
+                )
                 return self
             except (RuntimeError, TimeoutError) as exc:
                 tail = log_tail(self.log_path)
@@ -214,8 +218,9 @@ class LocalPrometheus:
             active = [t for t in self.active_targets() if t.get("health") == "up"]
             return active if len(active) >= want else None
 
-        return wait_for(up, timeout_s, interval_s=0.1, what=f"{want} Prometheus target(s) up",
-                        abort=self._exited)
+        return wait_for(
+            up, timeout_s, interval_s=0.1, what=f"{want} Prometheus target(s) up", abort=self._exited
+        )
 
     def wait_for_samples(self, selector: str, samples: int = 2, timeout_s: float = 30.0) -> None:
         """Wait until every series matching ``selector`` has ``samples`` points (rate() needs 2).
@@ -228,8 +233,9 @@ class LocalPrometheus:
             result = self.query(f"min(count_over_time({selector}[{window}]))")
             return bool(result) and float(result[0]["value"][1]) >= samples
 
-        wait_for(enough, timeout_s, interval_s=0.1, what=f"{samples} samples of {selector}",
-                 abort=self._exited)
+        wait_for(
+            enough, timeout_s, interval_s=0.1, what=f"{samples} samples of {selector}", abort=self._exited
+        )
 
     def _ready(self) -> bool:
         try:
@@ -242,4 +248,3 @@ class LocalPrometheus:
         if self._proc is not None and (code := self._proc.poll()) is not None:
             return f"prometheus exited with code {code}: {log_tail(self.log_path, 5)}"
         return None
-

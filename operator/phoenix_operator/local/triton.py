@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -218,7 +219,7 @@ class LocalTriton:
                 wait_for(
                     self._ready,
                     self.ready_timeout_s,
-                    what=f"tritonserver ready on {self.http_url}",
+                    what=f"tritonserver ready on {self.http_url} (metrics on {self.metrics_target})",
                     abort=self._exited,
                 )
             except (RuntimeError, TimeoutError) as exc:
@@ -226,7 +227,10 @@ class LocalTriton:
                 self.stop()
                 if attempt < attempts and "address already in use" in tail.lower():
                     continue
-                raise RuntimeError(f"{exc}\n--- {self.log_path} (tail) ---\n{tail}") from None
+                errors = "\n".join(self.log_errors()) or "(none logged)"
+                raise RuntimeError(
+                    f"{exc}\n--- errors in {self.log_path} ---\n{errors}\n--- log tail ---\n{tail}"
+                ) from None
             self.startup_s = time.monotonic() - began
             return self
         raise AssertionError("unreachable")
@@ -246,6 +250,20 @@ class LocalTriton:
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)
 
+    def log_errors(self, limit: int = 20) -> list[str]:
+        """Error lines of the log (``E1127 ...``): Triton prints why a model failed only there,
+        far above the option table that fills the tail."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        errors = [
+            line
+            for line in lines
+            if (_ERROR_LINE.match(line) or line.startswith("error:")) and not any(n in line for n in _NOISE)
+        ]
+        return errors[-limit:]
+
     def __enter__(self) -> LocalTriton:
         return self.start()
 
@@ -259,16 +277,27 @@ class LocalTriton:
 
     # -- helpers ---------------------------------------------------------------------------
     def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as resp:
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        # The metrics service starts after the HTTP one: wait for both, or a scrape (or a test
+        # reading /metrics) right after start-up meets a refused connection.
+        return _http_ok(f"http://{self.http_url}/v2/health/ready") and _http_ok(self.metrics_url)
 
     def _exited(self) -> str | None:
         if self._proc is not None and (code := self._proc.poll()) is not None:
             return f"tritonserver exited with code {code}"
         return None
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+_ERROR_LINE = re.compile(r"^E\d{4} ")
+#: Error lines every CPU-only start prints; not the reason anything failed.
+_NOISE = ("CudaDriverHelper has not been initialized",)
 
 
 def _three_ports() -> tuple[int, int, int]:

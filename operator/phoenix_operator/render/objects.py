@@ -221,7 +221,9 @@ def triton_deployment(
                 "persistentVolumeClaim": {"claimName": repo.pvc.claim_name, "readOnly": repo.pvc.read_only},
             }
         )
-        mounts.append({"name": "model-repository", "mountPath": MODEL_VOLUME_DIR, "readOnly": repo.pvc.read_only})
+        mounts.append(
+            {"name": "model-repository", "mountPath": MODEL_VOLUME_DIR, "readOnly": repo.pvc.read_only}
+        )
 
     container: Manifest = {
         "name": "triton",
@@ -384,8 +386,10 @@ def triton_pod_monitor(target: Target) -> Manifest:
                     "port": "metrics",
                     "interval": "15s",
                     "relabelings": [
-                        {"sourceLabels": ["__meta_kubernetes_pod_label_" + _prom_label(DEPLOYMENT_LABEL)],
-                         "targetLabel": "phoenix_deployment"}
+                        {
+                            "sourceLabels": ["__meta_kubernetes_pod_label_" + _prom_label(DEPLOYMENT_LABEL)],
+                            "targetLabel": "phoenix_deployment",
+                        }
                     ],
                 }
             ],
@@ -415,10 +419,14 @@ def milvus_custom_resource(target: Target, spec: PhoenixDeploymentSpec) -> Manif
     """A Milvus Operator ``Milvus`` (standalone); data kept when it is deleted (Retain)."""
     assert spec.retrieval is not None
     managed = spec.retrieval.milvus.managed
-    persistence: Manifest = {"enabled": True, "pvcDeletion": False, "persistentVolumeClaim": {
-        "spec": {"resources": {"requests": {"storage": managed.storage_size}}}
-        | ({"storageClassName": managed.storage_class_name} if managed.storage_class_name else {})
-    }}
+    persistence: Manifest = {
+        "enabled": True,
+        "pvcDeletion": False,
+        "persistentVolumeClaim": {
+            "spec": {"resources": {"requests": {"storage": managed.storage_size}}}
+            | ({"storageClassName": managed.storage_class_name} if managed.storage_class_name else {})
+        },
+    }
     return {
         "apiVersion": "milvus.io/v1beta1",
         "kind": "Milvus",
@@ -493,7 +501,10 @@ def milvus_statefulset(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
                 },
             },
             "volumeClaimTemplates": [
-                {"metadata": {"name": "data", "labels": labels(target, "retrieval", "milvus")}, "spec": claim_spec}
+                {
+                    "metadata": {"name": "data", "labels": labels(target, "retrieval", "milvus")},
+                    "spec": claim_spec,
+                }
             ],
         },
     }
@@ -518,7 +529,9 @@ def milvus_service(target: Target) -> Manifest:
 # jobs & alerts
 
 
-def cron_job(target: Target, suffix: str, component: str, job: JobSpec, extra_env: list[Manifest]) -> Manifest:
+def cron_job(
+    target: Target, suffix: str, component: str, job: JobSpec, extra_env: list[Manifest]
+) -> Manifest:
     container: Manifest = {"name": suffix, "image": job.image}
     if job.command:
         container["command"] = list(job.command)
@@ -565,7 +578,8 @@ def prometheus_rule(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
         {
             "alert": "PhoenixTTFTP95AboveTarget",
             "expr": (
-                f"histogram_quantile(0.95, sum by (le) (rate(nv_inference_first_response_histogram_ms_bucket{{{sel}}}[5m])))"
+                "histogram_quantile(0.95, sum by (le) "
+                f"(rate(nv_inference_first_response_histogram_ms_bucket{{{sel}}}[5m])))"
                 f" > {ttft_ms:g}"
             ),
             "for": "5m",
@@ -581,21 +595,28 @@ def prometheus_rule(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
             ),
             "for": "5m",
             "labels": {"severity": "critical"},
-            "annotations": {"summary": f"Inference error rate of {target.name} above {mon.error_rate_alert:g}"},
+            "annotations": {
+                "summary": f"Inference error rate of {target.name} above {mon.error_rate_alert:g}"
+            },
         },
         {
             "alert": "PhoenixF1BelowSLA",
-            "expr": f'min(phoenix_eval_f1{{deployment="{target.name}",namespace="{target.namespace}"}}) < {mon.min_f1:g}',
+            "expr": (
+                f'min(phoenix_eval_f1{{deployment="{target.name}",namespace="{target.namespace}"}})'
+                f" < {mon.min_f1:g}"
+            ),
             "for": "0m",
             "labels": {"severity": "warning"},
             "annotations": {"summary": f"Offline-evaluation F1 of {target.name} below {mon.min_f1:g}"},
         },
         {
             "alert": "PhoenixMetricsStale",
-            "expr": f'absent_over_time(nv_inference_request_success{{{sel}}}[10m])',
+            "expr": f"absent_over_time(nv_inference_request_success{{{sel}}}[10m])",
             "for": "5m",
             "labels": {"severity": "warning"},
-            "annotations": {"summary": f"No Triton metrics for {target.name}: the control loop is holding still"},
+            "annotations": {
+                "summary": f"No Triton metrics for {target.name}: the control loop is holding still"
+            },
         },
     ]
     return {
@@ -638,7 +659,7 @@ def render_all(
                 objects += [milvus_service(target), milvus_statefulset(target, spec)]
         if retrieval.refresh is not None:
             endpoint = retrieval_endpoint(target, spec) or ""
-            env = [
+            env: list[Manifest] = [
                 {"name": "PHOENIX_MILVUS_URI", "value": endpoint},
                 {"name": "PHOENIX_COLLECTION", "value": retrieval.collection.name},
             ]
@@ -648,7 +669,10 @@ def render_all(
                     {
                         "name": "PHOENIX_MILVUS_TOKEN",
                         "valueFrom": {
-                            "secretKeyRef": {"name": ext.token_secret_ref.name, "key": ext.token_secret_ref.key}
+                            "secretKeyRef": {
+                                "name": ext.token_secret_ref.name,
+                                "key": ext.token_secret_ref.key,
+                            }
                         },
                     }
                 )

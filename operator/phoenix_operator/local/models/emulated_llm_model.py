@@ -47,7 +47,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException("negative PROMPT_TOKENS: failing this batch on purpose")
         responses = []
         for prompt in prompts:
-            shape = prompt.shape[:-1] + (1,) if prompt.ndim > 1 else (1,)
+            shape = (*prompt.shape[:-1], 1) if prompt.ndim > 1 else (1,)
             tokens = np.full(shape, self.output_tokens, dtype=np.int32)
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("TOKENS", tokens)]))
         return responses

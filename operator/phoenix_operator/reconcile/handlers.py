@@ -1,0 +1,115 @@
+"""Kopf handlers: thin adapters from Kopf's events to `Reconciler.reconcile`.
+
+Importing this module registers the handlers in Kopf's default registry; `phoenix run` and the
+tests' `KopfRunner` both import it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import kopf
+from kubernetes import config as k8s_config
+
+from phoenix_operator import API_GROUP, API_VERSION, PLURAL
+from phoenix_operator.reconcile.kube import Kube
+from phoenix_operator.reconcile.reconciler import Outcome, Reconciler
+from phoenix_operator.reconcile.settings import OperatorSettings
+
+log = logging.getLogger("phoenix_operator")
+SETTINGS = OperatorSettings.from_env()
+RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+
+#: One lock per object: Kopf runs timers concurrently with event handlers, and two passes
+#: interleaving their status writes could flip a condition back and forth.
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def _lock_for(uid: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(uid, threading.Lock())
+
+
+def load_kube_config() -> None:
+    """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
+    try:
+        k8s_config.load_incluster_config()
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()
+
+
+def reconciler() -> Reconciler:
+    if "reconciler" not in _state:
+        load_kube_config()
+        _state["reconciler"] = Reconciler(Kube(), SETTINGS)
+    result: Reconciler = _state["reconciler"]
+    return result
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Progress and diff-base in annotations: the status schema is strict (no `status.kopf`).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration"
+    )
+    # Only warnings become Events; the reconciler posts its own, once per state change.
+    settings.posting.level = logging.WARNING
+    # A stalled watch must not freeze the operator (Kopf's documented advice).
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 30
+    settings.execution.max_workers = 8
+    reconciler()
+
+
+def _run(body: kopf.Body, from_timer: bool) -> Outcome:
+    uid = body["metadata"]["uid"]
+    with _lock_for(uid):
+        outcome = reconciler().reconcile(body)
+        _write_status(body, outcome)
+    for type_, reason, message in outcome.events:
+        kopf.event(body, type=type_, reason=reason, message=message[:1024])
+    if outcome.retry_reason and not from_timer:
+        raise kopf.TemporaryError(outcome.retry_reason, delay=SETTINGS.resync_seconds)
+    return outcome
+
+
+def _write_status(body: kopf.Body, outcome: Outcome) -> None:
+    if not outcome.status_patch:
+        return
+    meta = body["metadata"]
+    reconciler().kube.custom.patch_namespaced_custom_object_status(
+        API_GROUP, API_VERSION, meta["namespace"], PLURAL, meta["name"], {"status": outcome.status_patch}
+    )
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+def on_change(body: kopf.Body, **_: Any) -> None:
+    _run(body, from_timer=False)
+
+
+@kopf.timer(*RESOURCE, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds / 2)
+def resync(body: kopf.Body, **_: Any) -> None:
+    """Drift check and status refresh; reads only, unless something drifted or changed."""
+    _run(body, from_timer=True)
+
+
+@kopf.on.delete(*RESOURCE, optional=True)
+def on_delete(body: kopf.Body, **_: Any) -> None:
+    """Children go through ownerReferences (Kubernetes GC); only forget in-memory state."""
+    with _locks_guard:
+        _locks.pop(body["metadata"]["uid"], None)
+
+
+@kopf.on.probe(id="reconciler")
+def probe(**_: Any) -> str:
+    return "ok" if "reconciler" in _state else "starting"

@@ -1,0 +1,203 @@
+"""Thin Kubernetes helpers: server-side apply that skips no-op writes, capability discovery.
+
+A converged operator must make no write requests (each one costs the API server and shows up
+as noise in audit logs and GitOps tools), so ``apply`` first compares the desired object with
+the live one and only sends the apply when something the operator owns differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.utils import parse_quantity
+
+from phoenix_operator import API_GROUP, FIELD_MANAGER
+from phoenix_operator.render.objects import Capabilities
+
+Manifest = dict[str, Any]
+
+#: Hash of the last object this operator applied; a changed desired object (a field removed,
+#: too) shows up as a different hash even when the live object still contains it.
+APPLIED_HASH_ANNOTATION = f"{API_GROUP}/applied-hash"
+#: Field manager for the autoscaler's replica writes: separate from the reconciler's so that a
+#: reconcile apply (which omits replicas in auto mode) never takes replicas away from it.
+AUTOSCALER_FIELD_MANAGER = "phoenix-autoscaler"
+
+
+def desired_hash(obj: Manifest) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """Whether every field in ``desired`` has the same value in ``live``.
+
+    Lists must match element-wise and in length (the API server does not add list elements to
+    the objects we render, but it does add defaulted fields inside them, hence the recursion).
+    """
+    if isinstance(desired, Mapping):
+        if not isinstance(live, Mapping):
+            return False
+        return all(key in live and is_subset(value, live[key]) for key, value in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(desired) != len(live):
+            return False
+        return all(is_subset(d, v) for d, v in zip(desired, live, strict=True))
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return desired is live
+    if isinstance(desired, int | float) and isinstance(live, int | float):
+        return float(desired) == float(live)
+    if desired == live:
+        return True
+    # The API server canonicalises quantities ("1.5" CPU comes back as "1500m").
+    return isinstance(desired, str) and isinstance(live, str) and _same_quantity(desired, live)
+
+
+def _same_quantity(a: str, b: str) -> bool:
+    try:
+        return bool(parse_quantity(a) == parse_quantity(b))
+    except ValueError:
+        return False
+
+
+def with_applied_hash(obj: Manifest) -> Manifest:
+    stamped = json.loads(json.dumps(obj))
+    stamped["metadata"].setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = desired_hash(obj)
+    return stamped
+
+
+def needs_apply(desired: Manifest, live: Manifest | None) -> bool:
+    if live is None:
+        return True
+    annotations = live.get("metadata", {}).get("annotations") or {}
+    if annotations.get(APPLIED_HASH_ANNOTATION) != desired_hash(desired):
+        return True
+    return not is_subset(with_applied_hash(desired), live)
+
+
+class Kube:
+    """The operator's API access, created once per process."""
+
+    def __init__(self, api_client: k8s.ApiClient | None = None) -> None:
+        self.api_client = api_client or k8s.ApiClient()
+        self.dynamic = DynamicClient(self.api_client)
+        self.core = k8s.CoreV1Api(self.api_client)
+        self.apps = k8s.AppsV1Api(self.api_client)
+        self.custom = k8s.CustomObjectsApi(self.api_client)
+        self._caps: tuple[float, Capabilities] | None = None
+        self._caps_lock = threading.Lock()
+
+    def resource(self, api_version: str, kind: str) -> Any:
+        return self.dynamic.resources.get(api_version=api_version, kind=kind)
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:
+        try:
+            obj = self.resource(api_version, kind).get(name=name, namespace=namespace)
+        except NotFoundError:
+            return None
+        result: Manifest = obj.to_dict()
+        return result
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Manifest]:
+        items: list[Manifest] = (
+            self.resource(api_version, kind)
+            .get(namespace=namespace, label_selector=label_selector)
+            .to_dict()["items"]
+        )
+        return items
+
+    def apply(self, obj: Manifest, field_manager: str = FIELD_MANAGER) -> bool:
+        """Server-side apply ``obj`` unless the live object already matches. Returns True if written."""
+        meta = obj["metadata"]
+        live = self.get(obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"])
+        if not needs_apply(obj, live):
+            return False
+        self.resource(obj["apiVersion"], obj["kind"]).server_side_apply(
+            body=with_applied_hash(obj),
+            name=meta["name"],
+            namespace=meta["namespace"],
+            field_manager=field_manager,
+            force_conflicts=True,
+        )
+        return True
+
+    def apply_replicas(self, name: str, namespace: str, replicas: int) -> bool:
+        """Set a Deployment's replicas under the autoscaler's own field manager (no-op if equal)."""
+        live = self.get("apps/v1", "Deployment", name, namespace)
+        if live is not None and live.get("spec", {}).get("replicas") == replicas and _owns_replicas(live):
+            return False
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas},
+        }
+        self.resource("apps/v1", "Deployment").server_side_apply(
+            body=body,
+            name=name,
+            namespace=namespace,
+            field_manager=AUTOSCALER_FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        return True
+
+    def capabilities(self, ttl_s: float = 60.0) -> Capabilities:
+        """Which optional APIs exist (Milvus Operator, Prometheus Operator); cached for ``ttl_s``."""
+        with self._caps_lock:
+            now = time.monotonic()
+            if self._caps is not None and now - self._caps[0] < ttl_s:
+                return self._caps[1]
+            caps = Capabilities(
+                milvus_operator=self._has_kind("milvus.io/v1beta1", "Milvus"),
+                prometheus_operator=self._has_kind("monitoring.coreos.com/v1", "PrometheusRule"),
+            )
+            self._caps = (now, caps)
+            return caps
+
+    def _has_kind(self, api_version: str, kind: str) -> bool:
+        group, _, version = api_version.rpartition("/")
+        try:
+            resources = k8s.CustomObjectsApi(self.api_client).get_api_resources(group, version)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.kind == kind for r in resources.resources)
+
+    def secret_data(self, name: str, namespace: str) -> dict[str, str] | None:
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        import base64
+
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+
+def _owns_replicas(live: Manifest) -> bool:
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") == AUTOSCALER_FIELD_MANAGER and "f:replicas" in json.dumps(
+            entry.get("fieldsV1", {})
+        ):
+            return True
+    return False
+
+
+__all__ = [
+    "APPLIED_HASH_ANNOTATION",
+    "AUTOSCALER_FIELD_MANAGER",
+    "Kube",
+    "ResourceNotFoundError",
+    "is_subset",
+    "needs_apply",
+]

@@ -1,0 +1,412 @@
+"""One reconcile pass of a PhoenixDeployment: check, apply what differs, observe, report.
+
+Independent of Kopf (the handlers in `handlers.py` only adapt arguments), so the same pass
+runs from create/update/resume handlers and from the periodic drift check, and tests can call it
+directly against a real API server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from phoenix_operator.api.models import AutoscalingMode, PhoenixDeploymentSpec, RetrievalStatus
+from phoenix_operator.reconcile.kube import Kube, Manifest
+from phoenix_operator.reconcile.retrieval import TokenSecretError, ensure_collection, resolve_token
+from phoenix_operator.reconcile.settings import OperatorSettings
+from phoenix_operator.reconcile.status import (
+    DeploymentState,
+    Problem,
+    RetrievalState,
+    Snapshot,
+    StatusDraft,
+    changed_conditions,
+    desired_conditions,
+    merge_conditions,
+    unschedulable_problems,
+)
+from phoenix_operator.render.objects import (
+    DEPLOYMENT_LABEL,
+    Target,
+    milvus_name,
+    render_all,
+    retrieval_endpoint,
+    selector_string,
+    triton_name,
+)
+from phoenix_operator.render.tritonconfig import BatchingConfig
+
+log = logging.getLogger(__name__)
+
+#: Kinds the operator creates, for pruning children that the spec no longer asks for.
+PRUNABLE_KINDS = (
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("batch/v1", "CronJob"),
+)
+OPTIONAL_PRUNABLE_KINDS = (
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("milvus.io/v1beta1", "Milvus"),
+)
+
+
+@dataclass
+class Outcome:
+    """What a pass wants written to status and posted as Events."""
+
+    status_patch: dict[str, Any] = field(default_factory=dict)
+    #: (type, reason, message) — type is "Normal" or "Warning".
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+    #: Set when the pass could not complete and should be retried soon (e.g. a missing Secret).
+    retry_reason: str | None = None
+    invalid: bool = False
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def batching_in_force(spec: PhoenixDeploymentSpec, status: Mapping[str, Any]) -> BatchingConfig:
+    """The spec's batching, or the tuned one the control loop persisted if it is still allowed.
+
+    A tuned config survives operator restarts (it lives in status and the ConfigMap) but is
+    dropped as soon as the user's spec no longer allows it (mode changed, bounds narrowed).
+    """
+    from_spec = BatchingConfig.from_spec(spec)
+    tuned = status.get("batching") or {}
+    auto = spec.autoscaling
+    if tuned.get("source") != "tuned" or auto.mode != AutoscalingMode.AUTO or not auto.tune_batching:
+        return from_spec
+    bounds = spec.batching.bounds
+    candidate = BatchingConfig(
+        preferred_batch_sizes=tuple(sorted(int(s) for s in tuned.get("preferredBatchSizes", []))),
+        max_queue_delay_us=int(tuned.get("maxQueueDelayMicroseconds", -1)),
+        instance_count=int(tuned.get("instanceCount", 0)),
+    )
+    size_cap = min(spec.model.max_batch_size, bounds.max_preferred_batch_size or spec.model.max_batch_size)
+    allowed = (
+        all(1 <= s <= size_cap for s in candidate.preferred_batch_sizes)
+        and bounds.min_queue_delay_microseconds
+        <= candidate.max_queue_delay_us
+        <= bounds.max_queue_delay_microseconds
+        and bounds.min_instance_count <= candidate.instance_count <= bounds.max_instance_count
+    )
+    return candidate if allowed else from_spec
+
+
+def batching_status(
+    batching: BatchingConfig, spec: PhoenixDeploymentSpec, previous: Mapping[str, Any]
+) -> dict[str, Any]:
+    source = "spec" if batching == BatchingConfig.from_spec(spec) else "tuned"
+    out: dict[str, Any] = {
+        "preferredBatchSizes": list(batching.preferred_batch_sizes),
+        "maxQueueDelayMicroseconds": batching.max_queue_delay_us,
+        "instanceCount": batching.instance_count,
+        "source": source,
+    }
+    if previous.get("appliedAt"):
+        out["appliedAt"] = previous["appliedAt"]
+    return out
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
+        self.kube = kube
+        self.settings = settings
+
+    # ---------------------------------------------------------------- entry point
+
+    def reconcile(self, body: Mapping[str, Any]) -> Outcome:
+        meta, status = body["metadata"], dict(body.get("status") or {})
+        target = Target(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta.get("uid"),
+            generation=meta.get("generation"),
+        )
+        outcome = Outcome()
+        try:
+            spec = PhoenixDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            # The API server validates first; this only happens for objects stored under an older
+            # CRD. Report it and leave the running children alone.
+            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+            self._finish(
+                outcome,
+                target,
+                status,
+                [Problem("InvalidSpec", f"spec is invalid: {fields}")],
+                None,
+                None,
+                None,
+                [],
+            )
+            outcome.invalid = True
+            return outcome
+
+        blocking = self._preflight(target, spec)
+        batching = batching_in_force(spec, status)
+        rejected: list[Problem] = []
+        if not blocking:
+            outcome.writes = self._apply_children(target, spec, batching, status, rejected)
+            if outcome.writes:
+                outcome.events.append(("Normal", "Applied", "applied " + ", ".join(outcome.writes)))
+        else:
+            outcome.retry_reason = blocking[0].message
+        retrieval, retrieval_status, actions = self._observe_retrieval(target, spec, blocked=bool(blocking))
+        for action in actions:
+            outcome.events.append(("Normal", "Retrieval", action))
+        self._finish(
+            outcome, target, status, blocking, spec, batching, (retrieval, retrieval_status), rejected
+        )
+        return outcome
+
+    # ---------------------------------------------------------------- steps
+
+    def _preflight(self, target: Target, spec: PhoenixDeploymentSpec) -> list[Problem]:
+        """Checks only the operator can make; a failure blocks applying (children stay as they are)."""
+        problems = []
+        secret = spec.model.repository.credentials_secret
+        if secret and self.kube.secret_data(secret, target.namespace) is None:
+            problems.append(
+                Problem(
+                    "SecretNotFound",
+                    f"Secret {target.namespace}/{secret} (model.repository.credentialsSecret) does not exist",
+                )
+            )
+        external = spec.retrieval.milvus.external if spec.retrieval else None
+        if external and external.token_secret_ref:
+            ref = external.token_secret_ref
+            try:
+                resolve_token(self.kube.secret_data(ref.name, target.namespace), ref)
+            except TokenSecretError as exc:
+                problems.append(Problem(exc.reason, exc.message))
+        return problems
+
+    def _apply_children(
+        self,
+        target: Target,
+        spec: PhoenixDeploymentSpec,
+        batching: BatchingConfig,
+        status: Mapping[str, Any],
+        rejected: list[Problem],
+    ) -> list[str]:
+        """Apply what differs; children the API server refuses are added to ``rejected``."""
+        caps = self.kube.capabilities()
+        desired = render_all(target, spec, batching, caps)
+        writes = []
+        for obj in desired:
+            what = f"{obj['kind']}/{obj['metadata']['name']}"
+            try:
+                if self.kube.apply(obj):
+                    writes.append(what)
+            except ApiException as exc:
+                if exc.status not in (400, 422):
+                    raise  # transient (conflict, timeout, 5xx): Kopf retries the whole pass
+                # The API server refused a child we rendered from a valid spec (e.g. requests above
+                # limits): report it, keep applying the others, never crash-loop on it.
+                rejected.append(Problem("ChildRejected", f"{what} rejected: {_api_message(exc)}"))
+        if spec.autoscaling.mode == AutoscalingMode.AUTO:
+            # The autoscaler owns replicas in auto mode; start from the spec's count clamped to the
+            # bounds, then the control loop takes over (it keeps desiredReplicas in status).
+            auto = spec.autoscaling
+            initial = status.get("desiredReplicas") or min(
+                max(spec.triton.replicas, auto.min_replicas), auto.max_replicas
+            )
+            if self.kube.apply_replicas(triton_name(target.name), target.namespace, int(initial)):
+                writes.append(f"Deployment/{triton_name(target.name)} replicas={initial}")
+        writes += self._prune(target, desired, caps.milvus_operator or caps.prometheus_operator)
+        return writes
+
+    def _prune(self, target: Target, desired: list[Manifest], optional_kinds: bool) -> list[str]:
+        """Delete children of ours the spec no longer asks for (never PVCs: those hold data)."""
+        wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+        kinds = PRUNABLE_KINDS + (OPTIONAL_PRUNABLE_KINDS if optional_kinds else ())
+        deleted = []
+        for api_version, kind in kinds:
+            try:
+                resource = self.kube.resource(api_version, kind)
+            except Exception:  # the kind is not served in this cluster
+                continue
+            items = resource.get(
+                namespace=target.namespace, label_selector=f"{DEPLOYMENT_LABEL}={target.name}"
+            ).items
+            for item in items:
+                owners = item.metadata.ownerReferences or []
+                if (kind, item.metadata.name) in wanted or not any(o.uid == target.uid for o in owners):
+                    continue
+                resource.delete(
+                    name=item.metadata.name,
+                    namespace=target.namespace,
+                    body={"propagationPolicy": "Background"},
+                )
+                deleted.append(f"deleted {kind}/{item.metadata.name}")
+        return deleted
+
+    def _observe_retrieval(
+        self, target: Target, spec: PhoenixDeploymentSpec, blocked: bool
+    ) -> tuple[RetrievalState | None, RetrievalStatus | None, list[str]]:
+        retrieval = spec.retrieval
+        if retrieval is None:
+            return None, None, []
+        endpoint = retrieval_endpoint(target, spec)
+        assert endpoint is not None
+        base = RetrievalStatus(endpoint=endpoint, collection=retrieval.collection.name)
+        if blocked:
+            return RetrievalState(False, "Blocked", "waiting for the blocking problem to be fixed"), base, []
+        token = None
+        db_name = "default"
+        if retrieval.milvus.mode == "managed":
+            waiting = self._managed_milvus_waiting(target)
+            if waiting:
+                return RetrievalState(False, "WaitingForMilvus", waiting), base, []
+        else:
+            external = retrieval.milvus.external
+            assert external is not None
+            db_name = external.db_name
+            if external.token_secret_ref:
+                # Checked in preflight; a Secret deleted since then surfaces as a retrieval problem.
+                try:
+                    token = resolve_token(
+                        self.kube.secret_data(external.token_secret_ref.name, target.namespace),
+                        external.token_secret_ref,
+                    )
+                except TokenSecretError as exc:
+                    return RetrievalState(False, exc.reason, exc.message), base, []
+        report = ensure_collection(
+            self.settings.resolve(endpoint),
+            token,
+            db_name,
+            retrieval.collection,
+            timeout_s=self.settings.milvus_timeout_seconds,
+        )
+        status = report.status.model_copy(update={"endpoint": endpoint})
+        actions = [f"{a} ({retrieval.collection.name})" for a in report.actions]
+        return RetrievalState(report.ready, report.reason, report.message), status, actions
+
+    def _managed_milvus_waiting(self, target: Target) -> str | None:
+        """Why the managed Milvus is not serving yet, or None when it is."""
+        if self.kube.capabilities().milvus_operator:
+            cr = self.kube.get("milvus.io/v1beta1", "Milvus", target.name, target.namespace)
+            state = ((cr or {}).get("status") or {}).get("status")
+            return None if state == "Healthy" else f"Milvus {target.name} is {state or 'being created'}"
+        sts = self.kube.get("apps/v1", "StatefulSet", milvus_name(target.name), target.namespace)
+        ready = int(((sts or {}).get("status") or {}).get("readyReplicas") or 0)
+        return None if ready >= 1 else f"StatefulSet {milvus_name(target.name)} has no ready pod yet"
+
+    def _finish(
+        self,
+        outcome: Outcome,
+        target: Target,
+        status: Mapping[str, Any],
+        blocking: list[Problem],
+        spec: PhoenixDeploymentSpec | None,
+        batching: BatchingConfig | None,
+        retrieval: tuple[RetrievalState | None, RetrievalStatus | None] | None,
+        rejected: list[Problem],
+    ) -> None:
+        deployment = self.kube.get("apps/v1", "Deployment", triton_name(target.name), target.namespace)
+        triton = DeploymentState.from_object(deployment)
+        pods = (
+            self.kube.list("v1", "Pod", target.namespace, selector_string(target))
+            if deployment is not None
+            else []
+        )
+        retrieval_state, retrieval_status = retrieval if retrieval else (None, None)
+        snap = Snapshot(
+            triton=triton,
+            blocking=blocking,
+            unschedulable=[*rejected, *unschedulable_problems(pods)],
+            retrieval=retrieval_state,
+        )
+
+        old_conditions = list(status.get("conditions") or [])
+        drop = () if retrieval_state is not None else ("RetrievalReady",)
+        conditions = merge_conditions(
+            old_conditions, desired_conditions(snap), now_rfc3339(), target.generation, drop
+        )
+        draft = StatusDraft()
+        draft.fields["observedGeneration"] = target.generation
+        draft.fields["conditions"] = conditions
+        if deployment is not None:
+            draft.fields["replicas"] = triton.desired
+            draft.fields["readyReplicas"] = triton.ready
+            draft.fields["selector"] = selector_string(target)
+            draft.fields["gpusAllocated"] = sum(
+                _pod_gpus(p) for p in pods if p.get("spec", {}).get("nodeName") and not _finished(p)
+            )
+        if spec is not None and batching is not None:
+            draft.fields["batching"] = batching_status(batching, spec, status.get("batching") or {})
+        if retrieval_status is not None:
+            draft.fields["retrieval"] = retrieval_status.model_dump(by_alias=True, exclude_none=True)
+        elif status.get("retrieval") is not None:
+            draft.fields["retrieval"] = None
+        jobs = self._job_status(target, spec)
+        if jobs or status.get("jobs"):
+            draft.fields["jobs"] = jobs
+        outcome.status_patch = draft.diff(status)
+        for cond in changed_conditions(old_conditions, conditions):
+            outcome.events.append(
+                (event_type(cond), f"{cond['type']}{cond['status']}", f"{cond['reason']}: {cond['message']}")
+            )
+
+    def _job_status(self, target: Target, spec: PhoenixDeploymentSpec | None) -> dict[str, Any]:
+        """Schedule and last runs of the knowledge-base refresh and retraining CronJobs."""
+        if spec is None:
+            return {}
+        out: dict[str, Any] = {}
+        for key, suffix in (("knowledgeBaseRefresh", "kb-refresh"), ("retraining", "retrain")):
+            cron = self.kube.get("batch/v1", "CronJob", f"{target.name}-{suffix}", target.namespace)
+            if cron is None:
+                continue
+            cron_status = cron.get("status") or {}
+            entry = {"schedule": cron["spec"]["schedule"], "suspended": bool(cron["spec"].get("suspend"))}
+            for field_name in ("lastScheduleTime", "lastSuccessfulTime"):
+                if cron_status.get(field_name):
+                    entry[field_name] = cron_status[field_name]
+            out[key] = entry
+        return out
+
+
+#: Reasons that are a normal step on the way to Ready, not a problem worth a Warning.
+TRANSIENT_REASONS = {"Creating", "WaitingForReplicas", "WaitingForMilvus", "RetrievalNotReady", "Blocked"}
+
+
+def event_type(cond: Mapping[str, Any]) -> str:
+    """Warning for a new problem (Degraded, or not ready for a non-transient reason), else Normal."""
+    if cond["type"] == "Degraded":
+        return "Warning" if cond["status"] == "True" else "Normal"
+    if cond["type"] in {"Ready", "RetrievalReady"} and cond["status"] == "False":
+        return "Normal" if cond["reason"] in TRANSIENT_REASONS else "Warning"
+    return "Normal"
+
+
+def _pod_gpus(pod: Mapping[str, Any]) -> int:
+    total = 0
+    for container in pod.get("spec", {}).get("containers") or []:
+        requests = (container.get("resources") or {}).get("requests") or {}
+        total += int(str(requests.get("nvidia.com/gpu", 0)))
+    return total
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
+
+
+def _finished(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in {"Succeeded", "Failed"}

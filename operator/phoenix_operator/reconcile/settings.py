@@ -1,0 +1,44 @@
+"""Operator settings from the environment (the chart sets them; tests and the demo override)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from urllib.parse import urlsplit, urlunsplit
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    #: Period of the drift/status check; it only reads when nothing changed.
+    resync_seconds: float = 30.0
+    #: "host:port" → "host:port" for in-cluster addresses the operator cannot reach from where it
+    #: runs (an operator outside the cluster, the local test cluster whose pods are simulated).
+    endpoint_overrides: dict[str, str] = field(default_factory=dict)
+    milvus_timeout_seconds: float = 10.0
+    #: How many past control-loop decisions status keeps.
+    max_decisions: int = 10
+
+    @classmethod
+    def from_env(cls) -> OperatorSettings:
+        overrides = os.environ.get("PHOENIX_ENDPOINT_OVERRIDES", "").strip()
+        return cls(
+            resync_seconds=float(os.environ.get("PHOENIX_RESYNC_SECONDS", cls.resync_seconds)),
+            endpoint_overrides=json.loads(overrides) if overrides else {},
+            milvus_timeout_seconds=float(
+                os.environ.get("PHOENIX_MILVUS_TIMEOUT_SECONDS", cls.milvus_timeout_seconds)
+            ),
+            max_decisions=int(os.environ.get("PHOENIX_MAX_DECISIONS", cls.max_decisions)),
+        )
+
+    def resolve(self, uri: str) -> str:
+        """Rewrite ``uri``'s host:port through ``endpoint_overrides`` (scheme and path kept)."""
+        parts = urlsplit(uri if "://" in uri else f"http://{uri}")
+        target = self.endpoint_overrides.get(parts.netloc)
+        if target is None:
+            # Glob keys ("*.svc:19530") cover every namespace of a test or demo cluster.
+            target = next((t for k, t in self.endpoint_overrides.items() if fnmatch(parts.netloc, k)), None)
+        if target is None:
+            return uri
+        return urlunsplit(parts._replace(netloc=target)) if "://" in uri else target

@@ -1,0 +1,488 @@
+"""A fleet of Triton replicas behind a Kubernetes Service, driven by a controller.
+
+* Load balancing over READY pods only: ``round-robin`` (kube-proxy IPVS default; the default
+  here), ``least-pending`` (an L7 gateway picking the pod with the fewest queued + running
+  requests, like Envoy's least-request or llm-d's endpoint picker) or ``random`` (kube-proxy
+  iptables mode). A request stays on the pod it was sent to.
+* Scale-up creates pods that take traffic only after ``startup_s``. Scale-down removes pods the
+  way a ReplicaSet picks them (not-ready first, then the most recently ready); a removed ready pod
+  leaves the Service at once and is deleted when its queue and running requests are done.
+* Batching changes are applied to every ready and draining pod after ``batching_apply_s``
+  (Triton keeps serving with the old config while the new one loads), optionally with
+  ``batching_pause_s`` during which no new batch starts; new pods start with the latest config.
+* GPU time is billed from pod creation (a starting pod holds its GPU) until deletion.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from phoenix_operator.control.observation import Observation
+from phoenix_operator.sim.config import BatcherConfig
+from phoenix_operator.sim.cost import BlockingBatchCost, LLMEngineCost
+from phoenix_operator.sim.interface import FleetCommand, FleetController, FleetView
+from phoenix_operator.sim.replica import (
+    GONE,
+    STARTING,
+    BlockingReplica,
+    LLMReplica,
+    Replica,
+    call_at,
+)
+from phoenix_operator.sim.request import DEFAULT_CLASSES, Arrival, RequestRecord
+
+CostModel = BlockingBatchCost | LLMEngineCost
+LB_POLICIES = ("round-robin", "least-pending", "random")
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    initial_replicas: int = 1
+    min_replicas: int = 1
+    max_replicas: int = 1000
+    startup_s: float = 0.0
+    lb: str = "round-robin"
+    #: Delay until a new batching config is in force on the pods.
+    batching_apply_s: float = 0.0
+    #: Pause in batch dispatch while a pod reloads (0 = Triton's seamless reload).
+    batching_pause_s: float = 0.0
+    #: Stop at most this long after the last arrival (requests still queued are ``unserved``).
+    max_drain_s: float = 1800.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lb not in LB_POLICIES:
+            raise ValueError(f"lb must be one of {LB_POLICIES}")
+        if self.min_replicas < 1 or self.max_replicas < self.min_replicas:
+            raise ValueError("need 1 <= min_replicas <= max_replicas")
+        if self.initial_replicas < 1:
+            raise ValueError("initial_replicas must be >= 1")
+
+
+@dataclass
+class Decision:
+    at: float
+    target_replicas: int | None
+    batching: BatcherConfig | None
+    reason: str
+
+
+@dataclass
+class FleetResult:
+    """Everything one simulated run produced."""
+
+    records: list[RequestRecord]
+    #: (time, desired, ready, provisioned = ready + starting + draining) at every change.
+    timeline: list[tuple[float, int, int, int]]
+    #: Per pod: (created, ready or None, gone or None).
+    replica_spans: list[tuple[float, float | None, float | None]]
+    scaling_actions: int
+    batching_changes: int
+    #: Billing window [0, horizon_s], seconds.
+    horizon_s: float
+    end_s: float
+    decisions: list[Decision] = field(default_factory=list)
+    batches: int = 0
+
+    def gpu_seconds(self, start: float = 0.0, end: float | None = None) -> float:
+        stop = self.horizon_s if end is None else end
+        total = 0.0
+        for created, _ready, gone in self.replica_spans:
+            lo = max(created, start)
+            hi = min(stop if gone is None else gone, stop)
+            if hi > lo:
+                total += hi - lo
+        return total
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.gpu_seconds() / 3600.0
+
+
+class Fleet:
+    """Replicas, load balancer, scaling and the metric logs observations are built from."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        cost: CostModel,
+        batching: BatcherConfig,
+        settings: FleetSettings,
+        total_requests: int,
+    ) -> None:
+        self.env = env
+        self.cost = cost
+        self.config = batching
+        self.settings = settings
+        self.replicas: list[Replica] = []
+        self.ready: list[Replica] = []
+        self.starting: list[Replica] = []
+        self.draining: list[Replica] = []
+        self.timeline: list[tuple[float, int, int, int]] = []
+        self.decisions: list[Decision] = []
+        self.scaling_actions = 0
+        self.batching_changes = 0
+        self._rr = 0
+        self._rng = np.random.default_rng(settings.seed)
+        self._batch_id = 0
+        self._total = total_requests
+        self._terminal = 0
+        self.all_done = env.event()
+        if total_requests == 0:
+            self.all_done.succeed()
+        # Metric logs, appended in time order.
+        self.arr_t: list[float] = []
+        self.ft_t: list[float] = []
+        self.ft_v: list[float] = []
+        self.ft_c: list[str] = []
+        self.dq_t: list[float] = []
+        self.dq_queue: list[float] = []
+        self.dq_compute: list[float] = []
+        self.b_t: list[float] = []
+        self.b_rows: list[int] = []
+        self.err_t: list[float] = []
+        for _ in range(settings.initial_replicas):
+            rep = self._new_replica()
+            rep.become_ready()
+            self.starting.remove(rep)
+            self.ready.append(rep)
+        self.desired = settings.initial_replicas
+        self._mark()
+
+    # -- replicas ------------------------------------------------------------------------------
+    def _new_replica(self) -> Replica:
+        rid = len(self.replicas)
+        rep: Replica
+        if isinstance(self.cost, LLMEngineCost):
+            rep = LLMReplica(rid, self.env, self, self.config, self.cost)
+        else:
+            rep = BlockingReplica(rid, self.env, self, self.config, self.cost)
+        self.replicas.append(rep)
+        self.starting.append(rep)
+        return rep
+
+    def _mark(self) -> None:
+        provisioned = len(self.ready) + len(self.starting) + len(self.draining)
+        self.timeline.append((self.env.now, self.desired, len(self.ready), provisioned))
+
+    def _ready_up(self, rep: Replica) -> None:
+        if rep.state != STARTING:
+            return
+        self.starting.remove(rep)
+        if rep.batcher.config != self.config:
+            rep.reconfigure(self.config)
+        rep.become_ready()
+        self.ready.append(rep)
+        self._mark()
+
+    def replica_gone(self, rep: Replica) -> None:
+        if rep in self.draining:
+            self.draining.remove(rep)
+        self._mark()
+
+    def set_target(self, target: int) -> bool:
+        """Scale the Deployment; returns whether ``spec.replicas`` changed."""
+        s = self.settings
+        target = max(s.min_replicas, min(s.max_replicas, int(target)))
+        if target == self.desired:
+            return False
+        self.scaling_actions += 1
+        self.desired = target
+        active = len(self.ready) + len(self.starting)
+        if target > active:
+            for _ in range(target - active):
+                rep = self._new_replica()
+                call_at(self.env, s.startup_s, functools.partial(self._ready_up, rep))
+        else:
+            excess = active - target
+            while excess and self.starting:
+                rep = self.starting.pop()  # newest not-ready pod first
+                rep.state = GONE
+                rep.gone_s = self.env.now
+                excess -= 1
+            while excess and self.ready:
+                rep = max(self.ready, key=lambda r: (r.ready_s or 0.0, r.id))
+                self.ready.remove(rep)
+                self.draining.append(rep)
+                rep.start_draining()
+                excess -= 1
+        self._mark()
+        return True
+
+    def set_batching(self, config: BatcherConfig) -> bool:
+        """Apply a batching config live; returns whether it differed from the current one."""
+        if config == self.config:
+            return False
+        self.batching_changes += 1
+        self.config = config
+        s = self.settings
+
+        def apply() -> None:
+            for rep in [*self.ready, *self.draining]:
+                if rep.batcher.config != config and self.config == config:
+                    rep.reconfigure(config, s.batching_pause_s)
+
+        if s.batching_apply_s > 0:
+            call_at(self.env, s.batching_apply_s, apply)
+        else:
+            apply()
+        return True
+
+    def apply(self, cmd: FleetCommand) -> None:
+        changed_batching = cmd.batching is not None and self.set_batching(cmd.batching)
+        changed_target = cmd.target_replicas is not None and self.set_target(cmd.target_replicas)
+        if changed_batching or changed_target:
+            self.decisions.append(
+                Decision(
+                    self.env.now,
+                    cmd.target_replicas if changed_target else None,
+                    cmd.batching if changed_batching else None,
+                    cmd.reason,
+                )
+            )
+
+    # -- request path --------------------------------------------------------------------------
+    def submit(self, rec: RequestRecord) -> None:
+        self.arr_t.append(self.env.now)
+        ready = self.ready
+        if not ready:
+            self.reject(rec, "no ready replica")
+            return
+        lb = self.settings.lb
+        if lb == "round-robin":
+            rep = ready[self._rr % len(ready)]
+            self._rr += 1
+        elif lb == "least-pending":
+            rep = min(ready, key=Replica.outstanding)
+        else:
+            rep = ready[int(self._rng.integers(len(ready)))]
+        rep.enqueue(rec)
+
+    def _terminal_one(self) -> None:
+        self._terminal += 1
+        if self._terminal == self._total:
+            self.all_done.succeed()
+
+    def reject(self, rec: RequestRecord, reason: str) -> None:
+        rec.status = "timeout" if reason == "timeout" else "rejected"
+        rec.reject_reason = reason
+        rec.done_s = None
+        self.err_t.append(self.env.now)
+        self._terminal_one()
+
+    def next_batch_id(self) -> int:
+        self._batch_id += 1
+        return self._batch_id
+
+    def dispatched(self, recs: Sequence[RequestRecord], rows: int, compute_s: float) -> None:
+        now = self.env.now
+        self.b_t.append(now)
+        self.b_rows.append(rows)
+        for rec in recs:
+            self.dq_t.append(now)
+            self.dq_queue.append(now - rec.enqueue_s)
+            self.dq_compute.append(compute_s)
+
+    def first_token(self, rec: RequestRecord) -> None:
+        self.ft_t.append(self.env.now)
+        self.ft_v.append(self.env.now - rec.arrival_s)
+        self.ft_c.append(rec.klass)
+
+    def finished(self, rec: RequestRecord) -> None:
+        rec.status = "ok"
+        self._terminal_one()
+
+    # -- observation ---------------------------------------------------------------------------
+    def observe(self, t0: float, now: float) -> Observation:
+        """Window [t0, now] as the Prometheus metric source would aggregate it."""
+        window = max(now - t0, 1e-9)
+        missing: dict[str, str] = {}
+        i = bisect_left(self.ft_t, t0)
+        ttfts = self.ft_v[i:]
+        ttft_p95: float | None = None
+        by_class: dict[str, float | None] = {}
+        if ttfts:
+            ttft_p95 = float(np.percentile(ttfts, 95))
+            groups: dict[str, list[float]] = {}
+            for v, c in zip(ttfts, self.ft_c[i:], strict=True):
+                groups.setdefault(c, []).append(v)
+            by_class = {c: float(np.percentile(vs, 95)) for c, vs in groups.items()}
+        else:
+            missing["ttft_p95_s"] = "no data"
+        j = bisect_left(self.dq_t, t0)
+        queue_time: float | None = None
+        compute_time: float | None = None
+        if j < len(self.dq_t):
+            queue_time = float(np.mean(self.dq_queue[j:]))
+            compute_time = float(np.mean(self.dq_compute[j:]))
+        else:
+            missing["queue_time_s"] = "no data"
+            missing["compute_time_s"] = "no data"
+        k = bisect_left(self.b_t, t0)
+        mean_batch: float | None = None
+        if k < len(self.b_t):
+            mean_batch = float(np.mean(self.b_rows[k:]))
+        else:
+            missing["mean_batch_size"] = "no data"
+        arrivals = len(self.arr_t) - bisect_left(self.arr_t, t0)
+        errors = len(self.err_t) - bisect_left(self.err_t, t0)
+        error_rate: float | None = errors / arrivals if arrivals else None
+        if error_rate is None:
+            missing["error_rate"] = "no data"
+        util_busy = 0.0
+        util_time = 0.0
+        for rep in self.ready:
+            start = max(t0, rep.ready_s if rep.ready_s is not None else t0)
+            if now > start:
+                util_busy += rep.busy_seconds(now) - rep.busy_seconds(start)
+                util_time += now - start
+        gpu_util: float | None = util_busy / util_time if util_time > 0 else None
+        if gpu_util is None:
+            missing["gpu_utilization"] = "no data"
+        pending = sum(rep.batcher.size for rep in self.ready) + sum(rep.batcher.size for rep in self.draining)
+        return Observation(
+            at=now,
+            window_s=window,
+            ttft_p95_s=ttft_p95,
+            ttft_p95_by_class_s=by_class,
+            queue_time_s=queue_time,
+            compute_time_s=compute_time,
+            request_rate=arrivals / window,
+            mean_batch_size=mean_batch,
+            gpu_utilization=gpu_util,
+            error_rate=error_rate,
+            pending_requests=float(pending),
+            ready_replicas=len(self.ready),
+            ttft_source="simulator",
+            missing=missing,
+        )
+
+    def view(self, t0: float, now: float, slo_ttft_s: float) -> FleetView:
+        ready = self.ready
+        return FleetView(
+            now=now,
+            observation=self.observe(t0, now),
+            desired_replicas=self.desired,
+            ready_replicas=len(ready),
+            starting_replicas=len(self.starting),
+            draining_replicas=len(self.draining),
+            batching=self.config,
+            replica_waiting=tuple(r.batcher.size for r in ready),
+            replica_saturation=tuple(r.saturation() for r in ready),
+            replica_running=tuple(r.in_flight() for r in ready),
+            min_replicas=self.settings.min_replicas,
+            max_replicas=self.settings.max_replicas,
+            startup_s=self.settings.startup_s,
+            slo_ttft_s=slo_ttft_s,
+        )
+
+
+def class_names(classes: dict[str, int] | None = None) -> dict[int, str]:
+    """Triton priority value -> class name (``0`` -> ``default``)."""
+    table = {v: k for k, v in (classes or DEFAULT_CLASSES).items()}
+    table.setdefault(0, "default")
+    return table
+
+
+def run_fleet(
+    arrivals: Sequence[Arrival],
+    cost: CostModel,
+    batching: BatcherConfig,
+    settings: FleetSettings | None = None,
+    controller: FleetController | None = None,
+    slo_ttft_s: float = 3.0,
+    classes: dict[str, int] | None = None,
+    horizon_s: float | None = None,
+) -> FleetResult:
+    """Simulate ``arrivals`` (sorted by time) on a fleet, optionally under a controller."""
+    settings = settings or FleetSettings()
+    env = simpy.Environment()
+    names = class_names(classes)
+    records = [
+        RequestRecord(i, a, a.klass or names.get(a.priority, f"p{a.priority}"))
+        for i, a in enumerate(arrivals)
+    ]
+    fleet = Fleet(env, cost, batching, settings, len(records))
+    last = records[-1].arrival_s if records else 0.0
+    horizon = last if horizon_s is None else horizon_s
+
+    def arrive(idx: int) -> None:
+        fleet.submit(records[idx])
+        nxt = idx + 1
+        if nxt < len(records):
+            call_at(env, records[nxt].arrival_s - env.now, lambda: arrive(nxt))
+
+    if records:
+        call_at(env, records[0].arrival_s, lambda: arrive(0))
+
+    if controller is not None:
+        interval = float(controller.interval_s)
+        state = {"t0": 0.0}
+
+        def tick() -> None:
+            now = env.now
+            cmd = controller.decide(now, fleet.view(state["t0"], now, slo_ttft_s))
+            fleet.apply(cmd)
+            state["t0"] = now
+            call_at(env, interval, tick)
+
+        call_at(env, interval, tick)
+
+    stop = env.timeout(last + settings.max_drain_s)
+    env.run(until=simpy.AnyOf(env, [fleet.all_done, stop]))
+    end = env.now
+    spans = [(r.created_s, r.ready_s, r.gone_s) for r in fleet.replicas]
+    fleet._mark()
+    return FleetResult(
+        records=records,
+        timeline=fleet.timeline,
+        replica_spans=spans,
+        scaling_actions=fleet.scaling_actions,
+        batching_changes=fleet.batching_changes,
+        horizon_s=max(horizon, 0.0),
+        end_s=end,
+        decisions=fleet.decisions,
+        batches=fleet._batch_id,
+    )
+
+
+def simulate(
+    arrivals: Sequence[Arrival],
+    batcher_config: BatcherConfig,
+    cost_model: CostModel,
+    replicas: int = 1,
+    lb: str = "round-robin",
+    seed: int = 0,
+    max_drain_s: float = 1800.0,
+) -> list[RequestRecord]:
+    """Run explicit arrivals through a fixed fleet; one record per arrival, in arrival order.
+
+    This is the entry point for the fidelity harness (issue 8): same arrivals, same batcher
+    config, same cost function as the real server. The executed-batch count is
+    ``len({r.batch_id for r in records if r.batch_id >= 0})`` and a request's Triton queue time is
+    ``r.queue_s``; ``r.ttft_s`` is end-to-end latency for a blocking model.
+    """
+    ordered = sorted(arrivals, key=lambda a: a.time_s)
+    settings = FleetSettings(
+        initial_replicas=replicas,
+        min_replicas=replicas,
+        max_replicas=replicas,
+        lb=lb,
+        seed=seed,
+        max_drain_s=max_drain_s,
+    )
+    return run_fleet(ordered, cost_model, batcher_config, settings).records
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Empirical percentile without interpolation (``inf`` marks requests that never got served)."""
+    if not values:
+        return math.nan
+    return float(np.quantile(np.asarray(values, dtype=float), q / 100.0, method="inverted_cdf"))

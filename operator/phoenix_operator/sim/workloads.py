@@ -1,0 +1,304 @@
+"""Workloads: trace replay with time compression, synthetic diurnal and burst traffic, priority mix.
+
+The trace format is a CSV with ``TIMESTAMP, ContextTokens, GeneratedTokens`` (the Azure LLM
+inference trace 2023 layout). ``TIMESTAMP`` may be a date-time (``2023-11-16 18:15:46.6805900``)
+or a number of seconds. Paths are always passed in; nothing here knows where a trace lives.
+
+The Azure LLM inference trace 2023 (conversation) is CC-BY 4.0: Patel et al., "Splitwise:
+Efficient generative LLM inference using phase splitting", ISCA 2024; Azure Public Dataset,
+AzureLLMInferenceDataset2023. The token-distribution defaults below are fitted to it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from phoenix_operator.sim.request import DEFAULT_CLASSES, Arrival
+
+#: Default share of requests per priority class.
+DEFAULT_MIX: dict[str, float] = {"urgent": 0.10, "standard": 0.60, "bulk": 0.30}
+
+
+@dataclass(frozen=True)
+class TokenDistribution:
+    """Log-normal prompt and output lengths, clipped to the observed range."""
+
+    prompt_mu: float
+    prompt_sigma: float
+    output_mu: float
+    output_sigma: float
+    prompt_min: int = 1
+    prompt_max: int = 16384
+    output_min: int = 1
+    output_max: int = 2048
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        p = np.exp(rng.normal(self.prompt_mu, self.prompt_sigma, n))
+        o = np.exp(rng.normal(self.output_mu, self.output_sigma, n))
+        p = np.clip(np.rint(p), self.prompt_min, self.prompt_max).astype(int)
+        o = np.clip(np.rint(o), self.output_min, self.output_max).astype(int)
+        return p, o
+
+
+def fit_tokens(prompt: Sequence[int] | np.ndarray, output: Sequence[int] | np.ndarray) -> TokenDistribution:
+    """Maximum-likelihood log-normal fit (mean and std of the logs) with the observed range."""
+    p = np.maximum(np.asarray(prompt, dtype=float), 1.0)
+    o = np.maximum(np.asarray(output, dtype=float), 1.0)
+    lp, lo = np.log(p), np.log(o)
+    return TokenDistribution(
+        prompt_mu=float(lp.mean()),
+        prompt_sigma=float(lp.std()),
+        output_mu=float(lo.mean()),
+        output_sigma=float(lo.std()),
+        prompt_min=int(p.min()),
+        prompt_max=int(p.max()),
+        output_min=int(o.min()),
+        output_max=int(o.max()),
+    )
+
+
+#: Fitted to azure-llm-2023-conv.csv (19,366 requests; prompt median 1,020, output median 129).
+AZURE_CONV_TOKENS = TokenDistribution(
+    prompt_mu=6.6333,
+    prompt_sigma=0.9852,
+    output_mu=5.0190,
+    output_sigma=0.8590,
+    prompt_min=2,
+    prompt_max=14050,
+    output_min=7,
+    output_max=1000,
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A ready-to-simulate arrival stream plus how it was made."""
+
+    name: str
+    arrivals: tuple[Arrival, ...]
+    duration_s: float
+    source: str = ""
+    multiplier: float = 1.0
+    window_s: tuple[float, float] | None = None
+    seed: int = 0
+    mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+
+    @property
+    def mean_rate(self) -> float:
+        return len(self.arrivals) / self.duration_s if self.duration_s > 0 else 0.0
+
+    def peak_rate(self, window_s: float = 60.0) -> float:
+        """Highest request rate over any ``window_s``-long sliding window."""
+        if not self.arrivals:
+            return 0.0
+        t = np.fromiter((a.time_s for a in self.arrivals), dtype=float, count=len(self.arrivals))
+        ends = np.searchsorted(t, t + window_s, side="left")
+        best = int((ends - np.arange(len(t))).max())
+        return best / min(window_s, max(self.duration_s, 1e-9))
+
+    def summary(self) -> dict[str, Any]:
+        prompts = np.fromiter((a.prompt_tokens for a in self.arrivals), dtype=float, count=len(self.arrivals))
+        outputs = np.fromiter((a.output_tokens for a in self.arrivals), dtype=float, count=len(self.arrivals))
+        return {
+            "name": self.name,
+            "source": self.source,
+            "multiplier": self.multiplier,
+            "window_s": list(self.window_s) if self.window_s else None,
+            "requests": len(self.arrivals),
+            "duration_s": round(self.duration_s, 3),
+            "mean_rate_rps": round(self.mean_rate, 3),
+            "peak_rate_rps_60s": round(self.peak_rate(60.0), 3),
+            "mean_prompt_tokens": round(float(prompts.mean()), 1) if len(prompts) else None,
+            "mean_output_tokens": round(float(outputs.mean()), 1) if len(outputs) else None,
+            "priority_mix": dict(self.mix),
+            "seed": self.seed,
+        }
+
+
+def _parse_times(raw: Sequence[str]) -> np.ndarray:
+    try:
+        return np.array([float(x) for x in raw], dtype=float)
+    except ValueError:
+        stamps = np.array([x.strip().replace(" ", "T") for x in raw], dtype="datetime64[ns]")
+        return (stamps - stamps.min()).astype("int64") / 1e9
+
+
+def read_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seconds from the first request, prompt tokens, output tokens), sorted by time."""
+    with Path(path).open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        needed = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}
+        if not reader.fieldnames or not needed.issubset(reader.fieldnames):
+            raise ValueError(f"{path}: need columns {sorted(needed)}, got {reader.fieldnames}")
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    t = _parse_times([r["TIMESTAMP"] for r in rows])
+    p = np.array([int(float(r["ContextTokens"])) for r in rows])
+    o = np.array([int(float(r["GeneratedTokens"])) for r in rows])
+    order = np.argsort(t, kind="stable")
+    t = t[order] - t[order][0]
+    return t, p[order], o[order]
+
+
+def assign_classes(
+    n: int,
+    seed: int,
+    mix: Mapping[str, float] | None = None,
+    classes: Mapping[str, int] | None = None,
+) -> list[tuple[str, int]]:
+    """Deterministic (class name, Triton priority) per request, drawn with the mix's shares."""
+    mix = dict(mix or DEFAULT_MIX)
+    classes = dict(classes or DEFAULT_CLASSES)
+    names = list(mix)
+    unknown = [c for c in names if c not in classes]
+    if unknown:
+        raise ValueError(f"priority mix names unknown classes: {unknown}")
+    weights = np.array([mix[c] for c in names], dtype=float)
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("priority mix shares must be >= 0 and not all zero")
+    rng = np.random.default_rng([seed, 0x5EED])
+    picks = rng.choice(len(names), size=n, p=weights / weights.sum())
+    return [(names[i], classes[names[i]]) for i in picks]
+
+
+def _build(
+    name: str,
+    times: np.ndarray,
+    prompt: np.ndarray,
+    output: np.ndarray,
+    duration: float,
+    seed: int,
+    mix: Mapping[str, float] | None,
+    classes: Mapping[str, int] | None,
+    **meta: Any,
+) -> Workload:
+    labels = assign_classes(len(times), seed, mix, classes)
+    arrivals = tuple(
+        Arrival(float(t), priority=prio, prompt_tokens=int(p), output_tokens=int(o), klass=klass)
+        for t, p, o, (klass, prio) in zip(times, prompt, output, labels, strict=True)
+    )
+    return Workload(
+        name=name,
+        arrivals=arrivals,
+        duration_s=float(duration),
+        seed=seed,
+        mix=dict(mix or DEFAULT_MIX),
+        **meta,
+    )
+
+
+def trace_workload(
+    path: str | Path,
+    multiplier: float = 1.0,
+    window: tuple[float, float] | None = None,
+    seed: int = 0,
+    mix: Mapping[str, float] | None = None,
+    classes: Mapping[str, int] | None = None,
+) -> Workload:
+    """Replay a trace, optionally a ``window`` (start, end) of it in trace seconds, compressed.
+
+    ``multiplier`` compresses time: arrival ``t`` becomes ``(t - start) / multiplier``, so the
+    same requests arrive ``multiplier`` times faster and the run lasts ``1/multiplier`` as long.
+    """
+    if multiplier <= 0:
+        raise ValueError("multiplier must be > 0")
+    t, p, o = read_trace(path)
+    start, end = (0.0, float(t[-1]) + 1e-9) if window is None else (float(window[0]), float(window[1]))
+    if end <= start:
+        raise ValueError("window end must be after its start")
+    keep = (t >= start) & (t < end)
+    if not keep.any():
+        raise ValueError(f"window {window} of {path} holds no requests")
+    times = (t[keep] - start) / multiplier
+    duration = (min(end, float(t[-1])) - start) / multiplier
+    return _build(
+        Path(path).stem,
+        times,
+        p[keep],
+        o[keep],
+        max(duration, float(times[-1])),
+        seed,
+        mix,
+        classes,
+        source=str(path),
+        multiplier=multiplier,
+        window_s=None if window is None else (start, end),
+    )
+
+
+def _thinned_poisson(
+    rate_fn: Any, peak_rate: float, duration_s: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Non-homogeneous Poisson arrivals by thinning (Lewis & Shedler)."""
+    n_max = int(peak_rate * duration_s * 1.2 + 10 * math.sqrt(peak_rate * duration_s + 1) + 10)
+    cand = np.cumsum(rng.exponential(1.0 / peak_rate, n_max))
+    while cand[-1] < duration_s:
+        more = cand[-1] + np.cumsum(rng.exponential(1.0 / peak_rate, n_max))
+        cand = np.concatenate([cand, more])
+    cand = cand[cand < duration_s]
+    keep = rng.random(len(cand)) * peak_rate < rate_fn(cand)
+    return np.asarray(cand[keep])
+
+
+def diurnal_workload(
+    duration_s: float,
+    mean_rate: float,
+    amplitude: float = 0.5,
+    period_s: float | None = None,
+    seed: int = 0,
+    tokens: TokenDistribution = AZURE_CONV_TOKENS,
+    mix: Mapping[str, float] | None = None,
+    classes: Mapping[str, int] | None = None,
+) -> Workload:
+    """Poisson traffic whose rate follows ``mean × (1 − amplitude × cos(2π t / period))``.
+
+    Starts at the trough and peaks mid-period (``period_s`` defaults to the duration: one day
+    compressed into the run).
+    """
+    if not 0 <= amplitude < 1:
+        raise ValueError("amplitude must lie in [0, 1)")
+    period = period_s or duration_s
+    rng = np.random.default_rng([seed, 1])
+
+    def rate(t: np.ndarray) -> np.ndarray:
+        return np.asarray(mean_rate * (1 - amplitude * np.cos(2 * np.pi * t / period)))
+
+    times = _thinned_poisson(rate, mean_rate * (1 + amplitude), duration_s, rng)
+    p, o = tokens.sample(len(times), rng)
+    return _build("diurnal", times, p, o, duration_s, seed, mix, classes, source="synthetic")
+
+
+def burst_workload(
+    duration_s: float,
+    base_rate: float,
+    burst_factor: float = 3.0,
+    burst_every_s: float = 300.0,
+    burst_length_s: float = 60.0,
+    seed: int = 0,
+    tokens: TokenDistribution = AZURE_CONV_TOKENS,
+    mix: Mapping[str, float] | None = None,
+    classes: Mapping[str, int] | None = None,
+) -> Workload:
+    """Poisson traffic at ``base_rate`` with ``burst_factor``× bursts.
+
+    A burst lasts ``burst_length_s`` at the end of every ``burst_every_s`` period.
+    """
+    if burst_factor < 1 or burst_length_s <= 0 or burst_every_s <= burst_length_s:
+        raise ValueError("need burst_factor >= 1 and 0 < burst_length_s < burst_every_s")
+    rng = np.random.default_rng([seed, 2])
+
+    def rate(t: np.ndarray) -> np.ndarray:
+        in_burst = np.mod(t, burst_every_s) >= burst_every_s - burst_length_s
+        return np.where(in_burst, base_rate * burst_factor, base_rate)
+
+    times = _thinned_poisson(rate, base_rate * burst_factor, duration_s, rng)
+    p, o = tokens.sample(len(times), rng)
+    return _build("burst", times, p, o, duration_s, seed, mix, classes, source="synthetic")

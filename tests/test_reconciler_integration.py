@@ -1,0 +1,275 @@
+"""The reconciler against a real API server (local cluster), a real operator process and Milvus Lite."""
+
+from __future__ import annotations
+
+import copy
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from api_cases import INVALID_CASES, Case, invalid_doc, valid_doc
+from phoenix_operator import API_GROUP, API_VERSION, PLURAL
+from phoenix_operator.cluster.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def _custom(kube_cluster: Any) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube_cluster.api_client)
+
+
+def _get_pd(kube_cluster: Any, ns: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = _custom(kube_cluster).get_namespaced_custom_object(
+        API_GROUP, API_VERSION, ns, PLURAL, name
+    )
+    return obj
+
+
+def _condition(pd: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for cond in (pd.get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return None
+
+
+def _wait_condition(
+    kube_cluster: Any, ns: str, name: str, type_: str, status: str, timeout: float = 90
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        cond = _condition(_get_pd(kube_cluster, ns, name), type_)
+        return cond if cond and cond["status"] == status else None
+
+    return wait_for(check, timeout=timeout, interval=0.5, description=f"{name} {type_}={status}")
+
+
+def _create(kube_cluster: Any, ns: str, doc: dict[str, Any]) -> None:
+    _custom(kube_cluster).create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, doc)
+
+
+def _off_mode(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    doc["spec"]["autoscaling"] = {"mode": "off"}
+    return doc
+
+
+@pytest.mark.parametrize("case", INVALID_CASES, ids=lambda c: c.id)
+def test_api_server_rejects_invalid_naming_the_field(
+    kube_cluster: Any, crds_installed: None, kube_namespace: str, case: Case
+) -> None:
+    with pytest.raises(ApiException) as info:
+        _custom(kube_cluster).create_namespaced_custom_object(
+            API_GROUP, API_VERSION, kube_namespace, PLURAL, invalid_doc(case), field_validation="Strict"
+        )
+    assert info.value.status in (400, 422), info.value.body
+    assert case.field in info.value.body, info.value.body
+
+
+def test_valid_document_is_accepted_and_defaulted(
+    kube_cluster: Any, crds_installed: None, kube_namespace: str
+) -> None:
+    _create(kube_cluster, kube_namespace, _off_mode(valid_doc("defaults")))
+    spec = _get_pd(kube_cluster, kube_namespace, "defaults")["spec"]
+    assert spec["triton"]["gpusPerReplica"] == 1
+    assert spec["batching"]["bounds"]["maxQueueDelayMicroseconds"] == 50_000
+    assert spec["triton"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_example_reaches_ready(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str, example: Path
+) -> None:
+    kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", str(example))
+    names = [
+        d["metadata"]["name"]
+        for d in yaml.safe_load_all(example.read_text())
+        if d and d["kind"] == "PhoenixDeployment"
+    ]
+    for name in names:
+        ready = _wait_condition(kube_cluster, kube_namespace, name, "Ready", "True", timeout=120)
+        assert ready["reason"] == "AllReady"
+        pd = _get_pd(kube_cluster, kube_namespace, name)
+        status = pd["status"]
+        assert status["observedGeneration"] == pd["metadata"]["generation"]
+        assert status["readyReplicas"] >= 1
+        assert status["selector"]
+        assert status["gpusAllocated"] == status["readyReplicas"] * pd["spec"]["triton"]["gpusPerReplica"]
+        assert status["batching"]["preferredBatchSizes"] == sorted(
+            pd["spec"]["batching"]["preferredBatchSizes"]
+        )
+        if pd["spec"].get("retrieval"):
+            assert _condition(pd, "RetrievalReady")["status"] == "True"  # type: ignore[index]
+            assert status["retrieval"]["collection"] == pd["spec"]["retrieval"]["collection"]["name"]
+            assert status["retrieval"]["loaded"] is True
+
+
+def _deployment(kube_cluster: Any, ns: str, name: str) -> client.V1Deployment:
+    return client.AppsV1Api(kube_cluster.api_client).read_namespaced_deployment(f"{name}-triton", ns)
+
+
+def test_spec_change_rolls_the_deployment_and_scale_subresource_works(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "rolling"
+    doc = _off_mode(valid_doc(name))
+    del doc["spec"]["retrieval"]
+    _create(kube_cluster, ns, doc)
+    _wait_condition(kube_cluster, ns, name, "Ready", "True")
+    before = _deployment(kube_cluster, ns, name).spec.template.metadata.annotations
+
+    _custom(kube_cluster).patch_namespaced_custom_object(
+        API_GROUP,
+        API_VERSION,
+        ns,
+        PLURAL,
+        name,
+        {"spec": {"model": {"maxBatchSize": 32}, "batching": {"preferredBatchSizes": [8, 16]}}},
+    )
+    wait_for(
+        lambda: _deployment(kube_cluster, ns, name).spec.template.metadata.annotations != before,
+        timeout=60,
+        description="pod template to change",
+    )
+    _wait_condition(kube_cluster, ns, name, "Ready", "True")
+
+    kube_cluster.kubectl("scale", "-n", ns, f"phx/{name}", "--replicas=3")
+    wait_for(
+        lambda: _deployment(kube_cluster, ns, name).spec.replicas == 3, timeout=60, description="replicas=3"
+    )
+    wait_for(
+        lambda: (_get_pd(kube_cluster, ns, name).get("status") or {}).get("readyReplicas") == 3,
+        timeout=90,
+        description="status.readyReplicas=3",
+    )
+    scale = kube_cluster.kubectl("get", "-n", ns, f"phx/{name}", "--subresource=scale", "-o", "yaml").stdout
+    assert yaml.safe_load(scale)["status"]["replicas"] == 3
+
+
+def test_delete_garbage_collects_children(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "doomed"
+    _create(kube_cluster, ns, _off_mode(valid_doc(name)))
+    _wait_condition(kube_cluster, ns, name, "Ready", "True", timeout=120)
+    core, apps = client.CoreV1Api(kube_cluster.api_client), client.AppsV1Api(kube_cluster.api_client)
+    assert core.read_namespaced_config_map(f"{name}-triton-config", ns)
+    _custom(kube_cluster).delete_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
+
+    def gone() -> bool:
+        selector = f"{API_GROUP}/deployment={name}"
+        return not (
+            apps.list_namespaced_deployment(ns, label_selector=selector).items
+            or apps.list_namespaced_stateful_set(ns, label_selector=selector).items
+            or core.list_namespaced_config_map(ns, label_selector=selector).items
+            or core.list_namespaced_service(ns, label_selector=selector).items
+            or client.BatchV1Api(kube_cluster.api_client)
+            .list_namespaced_cron_job(ns, label_selector=selector)
+            .items
+        )
+
+    wait_for(gone, timeout=90, description="children garbage-collected")
+
+
+def test_more_gpus_than_nodes_have_is_degraded_with_the_reason(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "greedy"
+    doc = _off_mode(valid_doc(name))
+    del doc["spec"]["retrieval"]
+    doc["spec"]["triton"] = {"gpusPerReplica": 16}
+    _create(kube_cluster, ns, doc)
+    degraded = _wait_condition(kube_cluster, ns, name, "Degraded", "True")
+    assert degraded["reason"] == "InsufficientGPU"
+    assert "nvidia.com/gpu" in degraded["message"]
+    ready = _condition(_get_pd(kube_cluster, ns, name), "Ready")
+    assert ready is not None and ready["status"] == "False" and ready["reason"] == "InsufficientGPU"
+    events = (
+        client.CoreV1Api(kube_cluster.api_client)
+        .list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+        .items
+    )
+    assert any(e.reason == "DegradedTrue" and e.type == "Warning" for e in events)
+
+
+def test_missing_secret_is_reported_and_children_stay(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "nosecret"
+    doc = _off_mode(valid_doc(name))
+    del doc["spec"]["retrieval"]
+    _create(kube_cluster, ns, doc)
+    _wait_condition(kube_cluster, ns, name, "Ready", "True")
+    template_before = _deployment(kube_cluster, ns, name).spec.template.to_dict()
+    _custom(kube_cluster).patch_namespaced_custom_object(
+        API_GROUP,
+        API_VERSION,
+        ns,
+        PLURAL,
+        name,
+        {"spec": {"model": {"repository": {"uri": "s3://models/other", "credentialsSecret": "absent"}}}},
+    )
+    degraded = _wait_condition(kube_cluster, ns, name, "Degraded", "True")
+    assert degraded["reason"] == "SecretNotFound" and "absent" in degraded["message"]
+    assert _deployment(kube_cluster, ns, name).spec.template.to_dict() == template_before
+    # Fixing it (creating the Secret) lets the change through.
+    client.CoreV1Api(kube_cluster.api_client).create_namespaced_secret(
+        ns,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="absent"), string_data={"AWS_ACCESS_KEY_ID": "x"}),
+    )
+    _wait_condition(kube_cluster, ns, name, "Degraded", "False")
+    assert "s3://models/other" in " ".join(
+        _deployment(kube_cluster, ns, name).spec.template.spec.containers[0].args
+    )
+
+
+def test_operator_restart_mid_reconcile_converges_without_duplicates(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "restarted"
+    _create(kube_cluster, ns, _off_mode(valid_doc(name)))
+    # Kill the operator as soon as it started writing children, then start a new one.
+    wait_for(
+        lambda: client.CoreV1Api(kube_cluster.api_client).read_namespaced_config_map(
+            f"{name}-triton-config", ns
+        ),
+        timeout=60,
+        interval=0.05,
+        description="first child",
+    )
+    operator_process.restart(signal.SIGKILL)
+    _wait_condition(kube_cluster, ns, name, "Ready", "True", timeout=120)
+    selector = f"{API_GROUP}/deployment={name}"
+    apps = client.AppsV1Api(kube_cluster.api_client)
+    assert len(apps.list_namespaced_deployment(ns, label_selector=selector).items) == 1
+    assert len(apps.list_namespaced_replica_set(ns, label_selector=selector).items) == 1
+    assert len(apps.list_namespaced_stateful_set(ns, label_selector=selector).items) == 1
+    assert (
+        len(
+            client.CoreV1Api(kube_cluster.api_client)
+            .list_namespaced_service(ns, label_selector=selector)
+            .items
+        )
+        == 2
+    )
+
+
+def test_kubectl_get_shows_printer_columns(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "columns"
+    doc = _off_mode(valid_doc(name))
+    del doc["spec"]["retrieval"]
+    _create(kube_cluster, ns, doc)
+    _wait_condition(kube_cluster, ns, name, "Ready", "True")
+    out = kube_cluster.kubectl("get", "phx", "-n", ns).stdout
+    header, row = out.splitlines()[:2]
+    assert header.split()[:5] == ["NAME", "READY", "REPLICAS", "AVAILABLE", "GPUS"]
+    assert row.split()[:5] == [name, "True", "1", "1", "1"]
+    explained = kube_cluster.kubectl("explain", "phx.spec.batching.maxQueueDelayMicroseconds").stdout
+    assert "Triton" in explained or "delay" in explained.lower()
