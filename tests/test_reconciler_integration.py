@@ -273,3 +273,54 @@ def test_kubectl_get_shows_printer_columns(
     assert row.split()[:5] == [name, "True", "1", "1", "1"]
     explained = kube_cluster.kubectl("explain", "phx.spec.batching.maxQueueDelayMicroseconds").stdout
     assert "Triton" in explained or "delay" in explained.lower()
+
+
+def _operator_writes(kube_cluster: Any, namespace: str, since: float) -> list[str]:
+    """Write requests the operator (the admin identity in these tests) made in ``namespace`` after ``since``.
+
+    Scoped to the test's namespace: other tests' objects (and Kopf retrying Events into their
+    terminating namespaces) are not this deployment's writes.
+    """
+    import json
+    from datetime import datetime
+
+    writes = []
+    for line in kube_cluster.local.audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        stamp = datetime.fromisoformat(entry["stageTimestamp"].replace("Z", "+00:00")).timestamp()
+        ref = entry.get("objectRef") or {}
+        if (
+            stamp >= since
+            and entry["user"]["username"] == "kubernetes-admin"
+            and ref.get("namespace") == namespace
+        ):
+            writes.append(
+                f"{entry['verb']} {ref.get('resource')}/{ref.get('name')} {ref.get('subresource') or ''}"
+            )
+    return writes
+
+
+def test_converged_operator_makes_no_writes(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    import time
+
+    ns, name = kube_namespace, "quiet"
+    _create(kube_cluster, ns, _off_mode(valid_doc(name)))
+    _wait_condition(kube_cluster, ns, name, "Ready", "True", timeout=120)
+    # Let in-flight writes (the last status update, Events) land, then watch several resyncs.
+    wait_for(
+        lambda: not _operator_writes(kube_cluster, ns, time.time() - 4),
+        timeout=60,
+        interval=1,
+        description="the operator to go quiet",
+    )
+    start = time.time()
+    resync = float(operator_process.env["PHOENIX_RESYNC_SECONDS"])
+    wait_for(
+        lambda: time.time() - start > 5 * resync, timeout=60, interval=0.5, description="five resync periods"
+    )
+    assert _operator_writes(kube_cluster, ns, start) == []
+    # Reads did happen: the status is still fresh (observedGeneration current) — the check ran.
+    pd = _get_pd(kube_cluster, ns, name)
+    assert pd["status"]["observedGeneration"] == pd["metadata"]["generation"]

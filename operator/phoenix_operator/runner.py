@@ -40,6 +40,13 @@ def operator_modules() -> None:
     show_default=True,
     help="Liveness endpoint served by Kopf ('' to disable).",
 )
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=8081,
+    show_default=True,
+    help="Port of the operator's own Prometheus metrics (0 to disable).",
+)
 @click.option("--verbose", is_flag=True)
 def run(
     namespaces: tuple[str, ...],
@@ -48,6 +55,7 @@ def run(
     peering_name: str,
     priority: int,
     liveness_endpoint: str,
+    metrics_port: int,
     verbose: bool,
 ) -> None:
     """Run the operator against whatever KUBECONFIG (or the in-cluster account) points to."""
@@ -61,6 +69,10 @@ def run(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     operator_modules()
+    if metrics_port:
+        from phoenix_operator.control import opmetrics
+
+        opmetrics.serve(metrics_port)
     asyncio.run(
         kopf.operator(
             clusterwide=all_namespaces,

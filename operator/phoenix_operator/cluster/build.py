@@ -170,8 +170,8 @@ ProgressFn = Callable[[str, str, int, int], None]
 
 
 @contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Serialise builds of one tool across processes (two shells, parallel pytest runs)."""
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on *path*: serialises builds (and cluster up/down) across processes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -210,7 +210,7 @@ def build_tool(tool: str, *, progress: ProgressFn | None = None, force: bool = F
     spec = TOOLS[tool]
     root = cache_root()
     tool_dir = root / spec.key
-    with _lock(root / f".{spec.key}.lock"):
+    with file_lock(root / f".{spec.key}.lock"):
         if not force and is_built(tool):
             return tool_dir / "bin"
         go = find_go()
@@ -294,7 +294,7 @@ def build_tools(tools: Sequence[str] | None = None, *, force: bool = False, quie
             build_tool(tool, force=force)
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     console.print(
@@ -310,7 +310,7 @@ def build_tools(tools: Sequence[str] | None = None, *, force: bool = False, quie
         console=console,
         transient=False,
     ) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(tool: str, binary: str, done: int, total: int) -> None:
             label = f"{binary} ({TOOLS[tool].version})"

@@ -48,16 +48,35 @@ _UNKNOWN_PRODUCT = GpuProduct("unknown", 16384, "", 16, 128)
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """Shape of the fake GPU nodes ``up`` registers."""
+    """Shape of the fake nodes ``up`` registers: GPU nodes, plus untainted CPU nodes.
+
+    The CPU nodes are where a real GPU cluster runs everything that is not a GPU workload
+    (vector database, Prometheus, the operator itself); without one, such pods stay Pending
+    behind the GPU taint.
+    """
 
     count: int = 4
     gpus_per_node: int = 8
     gpu_product: str = "NVIDIA-H100-80GB-HBM3"
+    cpu_nodes: int = 1
     name_prefix: str = "gpu-node"
+    cpu_name_prefix: str = "cpu-node"
     pods_per_node: int = 110
 
-    def names(self) -> list[str]:
+    def gpu_names(self) -> list[str]:
         return [f"{self.name_prefix}-{i}" for i in range(self.count)]
+
+    def cpu_names(self) -> list[str]:
+        return [f"{self.cpu_name_prefix}-{i}" for i in range(self.cpu_nodes)]
+
+    def names(self) -> list[str]:
+        return self.gpu_names() + self.cpu_names()
+
+
+#: The CPU node pool's shape (an m6i.8xlarge: 32 vCPU, 128 GiB).
+CPU_NODE_INSTANCE_TYPE = "m6i.8xlarge"
+CPU_NODE_CPUS = 32
+CPU_NODE_MEMORY_GIB = 128
 
 
 def instance_type(product: str, gpus: int) -> str:
@@ -69,25 +88,16 @@ def instance_type(product: str, gpus: int) -> str:
     return f"local.{short}-x{gpus}"
 
 
-def render_node(spec: NodeSpec, index: int) -> dict[str, Any]:
-    """A Node object as a cloud GPU node registers it, marked for kwok to run its pods."""
-    name = f"{spec.name_prefix}-{index}"
-    info = GPU_PRODUCTS.get(spec.gpu_product, _UNKNOWN_PRODUCT)
-    gpus = spec.gpus_per_node
-    cpu = max(info.cpu_per_gpu * max(gpus, 1), 4)
-    mem_gib = max(info.memory_gib_per_gpu * max(gpus, 1), 16)
-    capacity = {
-        "cpu": str(cpu),
-        "memory": f"{mem_gib}Gi",
-        "ephemeral-storage": "7000Gi",
-        "pods": str(spec.pods_per_node),
-        GPU_RESOURCE: str(gpus),
-    }
+def _base_node(
+    name: str, ip: str, *, cpu: int, mem_gib: int, pods: int, instance: str, extra: dict[str, str]
+) -> dict[str, Any]:
+    capacity = {"cpu": str(cpu), "memory": f"{mem_gib}Gi", "ephemeral-storage": "7000Gi", "pods": str(pods)}
     # Reserve what a kubelet reserves for the system, so requests near capacity behave realistically.
     allocatable = dict(capacity)
     allocatable["cpu"] = f"{cpu * 1000 - 500}m"
     allocatable["memory"] = f"{mem_gib * 1024 - 2048}Mi"
-    ip = f"10.0.{index // 250}.{index % 250 + 2}"
+    for key, value in extra.items():
+        capacity[key] = allocatable[key] = value
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -103,20 +113,13 @@ def render_node(spec: NodeSpec, index: int) -> dict[str, Any]:
                 "kubernetes.io/arch": "amd64",
                 "beta.kubernetes.io/os": "linux",
                 "beta.kubernetes.io/arch": "amd64",
-                "node.kubernetes.io/instance-type": instance_type(spec.gpu_product, gpus),
+                "node.kubernetes.io/instance-type": instance,
                 "topology.kubernetes.io/region": "local",
                 "topology.kubernetes.io/zone": "local-a",
-                "nvidia.com/gpu.present": "true",
-                "nvidia.com/gpu.product": spec.gpu_product,
-                "nvidia.com/gpu.count": str(gpus),
-                "nvidia.com/gpu.memory": str(info.memory_mib),
-                "nvidia.com/gpu.family": info.family,
                 "type": "kwok",
             },
         },
-        "spec": {
-            "taints": [{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": "NoSchedule"}],
-        },
+        "spec": {},
         "status": {
             "capacity": capacity,
             "allocatable": allocatable,
@@ -127,7 +130,7 @@ def render_node(spec: NodeSpec, index: int) -> dict[str, Any]:
             "nodeInfo": {
                 "architecture": "amd64",
                 "operatingSystem": "linux",
-                "osImage": "kwok fake GPU node",
+                "osImage": "kwok fake node",
                 "kubeletVersion": "v1.34.4",
                 "containerRuntimeVersion": "kwok",
                 "kernelVersion": "kwok",
@@ -140,8 +143,50 @@ def render_node(spec: NodeSpec, index: int) -> dict[str, Any]:
     }
 
 
+def render_node(spec: NodeSpec, index: int) -> dict[str, Any]:
+    """A GPU Node as a cloud GPU node registers it (GPU feature discovery labels, GPU taint)."""
+    info = GPU_PRODUCTS.get(spec.gpu_product, _UNKNOWN_PRODUCT)
+    gpus = spec.gpus_per_node
+    node = _base_node(
+        f"{spec.name_prefix}-{index}",
+        f"10.0.{index // 250}.{index % 250 + 2}",
+        cpu=max(info.cpu_per_gpu * max(gpus, 1), 4),
+        mem_gib=max(info.memory_gib_per_gpu * max(gpus, 1), 16),
+        pods=spec.pods_per_node,
+        instance=instance_type(spec.gpu_product, gpus),
+        extra={GPU_RESOURCE: str(gpus)},
+    )
+    node["metadata"]["labels"].update(
+        {
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": spec.gpu_product,
+            "nvidia.com/gpu.count": str(gpus),
+            "nvidia.com/gpu.memory": str(info.memory_mib),
+            "nvidia.com/gpu.family": info.family,
+        }
+    )
+    node["spec"]["taints"] = [{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": "NoSchedule"}]
+    return node
+
+
+def render_cpu_node(spec: NodeSpec, index: int) -> dict[str, Any]:
+    """An untainted CPU Node for everything that is not a GPU workload."""
+    return _base_node(
+        f"{spec.cpu_name_prefix}-{index}",
+        f"10.1.{index // 250}.{index % 250 + 2}",
+        cpu=CPU_NODE_CPUS,
+        mem_gib=CPU_NODE_MEMORY_GIB,
+        pods=spec.pods_per_node,
+        instance=CPU_NODE_INSTANCE_TYPE,
+        extra={},
+    )
+
+
 def render_nodes(spec: NodeSpec) -> list[dict[str, Any]]:
-    return [render_node(spec, i) for i in range(spec.count)]
+    """All nodes of *spec*: GPU nodes first, then CPU nodes."""
+    return [render_node(spec, i) for i in range(spec.count)] + [
+        render_cpu_node(spec, i) for i in range(spec.cpu_nodes)
+    ]
 
 
 def _b64(data: bytes) -> str:
@@ -188,9 +233,20 @@ def render_kwok_config(*, pod_cidr: str = "10.244.0.0/16", node_lease_seconds: i
     options = {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokConfiguration",
+        # kwok applies its defaults only when no KwokConfiguration is given, so spell them out.
         "options": {
             "cidr": pod_cidr,
             "nodeLeaseDurationSeconds": node_lease_seconds,
+            "nodeLeaseParallelism": 4,
+            "podPlayStageParallelism": 4,
+            "nodePlayStageParallelism": 4,
+            "podsOnNodeSyncParallelism": 1,
+            "manageAllNodes": False,
+            "enableDebuggingHandlers": True,
+            "enableContentionProfiling": False,
+            "enableProfilingHandler": False,
+            "enablePodsOnNodeSyncListPager": True,
+            "enablePodsOnNodeSyncStreamWatch": False,
         },
     }
     return yaml.safe_dump(options, sort_keys=False) + "---\n" + kwok_stages_yaml()

@@ -43,6 +43,9 @@ CLIENTS: tuple[ClientCert, ...] = (
     ClientCert("kwok", "kwok-controller", ("system:masters",)),
 )
 
+#: CN of the certificate the API server presents to aggregated API servers (kubeadm's name).
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
 APISERVER_SANS: tuple[str, ...] = (
     "DNS:localhost",
     "DNS:kubernetes",
@@ -76,6 +79,14 @@ class Pki:
         return self.dir / "apiserver.key"
 
     @property
+    def front_proxy_ca_cert(self) -> Path:
+        return self.dir / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_ca_key(self) -> Path:
+        return self.dir / "front-proxy-ca.key"
+
+    @property
     def sa_key(self) -> Path:
         return self.dir / "sa.key"
 
@@ -93,7 +104,9 @@ class Pki:
 def _openssl() -> str:
     path = shutil.which("openssl")
     if path is None:
-        raise PkiError("the `openssl` command is missing (apt-get install openssl); it makes the cluster's certificates")
+        raise PkiError(
+            "the `openssl` command is missing (apt-get install openssl); it makes the cluster's certificates"
+        )
     return path
 
 
@@ -113,8 +126,22 @@ def _subject(cn: str, orgs: tuple[str, ...] = ()) -> str:
     return "".join(f"/O={o}" for o in orgs) + f"/CN={cn}"
 
 
-def _signed_cert(pki: Pki, name: str, subject: str, extensions: str, tmp: Path) -> None:
-    key = pki.dir / f"{name}.key"
+def _self_signed_ca(key: Path, cert: Path, cn: str) -> None:
+    _ec_key(key)
+    _run(
+        [
+            "req", "-x509", "-new", "-key", str(key), "-subj", f"/CN={cn}",
+            "-days", _DAYS, "-sha256", "-out", str(cert),
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        ]
+    )  # fmt: skip
+
+
+def _signed_cert(
+    directory: Path, name: str, subject: str, extensions: str, tmp: Path, ca: tuple[Path, Path]
+) -> None:
+    key = directory / f"{name}.key"
     csr = tmp / f"{name}.csr"
     ext = tmp / f"{name}.ext"
     _ec_key(key)
@@ -122,47 +149,53 @@ def _signed_cert(pki: Pki, name: str, subject: str, extensions: str, tmp: Path) 
     ext.write_text(extensions)
     _run(
         [
-            "x509", "-req", "-in", str(csr), "-CA", str(pki.ca_cert), "-CAkey", str(pki.ca_key),
+            "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
             "-set_serial", str(secrets.randbits(62) + 1),
-            "-days", _DAYS, "-sha256", "-extfile", str(ext), "-out", str(pki.dir / f"{name}.crt"),
+            "-days", _DAYS, "-sha256", "-extfile", str(ext), "-out", str(directory / f"{name}.crt"),
         ]
     )  # fmt: skip
+
+
+_CLIENT_EXT = (
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+    "extendedKeyUsage=clientAuth\n"
+)
 
 
 def create_pki(directory: Path, *, extra_sans: tuple[str, ...] = ()) -> Pki:
-    """Make a CA, the API server's serving certificate, client certificates and SA keys."""
+    """Make the cluster CA, the API server's serving certificate, client certificates, the
+    front-proxy (aggregation layer) CA and client, and the service-account key pair."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     pki = Pki(directory)
-    _ec_key(pki.ca_key)
-    _run(
-        [
-            "req", "-x509", "-new", "-key", str(pki.ca_key), "-subj", "/CN=phoenix-local-ca",
-            "-days", _DAYS, "-sha256", "-out", str(pki.ca_cert),
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        ]
-    )  # fmt: skip
+    cluster_ca = (pki.ca_cert, pki.ca_key)
+    _self_signed_ca(pki.ca_key, pki.ca_cert, "phoenix-local-ca")
+    # A separate CA for the aggregation layer, as kubeadm does: requests an extension API
+    # server receives from the front proxy must not be confusable with ordinary client certs.
+    _self_signed_ca(pki.front_proxy_ca_key, pki.front_proxy_ca_cert, "phoenix-local-front-proxy-ca")
     with tempfile.TemporaryDirectory(dir=directory) as tmp_name:
         tmp = Path(tmp_name)
         sans = ",".join((*APISERVER_SANS, *extra_sans))
         _signed_cert(
-            pki,
+            directory,
             "apiserver",
             "/CN=kube-apiserver",
             "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
             f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n",
             tmp,
+            cluster_ca,
         )
         for client in CLIENTS:
-            _signed_cert(
-                pki,
-                client.name,
-                _subject(client.common_name, client.organizations),
-                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-                "extendedKeyUsage=clientAuth\n",
-                tmp,
-            )
+            subject = _subject(client.common_name, client.organizations)
+            _signed_cert(directory, client.name, subject, _CLIENT_EXT, tmp, cluster_ca)
+        _signed_cert(
+            directory,
+            FRONT_PROXY_CLIENT,
+            f"/CN={FRONT_PROXY_CLIENT}",
+            _CLIENT_EXT,
+            tmp,
+            (pki.front_proxy_ca_cert, pki.front_proxy_ca_key),
+        )
     # Service-account token signing key pair (ES256 is accepted by the API server).
     _ec_key(pki.sa_key)
     _run(["pkey", "-in", str(pki.sa_key), "-pubout", "-out", str(pki.sa_pub)])

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import kopf
 from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
 
-from phoenix_operator import API_GROUP, API_VERSION, PLURAL
+from phoenix_operator import API_GROUP, API_VERSION, KIND, PLURAL
 from phoenix_operator.reconcile.kube import Kube
 from phoenix_operator.reconcile.reconciler import Outcome, Reconciler
 from phoenix_operator.reconcile.settings import OperatorSettings
@@ -69,25 +71,45 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     reconciler()
 
 
-def _run(body: kopf.Body, from_timer: bool) -> Outcome:
-    uid = body["metadata"]["uid"]
-    with _lock_for(uid):
-        outcome = reconciler().reconcile(body)
-        _write_status(body, outcome)
-    for type_, reason, message in outcome.events:
-        kopf.event(body, type=type_, reason=reason, message=message[:1024])
-    if outcome.retry_reason and not from_timer:
+class _Result(Protocol):
+    status_patch: dict[str, Any]
+    events: list[tuple[str, str, str]]
+
+
+R = TypeVar("R", bound=_Result)
+
+
+def run_exclusive(body: kopf.Body, work: Callable[[dict[str, Any]], R]) -> R | None:
+    """Run ``work`` on a fresh copy of the object under its lock, then write status and Events.
+
+    Reconciler and control loop both write status (conditions included, as one list); reading
+    the object again inside the lock means neither overwrites what the other just wrote.
+    Returns None when the object is gone.
+    """
+    meta = body["metadata"]
+    kube = reconciler().kube
+    with _lock_for(meta["uid"]):
+        try:
+            fresh = kube.get(f"{API_GROUP}/{API_VERSION}", KIND, meta["name"], meta["namespace"])
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if fresh is None:
+            return None
+        result = work(fresh)
+        if result.status_patch:
+            kube.patch_status(meta["name"], meta["namespace"], result.status_patch)
+    for type_, reason, message in result.events:
+        kopf.event(body, type=type_, reason=reason[:128], message=message[:1024])
+    return result
+
+
+def _run(body: kopf.Body, from_timer: bool) -> Outcome | None:
+    outcome = run_exclusive(body, reconciler().reconcile)
+    if outcome is not None and outcome.retry_reason and not from_timer:
         raise kopf.TemporaryError(outcome.retry_reason, delay=SETTINGS.resync_seconds)
     return outcome
-
-
-def _write_status(body: kopf.Body, outcome: Outcome) -> None:
-    if not outcome.status_patch:
-        return
-    meta = body["metadata"]
-    reconciler().kube.custom.patch_namespaced_custom_object_status(
-        API_GROUP, API_VERSION, meta["namespace"], PLURAL, meta["name"], {"status": outcome.status_patch}
-    )
 
 
 @kopf.on.resume(*RESOURCE)

@@ -20,7 +20,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 from kubernetes.utils import parse_quantity
 
-from phoenix_operator import API_GROUP, FIELD_MANAGER
+from phoenix_operator import API_GROUP, API_VERSION, FIELD_MANAGER, PLURAL
 from phoenix_operator.render.objects import Capabilities
 
 Manifest = dict[str, Any]
@@ -148,6 +148,12 @@ class Kube:
             force_conflicts=True,
         )
         return True
+
+    def patch_status(self, name: str, namespace: str, status: Manifest) -> None:
+        """Merge-patch a PhoenixDeployment's status subresource (only the fields given)."""
+        self.custom.patch_namespaced_custom_object_status(
+            API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}
+        )
 
     def capabilities(self, ttl_s: float = 60.0) -> Capabilities:
         """Which optional APIs exist (Milvus Operator, Prometheus Operator); cached for ``ttl_s``."""

@@ -333,7 +333,9 @@ class Reconciler:
         )
 
         old_conditions = list(status.get("conditions") or [])
-        drop = () if retrieval_state is not None else ("RetrievalReady",)
+        drop: tuple[str, ...] = () if retrieval_state is not None else ("RetrievalReady",)
+        if spec is not None and spec.autoscaling.mode == AutoscalingMode.OFF:
+            drop += ("MetricsAvailable", "Autoscaling")  # the control loop's, stale once it stops
         conditions = merge_conditions(
             old_conditions, desired_conditions(snap), now_rfc3339(), target.generation, drop
         )

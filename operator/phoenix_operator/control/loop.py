@@ -1,0 +1,311 @@
+"""One control-loop step for one PhoenixDeployment: observe → decide → act → explain.
+
+The decision itself is the pure `policy.decide`; this module only gathers its inputs (Prometheus,
+the Deployment, the batching in force), performs what `auto` mode allows, and reports: the
+decision in status (last N) and as an Event, the MetricsAvailable / Autoscaling conditions, and
+the operator's own Prometheus metrics. Like the reconciler it is Kopf-free, so tests step it
+directly against real components.
+
+Writes happen only when something changes: a hold with the same reason, the same TTFT (within
+10 %) and the same conditions writes nothing, so a converged deployment costs the API server
+only reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from phoenix_operator.api.models import AutoscalingMode, PhoenixDeploymentSpec
+from phoenix_operator.control import opmetrics
+from phoenix_operator.control.actuators import TritonModelControl, ready_endpoints
+from phoenix_operator.control.observation import Observation
+from phoenix_operator.control.policy import Decision, FleetState, PolicyParams, PolicyState, decide
+from phoenix_operator.reconcile.kube import Kube
+from phoenix_operator.reconcile.reconciler import batching_in_force
+from phoenix_operator.reconcile.settings import OperatorSettings
+from phoenix_operator.reconcile.status import DeploymentState, changed_conditions, merge_conditions
+from phoenix_operator.render.objects import Target, triton_config_map, triton_name
+from phoenix_operator.render.tritonconfig import BatchingConfig, model_config_dict, to_load_json
+
+CONTROL_CONDITIONS = ("MetricsAvailable", "Autoscaling")
+
+
+class MetricSource(Protocol):
+    def observe(
+        self,
+        selector: str,
+        model: str,
+        classes: Mapping[str, int],
+        window_s: float,
+        now: float,
+        stale_after_s: float,
+        *,
+        ready_replicas: int | None = None,
+    ) -> Observation: ...
+
+
+@dataclass
+class StepResult:
+    decision: Decision | None = None
+    observation: Observation | None = None
+    applied: bool = False
+    status_patch: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def default_selector(name: str, namespace: str) -> str:
+    """Series of this deployment's Triton pods (labels added by the PodMonitor's relabelling)."""
+    return f'phoenix_deployment="{name}",namespace="{namespace}"'
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _event_reason(decision: Decision, applied: bool, mode: str) -> str:
+    if mode == AutoscalingMode.RECOMMEND:
+        return "Recommendation"
+    if decision.action == "hold":
+        return "Holding"
+    names = {
+        "scale-up": "ScaledUp",
+        "scale-down": "ScaledDown",
+        "batching": "BatchingRetuned",
+        "revert-batching": "BatchingReverted",
+    }
+    reason = names.get(decision.action, "Decision")
+    return reason if applied else f"{reason}Failed"
+
+
+class ControlLoop:
+    """Holds each deployment's policy state between steps (in memory: a restart starts afresh)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        source_factory: Callable[[str], MetricSource] | None = None,
+        model_control: TritonModelControl | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.source_factory = source_factory or _prometheus_source
+        self.model_control = model_control or TritonModelControl()
+        self.clock = clock
+        self.states: dict[str, PolicyState] = {}
+        self._sources: dict[str, MetricSource] = {}
+
+    def forget(self, uid: str) -> None:
+        self.states.pop(uid, None)
+
+    def step(self, body: Mapping[str, Any]) -> StepResult:
+        meta, status = body["metadata"], dict(body.get("status") or {})
+        uid, name, namespace = meta["uid"], meta["name"], meta["namespace"]
+        try:
+            spec = PhoenixDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return StepResult()  # the reconciler reports invalid specs
+        auto = spec.autoscaling
+        if auto.mode == AutoscalingMode.OFF or auto.prometheus_url is None:
+            return StepResult()
+        now = self.clock()
+        target = Target(name=name, namespace=namespace, uid=uid)
+
+        deployment = DeploymentState.from_object(
+            self.kube.get("apps/v1", "Deployment", triton_name(name), namespace)
+        )
+        source = self._sources.get(auto.prometheus_url)
+        if source is None:
+            source = self._sources[auto.prometheus_url] = self.source_factory(
+                self.settings.resolve(auto.prometheus_url)
+            )
+        classes = {c.name: c.level for c in spec.priority.classes} if spec.priority else {}
+        observation = source.observe(
+            auto.metrics_selector or default_selector(name, namespace),
+            spec.model.name,
+            classes,
+            window_s=max(2.0 * auto.interval_seconds, 30.0),
+            now=now,
+            stale_after_s=3.0 * auto.interval_seconds + 30.0,
+            ready_replicas=deployment.ready if deployment.exists else None,
+        )
+        in_force = batching_in_force(spec, status)
+        fleet = FleetState(
+            desired_replicas=deployment.desired if deployment.exists else auto.min_replicas,
+            ready_replicas=deployment.ready,
+            batching=in_force,
+        )
+        decision, new_state = decide(
+            PolicyParams.from_spec(spec), observation, fleet, self.states.get(uid, PolicyState()), now
+        )
+        result = StepResult(decision=decision, observation=observation)
+        draft: dict[str, Any] = {}
+        notes: list[str] = []
+
+        if auto.mode == AutoscalingMode.AUTO and decision.changes_something:
+            result.applied = True
+            if decision.replicas is not None:
+                self.kube.apply_replicas(triton_name(name), namespace, decision.replicas)
+                draft["desiredReplicas"] = decision.replicas
+            if decision.batching is not None:
+                ok, note = self._apply_batching(target, spec, decision.batching, now, draft)
+                result.applied = result.applied and ok
+                notes.append(note)
+                if not ok:
+                    # Not in force: forget the trial so the policy judges the config really served.
+                    new_state = replace(new_state, trial=None, last_batching_at=None)
+        self.states[uid] = new_state
+
+        self._record(
+            result, decision, observation, status, auto.mode, now, draft, notes, self.settings.max_decisions
+        )
+        opmetrics.observe_step(name, namespace, observation, decision, result.applied, auto.mode)
+        return result
+
+    # ------------------------------------------------------------------ act
+
+    def _apply_batching(
+        self,
+        target: Target,
+        spec: PhoenixDeploymentSpec,
+        batching: BatchingConfig,
+        now: float,
+        draft: dict[str, Any],
+    ) -> tuple[bool, str]:
+        endpoints = ready_endpoints(
+            self.kube, triton_name(target.name), target.namespace, self.settings.resolve
+        )
+        config_json = to_load_json(model_config_dict(spec, batching))
+        outcome = self.model_control.apply(endpoints, spec.model.name, config_json)
+        if not outcome.applied:
+            return False, outcome.describe()
+        # Persist so new pods start tuned and a restarted operator keeps it (batching_in_force).
+        self.kube.apply(triton_config_map(target, spec, batching))
+        draft["batching"] = {
+            "preferredBatchSizes": list(batching.preferred_batch_sizes),
+            "maxQueueDelayMicroseconds": batching.max_queue_delay_us,
+            "instanceCount": batching.instance_count,
+            "source": "tuned",
+            "appliedAt": _rfc3339(now),
+        }
+        return True, outcome.describe()
+
+    # ------------------------------------------------------------------ explain
+
+    def _record(
+        self,
+        result: StepResult,
+        decision: Decision,
+        observation: Observation,
+        status: Mapping[str, Any],
+        mode: str,
+        now: float,
+        draft: dict[str, Any],
+        notes: list[str],
+        settings_n: int,
+    ) -> None:
+        previous = list(status.get("decisions") or [])
+        last = previous[-1] if previous else None
+        fail_static = decision.action == "hold" and not observation.usable
+        last_was_fail_static = (
+            last is not None
+            and last.get("action") == "hold"
+            and not last.get("applied")
+            and str(last.get("reason", "")).startswith("fail-static")
+        )
+        # Changes (or proposals) are always recorded; a hold only when fail-static begins, so a
+        # steady deployment writes nothing interval after interval.
+        if decision.changes_something or (fail_static and not last_was_fail_static):
+            entry = {
+                "time": _rfc3339(now),
+                "action": decision.action,
+                "summary": decision.summary,
+                "reason": decision.reason + (f" ({'; '.join(notes)})" if notes else ""),
+                "applied": result.applied,
+                "mode": str(mode),
+                "metrics": {
+                    k: (None if v is None else round(float(v), 4)) for k, v in decision.metrics.items()
+                },
+            }
+            draft["decisions"] = [*previous, entry][-settings_n:]
+            draft["lastDecisionTime"] = entry["time"]
+            failed = decision.changes_something and mode == AutoscalingMode.AUTO and not result.applied
+            event_type = "Warning" if failed or fail_static else "Normal"
+            result.events.append(
+                (
+                    event_type,
+                    _event_reason(decision, result.applied, mode),
+                    f"{decision.summary}: {entry['reason']}",
+                )
+            )
+
+        ttft = observation.ttft_p95_s
+        old_ttft = status.get("ttftP95Seconds")
+        if ttft is not None and (old_ttft is None or abs(ttft - old_ttft) > 0.1 * max(old_ttft, 0.01)):
+            draft["ttftP95Seconds"] = round(ttft, 3)
+
+        current = list(status.get("conditions") or [])
+        merged = merge_conditions(current, self._conditions(observation, mode), _rfc3339(now), None)
+        if [_cond_key(c) for c in merged] != [_cond_key(c) for c in current]:
+            draft["conditions"] = merged
+        for cond in changed_conditions(current, merged):
+            if cond["type"] in CONTROL_CONDITIONS:
+                kind = "Warning" if cond["status"] == "False" else "Normal"
+                result.events.append(
+                    (kind, f"{cond['type']}{cond['status']}", f"{cond['reason']}: {cond['message']}")
+                )
+        result.status_patch = draft
+
+    @staticmethod
+    def _conditions(observation: Observation, mode: str) -> list[dict[str, str]]:
+        if observation.stale:
+            metrics = {
+                "type": "MetricsAvailable",
+                "status": "False",
+                "reason": "MetricsStale",
+                "message": observation.stale_reason or "metrics are stale",
+            }
+        elif observation.ttft_p95_s is None:
+            why = observation.missing.get("ttft_p95_s", "no TTFT series")
+            metrics = {"type": "MetricsAvailable", "status": "False", "reason": "NoTTFT", "message": why}
+        else:
+            metrics = {
+                "type": "MetricsAvailable",
+                "status": "True",
+                "reason": "MetricsFresh",
+                "message": f"TTFT from the Triton {observation.ttft_source or 'metrics'}",
+            }
+        if not observation.usable:
+            loop = {
+                "type": "Autoscaling",
+                "status": "False",
+                "reason": "FailStatic",
+                "message": "holding replicas and batching as they are until metrics recover",
+            }
+        else:
+            active = "Recommend" if mode == AutoscalingMode.RECOMMEND else "Auto"
+            loop = {
+                "type": "Autoscaling",
+                "status": "True",
+                "reason": active,
+                "message": "deciding from fresh metrics"
+                + (" (proposals only)" if active == "Recommend" else ""),
+            }
+        return [metrics, loop]
+
+
+def _cond_key(cond: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (cond.get("type"), cond.get("status"), cond.get("reason"), cond.get("message"))
+
+
+def _prometheus_source(url: str) -> MetricSource:
+    from phoenix_operator.control.metrics import PrometheusMetricSource
+
+    return PrometheusMetricSource(url)

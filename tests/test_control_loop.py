@@ -1,0 +1,366 @@
+"""The control loop end to end with real parts (issue 4 acceptance).
+
+A real tritonserver (CPU, the emulated-LLM Python backend) loads the config.pbtxt our renderer
+made from a PhoenixDeployment, serves open-loop load with a priority mix, and is scraped by a
+real Prometheus. The PhoenixDeployment lives in the local cluster; its Triton Service's
+EndpointSlices (kwok pods) are mapped to the real server through the operator's endpoint
+overrides. The loop is stepped directly (no Kopf timing in the way): it observes, decides and
+applies a batching change live, holds still when Prometheus is gone, and only proposes in
+recommend mode. A second test runs the whole operator process and checks that an `auto`
+deployment is scaled within its bounds when TTFT breaches.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from api_cases import valid_doc
+from phoenix_operator import API_GROUP, API_VERSION, PLURAL
+from phoenix_operator.api.models import PhoenixDeploymentSpec
+from phoenix_operator.cluster.waiting import wait_for
+from phoenix_operator.control.actuators import TritonModelControl
+from phoenix_operator.control.loop import ControlLoop
+from phoenix_operator.local.loadgen import LoadGenerator, LoadRun, TtftExporter, poisson_arrivals
+from phoenix_operator.local.models import EMULATED_LLM, write_model_repository
+from phoenix_operator.local.prometheus import LocalPrometheus, ScrapeTarget
+from phoenix_operator.local.triton import LocalTriton
+from phoenix_operator.local.triton_metrics import TritonMetricsServer, TritonMetricsState
+from phoenix_operator.reconcile.kube import Kube
+from phoenix_operator.reconcile.reconciler import Reconciler
+from phoenix_operator.reconcile.settings import OperatorSettings
+from phoenix_operator.render.objects import config_map_name
+from phoenix_operator.render.tritonconfig import batching_of, model_config_dict, to_pbtxt
+
+pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
+CLASSES = {"urgent": 1, "standard": 2}
+
+
+def emulated_spec_doc(name: str, prometheus_url: str, mode: str = "auto") -> dict[str, Any]:
+    """A PhoenixDeployment for the emulated model: CPU instances, real inputs, bounds to tune in."""
+    doc = valid_doc(name)
+    spec = doc["spec"]
+    del spec["retrieval"]
+    spec["model"] = {
+        "name": EMULATED_LLM,
+        "backend": "python",
+        "maxBatchSize": 32,
+        "decoupled": False,
+        "repository": {"uri": "s3://models/emulated"},
+        "parameters": {"step_base_ms": "20", "step_per_row_ms": "2", "output_tokens": "16"},
+        "inputs": [{"name": "PROMPT_TOKENS", "dataType": "TYPE_INT32", "dims": [1]}],
+        "outputs": [{"name": "TOKENS", "dataType": "TYPE_INT32", "dims": [1]}],
+    }
+    spec["triton"] = {"gpusPerReplica": 0, "replicas": 1, "tolerations": [], "ttftBucketsMs": []}
+    spec["batching"] = {
+        "preferredBatchSizes": [4, 8],
+        "maxQueueDelayMicroseconds": 1000,
+        "bounds": {
+            "minQueueDelayMicroseconds": 0,
+            "maxQueueDelayMicroseconds": 20000,
+            "maxPreferredBatchSize": 16,
+        },
+    }
+    spec["autoscaling"] = {
+        "mode": mode,
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "prometheusUrl": prometheus_url,
+        "intervalSeconds": 5,
+        "ttftP95TargetSeconds": 3,
+    }
+    return doc
+
+
+class Rig:
+    """Cluster object + real Triton + real Prometheus + load, for one PhoenixDeployment."""
+
+    def __init__(self, kube_cluster: Any, namespace: str, workdir: Path) -> None:
+        self.kube_cluster = kube_cluster
+        self.namespace = namespace
+        self.name = "loop"
+        self.workdir = workdir
+        self.kube = Kube(kube_cluster.api_client)
+        self.exporter = TtftExporter()
+        self.triton: LocalTriton | None = None
+        self.prometheus: LocalPrometheus | None = None
+        self.load: LoadRun | None = None
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.kube_cluster.api_client)
+
+    def start_triton(self, spec: PhoenixDeploymentSpec) -> LocalTriton:
+        repo = self.workdir / "models"
+        write_model_repository(repo, EMULATED_LLM, to_pbtxt(model_config_dict(spec)))
+        self.triton = LocalTriton(repo, models=[EMULATED_LLM], log_path=self.workdir / "triton.log").start()
+        return self.triton
+
+    def start_prometheus(self, attempt: int = 0) -> LocalPrometheus:
+        labels = {"phoenix_deployment": self.name, "namespace": self.namespace}
+        assert self.triton is not None
+        targets = [
+            ScrapeTarget(self.triton.metrics_target, labels, job="triton"),
+            ScrapeTarget(self.exporter.target, labels, job="gateway"),
+        ]
+        self.prometheus = LocalPrometheus(targets, workdir=self.workdir / f"prometheus-{attempt}").start()
+        self.prometheus.wait_for_targets_up()
+        return self.prometheus
+
+    def settings(self) -> OperatorSettings:
+        assert self.triton is not None and self.prometheus is not None
+        http = self.triton.http_url
+        # Every Triton pod address (kwok's fake IPs) → the one real server.
+        return OperatorSettings(endpoint_overrides={"*:8000": http})
+
+    def body(self) -> dict[str, Any]:
+        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            API_GROUP, API_VERSION, self.namespace, PLURAL, self.name
+        )
+        return obj
+
+    def reconcile(self, settings: OperatorSettings) -> None:
+        outcome = Reconciler(self.kube, settings).reconcile(self.body())
+        if outcome.status_patch:
+            self.kube.patch_status(self.name, self.namespace, outcome.status_patch)
+
+    def step(self, loop: ControlLoop) -> Any:
+        result = loop.step(self.body())
+        if result.status_patch:
+            self.kube.patch_status(self.name, self.namespace, result.status_patch)
+        return result
+
+    def served(self) -> Any:
+        assert self.triton is not None
+        return TritonModelControl().served_batching([self.triton.http_url], EMULATED_LLM)
+
+    def stop(self) -> None:
+        if self.load is not None:
+            self.load.stop()
+        for part in (self.prometheus, self.triton):
+            if part is not None:
+                part.stop()
+        self.exporter.close()
+
+
+@pytest.fixture
+def rig(kube_cluster: Any, crds_installed: None, kube_namespace: str, tmp_path: Path) -> Iterator[Rig]:
+    rig = Rig(kube_cluster, kube_namespace, tmp_path)
+    yield rig
+    rig.stop()
+
+
+def _start(rig: Rig, mode: str) -> tuple[PhoenixDeploymentSpec, OperatorSettings]:
+    doc = emulated_spec_doc(rig.name, "http://prometheus.invalid:9090", mode)
+    spec = PhoenixDeploymentSpec.model_validate(doc["spec"])
+    rig.start_triton(spec)
+    rig.start_prometheus()
+    assert rig.prometheus is not None
+    doc["spec"]["autoscaling"]["prometheusUrl"] = rig.prometheus.url
+    rig.custom.create_namespaced_custom_object(API_GROUP, API_VERSION, rig.namespace, PLURAL, doc)
+    settings = rig.settings()
+    rig.reconcile(settings)
+    apps = client.AppsV1Api(rig.kube_cluster.api_client)
+    wait_for(
+        lambda: (
+            (apps.read_namespaced_deployment(f"{rig.name}-triton", rig.namespace).status.ready_replicas or 0)
+            >= 1
+        ),
+        timeout=60,
+        description="the Triton Deployment's pod ready (kwok)",
+    )
+    assert rig.triton is not None
+    gen = LoadGenerator(rig.triton.http_url, EMULATED_LLM, CLASSES, exporter=rig.exporter)
+    rig.load = gen.start(poisson_arrivals(20, 90, {"urgent": 0.2, "standard": 0.8}, seed=7))
+    return spec, settings
+
+
+def _usable_observation(rig: Rig, loop: ControlLoop) -> Any:
+    """Step until Prometheus has enough samples for rates (the first scrapes take seconds)."""
+
+    def attempt() -> Any:
+        result = rig.step(loop)
+        return result if result.observation is not None and result.observation.usable else None
+
+    return wait_for(attempt, timeout=60, interval=1.0, description="a usable observation from Prometheus")
+
+
+def test_generated_config_is_loaded_by_real_triton_with_batching_and_priorities(rig: Rig) -> None:
+    _start(rig, "auto")
+    assert rig.triton is not None
+    import tritonclient.http as httpclient
+
+    served = httpclient.InferenceServerClient(rig.triton.http_url).get_model_config(EMULATED_LLM)
+    batcher = served["dynamic_batching"]
+    assert batcher["preferred_batch_size"] == [4, 8]
+    assert int(batcher["max_queue_delay_microseconds"]) == 1000
+    assert int(batcher["priority_levels"]) == 2
+    assert int(batcher["default_priority_level"]) == 2
+    assert served["max_batch_size"] == 32
+
+
+def test_loop_retunes_batching_live_then_fails_static(rig: Rig) -> None:
+    _, settings = _start(rig, "auto")
+    loop = ControlLoop(rig.kube, settings)
+    before = rig.served()
+    result = _usable_observation(rig, loop)
+    # TTFT of tens of ms against a 3 s target, one replica at minReplicas: the policy's move is
+    # to batch more (longer queue delay), which Triton must now serve.
+    if result.decision.batching is None:
+        result = wait_for(
+            lambda: (r := rig.step(loop)) and r.decision.batching is not None and r,
+            timeout=40,
+            interval=1.0,
+            description="a batching decision",
+        )
+    decision = result.decision
+    assert result.applied, decision
+    served = rig.served()
+    assert list(served.values()) == [decision.batching]
+    assert served != before
+    status = rig.body()["status"]
+    assert status["batching"]["source"] == "tuned"
+    assert status["batching"]["maxQueueDelayMicroseconds"] == decision.batching.max_queue_delay_us
+    assert status["decisions"][-1]["applied"] is True and status["decisions"][-1]["action"] == "batching"
+    cm = client.CoreV1Api(rig.kube_cluster.api_client).read_namespaced_config_map(
+        config_map_name(rig.name), rig.namespace
+    )
+    assert batching_of(json.loads(cm.data["config.json"])) == decision.batching
+    # The reconciler keeps the tuned config (no flip back to the spec's).
+    rig.reconcile(settings)
+    assert rig.body()["status"]["batching"]["source"] == "tuned"
+
+    # Prometheus gone: hold everything, say why, change nothing.
+    assert rig.prometheus is not None
+    rig.prometheus.stop()
+    replicas_before = (
+        client.AppsV1Api(rig.kube_cluster.api_client)
+        .read_namespaced_deployment(f"{rig.name}-triton", rig.namespace)
+        .spec.replicas
+    )
+    held = rig.step(loop)
+    assert held.decision.action == "hold" and not held.decision.changes_something
+    conditions = {c["type"]: c for c in rig.body()["status"]["conditions"]}
+    assert conditions["MetricsAvailable"]["status"] == "False"
+    assert "unreachable" in conditions["MetricsAvailable"]["message"].lower()
+    assert conditions["Autoscaling"]["reason"] == "FailStatic"
+    assert rig.served() == served
+    assert (
+        client.AppsV1Api(rig.kube_cluster.api_client)
+        .read_namespaced_deployment(f"{rig.name}-triton", rig.namespace)
+        .spec.replicas
+        == replicas_before
+    )
+
+    assert rig.load is not None
+    load = rig.load.wait(timeout_s=120)
+    rig.load = None
+    assert load.failed == [], f"{len(load.failed)} requests failed across the live reload"
+
+
+def test_recommend_mode_proposes_without_changing_anything(rig: Rig) -> None:
+    _, settings = _start(rig, "recommend")
+    loop = ControlLoop(rig.kube, settings)
+    before = rig.served()
+    result = _usable_observation(rig, loop)
+    if not result.decision.changes_something:
+        result = wait_for(
+            lambda: (r := rig.step(loop)) and r.decision.changes_something and r,
+            timeout=40,
+            interval=1.0,
+            description="a proposal",
+        )
+    assert not result.applied
+    assert rig.served() == before
+    status = rig.body()["status"]
+    assert status["decisions"][-1]["applied"] is False
+    assert status["decisions"][-1]["mode"] == "recommend"
+    assert status.get("batching", {}).get("source", "spec") == "spec"
+
+
+def test_operator_scales_an_auto_deployment_on_a_ttft_breach(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str, tmp_path: Path
+) -> None:
+    """Whole operator: Triton-compatible metrics report a 6 s TTFT; the loop scales up within bounds."""
+    ns, name = kube_namespace, "breach"
+    state = TritonMetricsState(model="llama-chat")
+    from phoenix_operator.cluster.ports import pick_ports
+
+    (port,) = pick_ports(1)
+    with TritonMetricsServer([state], port):
+        labels = {"phoenix_deployment": name, "namespace": ns}
+        prometheus = LocalPrometheus(
+            [ScrapeTarget(f"127.0.0.1:{port}", labels)], workdir=tmp_path / "prom"
+        ).start()
+        try:
+            prometheus.wait_for_targets_up()
+            stop_feeding = _feed_breach(state)
+            doc = copy.deepcopy(valid_doc(name))
+            del doc["spec"]["retrieval"]
+            doc["spec"]["autoscaling"] = {
+                "mode": "auto",
+                "minReplicas": 1,
+                "maxReplicas": 6,
+                "gpuBudget": 3,
+                "prometheusUrl": prometheus.url,
+                "intervalSeconds": 5,
+                "ttftP95TargetSeconds": 3,
+            }
+            client.CustomObjectsApi(kube_cluster.api_client).create_namespaced_custom_object(
+                API_GROUP, API_VERSION, ns, PLURAL, doc
+            )
+            apps = client.AppsV1Api(kube_cluster.api_client)
+            wait_for(
+                lambda: apps.read_namespaced_deployment(f"{name}-triton", ns).spec.replicas == 3,
+                timeout=120,
+                interval=1.0,
+                description="scaled to the GPU budget (3 x 1 GPU)",
+            )
+            pd = client.CustomObjectsApi(kube_cluster.api_client).get_namespaced_custom_object(
+                API_GROUP, API_VERSION, ns, PLURAL, name
+            )
+            decision = pd["status"]["decisions"][-1]
+            assert decision["action"] == "scale-up" and decision["applied"] is True
+            assert "TTFT" in decision["reason"] and decision["metrics"]["ttft_p95_s"] > 3
+            assert pd["spec"]["triton"]["replicas"] == 1  # the user's spec is never rewritten
+            events = (
+                client.CoreV1Api(kube_cluster.api_client)
+                .list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+                .items
+            )
+            assert any(e.reason == "ScaledUp" for e in events)
+            # Bounded: it never asks for more than the budget allows, even with TTFT still high.
+            assert all(d["metrics"].get("desired_replicas", 0) <= 3 for d in pd["status"]["decisions"])
+            stop_feeding()
+        finally:
+            prometheus.stop()
+
+
+def _feed_breach(state: TritonMetricsState) -> Any:
+    """Keep publishing requests with a 6 s TTFT (queueing-dominated) from a background thread."""
+    import threading
+
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.wait(0.1):
+            for _ in range(3):
+                state.record_request(
+                    request_s=6.0, queue_s=5.5, compute_s=0.5, priority_class="standard", ttft_s=6.0
+                )
+                state.record_batch(1)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+
+    def stop_feeding() -> None:
+        stop.set()
+        thread.join(timeout=5)
+
+    return stop_feeding
