@@ -324,3 +324,95 @@ def test_converged_operator_makes_no_writes(
     # Reads did happen: the status is still fresh (observedGeneration current) — the check ran.
     pd = _get_pd(kube_cluster, ns, name)
     assert pd["status"]["observedGeneration"] == pd["metadata"]["generation"]
+
+
+def test_unreachable_milvus_is_reported_and_triton_still_serves(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "nomilvus"
+    doc = _off_mode(valid_doc(name))
+    doc["spec"]["retrieval"]["milvus"] = {"mode": "external", "external": {"uri": "http://127.0.0.1:1"}}
+    del doc["spec"]["retrieval"]["refresh"]
+    _create(kube_cluster, ns, doc)
+    retrieval = _wait_condition(kube_cluster, ns, name, "RetrievalReady", "False")
+    assert retrieval["reason"] == "MilvusUnreachable", retrieval
+    degraded = _wait_condition(kube_cluster, ns, name, "Degraded", "True")
+    assert degraded["reason"] == "MilvusUnreachable"
+    # Once Triton's pods are up, retrieval is what keeps the stack from Ready.
+    wait_for(
+        lambda: (
+            (_condition(_get_pd(kube_cluster, ns, name), "Ready") or {}).get("reason") == "RetrievalNotReady"
+        ),
+        timeout=60,
+        description="Ready=False because of retrieval",
+    )
+    # The inference side is unaffected: its Deployment is up.
+    assert _deployment(kube_cluster, ns, name).status.ready_replicas == 1
+    events = (
+        client.CoreV1Api(kube_cluster.api_client)
+        .list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+        .items
+    )
+    assert any(e.type == "Warning" and "MilvusUnreachable" in (e.message or "") for e in events)
+
+
+#: A stand-in for the Milvus Operator's CRD (same group/version/kind), enough for the API server
+#: to serve `Milvus` objects; the Milvus Operator itself is not available here.
+MILVUS_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "milvuses.milvus.io"},
+    "spec": {
+        "group": "milvus.io",
+        "scope": "Namespaced",
+        "names": {"kind": "Milvus", "plural": "milvuses", "singular": "milvus", "listKind": "MilvusList"},
+        "versions": [
+            {
+                "name": "v1beta1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+
+
+def test_milvus_operator_present_gets_a_milvus_resource(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "withop"
+    ext = client.ApiextensionsV1Api(kube_cluster.api_client)
+    ext.create_custom_resource_definition(MILVUS_CRD)
+    try:
+        wait_for(
+            lambda: any(
+                c.type == "Established" and c.status == "True"
+                for c in ext.read_custom_resource_definition("milvuses.milvus.io").status.conditions or []
+            ),
+            timeout=30,
+            description="Milvus CRD established",
+        )
+        doc = _off_mode(valid_doc(name))
+        _create(kube_cluster, ns, doc)
+        custom = _custom(kube_cluster)
+        cr = wait_for(
+            lambda: custom.get_namespaced_custom_object("milvus.io", "v1beta1", ns, "milvuses", name),
+            timeout=60,
+            description="the Milvus resource",
+        )
+        assert cr["spec"]["mode"] == "standalone"
+        assert cr["spec"]["dependencies"]["storage"]["inCluster"]["deletionPolicy"] == "Retain"
+        waiting = _wait_condition(kube_cluster, ns, name, "RetrievalReady", "False")
+        assert waiting["reason"] == "WaitingForMilvus"
+        assert not client.AppsV1Api(kube_cluster.api_client).list_namespaced_stateful_set(ns).items
+        # What the Milvus Operator would do once its pods are up:
+        custom.patch_namespaced_custom_object_status(
+            "milvus.io", "v1beta1", ns, "milvuses", name, {"status": {"status": "Healthy"}}
+        )
+        _wait_condition(kube_cluster, ns, name, "Ready", "True")
+    finally:
+        ext.delete_custom_resource_definition("milvuses.milvus.io")

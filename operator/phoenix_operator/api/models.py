@@ -615,6 +615,15 @@ class AutoscalingSpec(ApiModel):
     )
     scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
+    replica_startup_seconds: int = Field(
+        default=120,
+        ge=0,
+        le=3600,
+        description=(
+            "How long a new Triton replica takes to serve (image pull + model load); the loop "
+            "forecasts load this far ahead so capacity arrives before the peak does."
+        ),
+    )
     tune_batching: bool = Field(default=True, description="Let the loop retune batching live.")
     metrics_selector: str | None = Field(
         default=None,

@@ -204,7 +204,7 @@ class Reconciler:
         rejected: list[Problem],
     ) -> list[str]:
         """Apply what differs; children the API server refuses are added to ``rejected``."""
-        caps = self.kube.capabilities()
+        caps = self.kube.capabilities(self.settings.capabilities_ttl_seconds)
         desired = render_all(target, spec, batching, caps)
         writes = []
         for obj in desired:
@@ -298,7 +298,7 @@ class Reconciler:
 
     def _managed_milvus_waiting(self, target: Target) -> str | None:
         """Why the managed Milvus is not serving yet, or None when it is."""
-        if self.kube.capabilities().milvus_operator:
+        if self.kube.capabilities(self.settings.capabilities_ttl_seconds).milvus_operator:
             cr = self.kube.get("milvus.io/v1beta1", "Milvus", target.name, target.namespace)
             state = ((cr or {}).get("status") or {}).get("status")
             return None if state == "Healthy" else f"Milvus {target.name} is {state or 'being created'}"

@@ -19,6 +19,8 @@ class OperatorSettings:
     milvus_timeout_seconds: float = 10.0
     #: How many past control-loop decisions status keeps.
     max_decisions: int = 10
+    #: How long discovery of optional APIs (Milvus Operator, Prometheus Operator) is cached.
+    capabilities_ttl_seconds: float = 60.0
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -30,6 +32,9 @@ class OperatorSettings:
                 os.environ.get("PHOENIX_MILVUS_TIMEOUT_SECONDS", cls.milvus_timeout_seconds)
             ),
             max_decisions=int(os.environ.get("PHOENIX_MAX_DECISIONS", cls.max_decisions)),
+            capabilities_ttl_seconds=float(
+                os.environ.get("PHOENIX_CAPABILITIES_TTL_SECONDS", cls.capabilities_ttl_seconds)
+            ),
         )
 
     def resolve(self, uri: str) -> str:
