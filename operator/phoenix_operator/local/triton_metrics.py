@@ -21,6 +21,25 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
+#: vLLM's own TTFT buckets (Triton's vLLM backend exports them as `vllm:time_to_first_token_seconds`).
+VLLM_TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
 CLASS_TTFT_BUCKETS = (
     0.025,
     0.05,
@@ -58,6 +77,11 @@ class _Counters:
     request_us: float = 0.0
     queue_us: float = 0.0
     compute_us: float = 0.0
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    ttft_buckets: list[int] = field(default_factory=lambda: [0] * len(VLLM_TTFT_BUCKETS))
+    ttft_sum: float = 0.0
+    ttft_count: int = 0
 
 
 @dataclass
@@ -86,7 +110,10 @@ class TritonMetricsState:
         priority_class: str | None = None,
         ttft_s: float | None = None,
         at: float | None = None,
+        prompt_tokens: int = 0,
+        output_tokens: int = 0,
     ) -> None:
+        """One finished request; token counts and TTFT feed the vLLM-backend series."""
         now = time.time() if at is None else at
         with self._lock:
             c = self._counters
@@ -97,6 +124,14 @@ class TritonMetricsState:
             c.request_us += request_s * 1e6
             c.queue_us += queue_s * 1e6
             c.compute_us += compute_s * 1e6
+            c.prompt_tokens += prompt_tokens
+            c.generation_tokens += output_tokens
+            if ttft_s is not None:
+                c.ttft_sum += ttft_s
+                c.ttft_count += 1
+                for i, bound in enumerate(VLLM_TTFT_BUCKETS):
+                    if ttft_s <= bound:
+                        c.ttft_buckets[i] += 1
             self._recent.append((now, request_s * 1e6, queue_s * 1e6))
             if priority_class is not None:
                 value = request_s if ttft_s is None else ttft_s
@@ -157,6 +192,19 @@ class TritonMetricsState:
                 for q in QUANTILES:
                     family.add_metric([*values, repr(q)], _quantile(sample, q))
                 yield family
+            yield counter("vllm:prompt_tokens_total", "Prefill tokens processed", c.prompt_tokens)
+            yield counter("vllm:generation_tokens_total", "Generation tokens processed", c.generation_tokens)
+            if c.ttft_count:
+                ttft = HistogramMetricFamily(
+                    "vllm:time_to_first_token_seconds",
+                    "Histogram of time to first token in seconds",
+                    labels=labels,
+                )
+                buckets = [
+                    (repr(b), float(n)) for b, n in zip(VLLM_TTFT_BUCKETS, c.ttft_buckets, strict=True)
+                ]
+                ttft.add_metric(values, [*buckets, ("+Inf", float(c.ttft_count))], c.ttft_sum)
+                yield ttft
             pending = GaugeMetricFamily(
                 "nv_inference_pending_request_count", "Pending requests", labels=labels
             )
