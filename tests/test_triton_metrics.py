@@ -26,7 +26,9 @@ def _samples(state: TritonMetricsState) -> dict[tuple[str, tuple[tuple[str, str]
 def test_counters_keep_tritons_names_without_a_total_suffix() -> None:
     state = TritonMetricsState(model="chat")
     for _ in range(4):
-        state.record_request(1.0, 0.25, 0.75, priority_class="urgent", ttft_s=0.2, prompt_tokens=100, output_tokens=10)
+        state.record_request(
+            1.0, 0.25, 0.75, priority_class="urgent", ttft_s=0.2, prompt_tokens=100, output_tokens=10
+        )
     state.record_batch(4)
     state.record_request(0.0, 0.0, 0.0, ok=False)
     samples = _samples(state)
@@ -55,5 +57,7 @@ def test_summary_quantiles_cover_a_sliding_window_only() -> None:
     state.record_request(9.0, 8.0, 1.0, at=1000.0)
     state.record_request(1.0, 0.5, 0.5, at=1100.0)
     families = {f.name: f for f in state.families(now=1100.0)}
-    p95 = [s.value for s in families["nv_inference_request_summary_us"].samples if s.labels["quantile"] == "0.95"]
+    p95 = [
+        s.value for s in families["nv_inference_request_summary_us"].samples if s.labels["quantile"] == "0.95"
+    ]
     assert p95 == [1_000_000.0]  # the 9 s request left the 60 s window
