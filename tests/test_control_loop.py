@@ -364,3 +364,26 @@ def _feed_breach(state: TritonMetricsState) -> Any:
         thread.join(timeout=5)
 
     return stop_feeding
+
+
+def test_a_reload_that_fails_is_reported_and_not_recorded_as_in_force(rig: Rig) -> None:
+    _start(rig, "auto")
+    # Every Triton address now points at a closed port: the reload cannot reach a pod.
+    broken = OperatorSettings(endpoint_overrides={"*:8000": "127.0.0.1:1"})
+    loop = ControlLoop(rig.kube, broken)
+    before = rig.served()
+    result = wait_for(
+        lambda: (r := rig.step(loop)) and r.decision.batching is not None and r,
+        timeout=60,
+        interval=1.0,
+        description="a batching decision",
+    )
+    assert not result.applied
+    assert any(reason == "BatchingRetuneFailed" and kind == "Warning" for kind, reason, _ in result.events)
+    status = rig.body()["status"]
+    last = status["decisions"][-1]
+    assert last["applied"] is False and "127.0.0.1:1" in last["reason"]
+    assert status.get("batching", {}).get("source", "spec") == "spec"  # nothing half-applied
+    assert rig.served() == before
+    # The policy forgot the failed step, so it proposes it again on a later interval (retry).
+    assert loop.states[rig.body()["metadata"]["uid"]].trial is None

@@ -68,19 +68,22 @@ def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: Event reasons per action: (applied, not applied in auto mode).
+EVENT_REASONS = {
+    "scale-up": ("ScaledUp", "ScaleUpFailed"),
+    "scale-down": ("ScaledDown", "ScaleDownFailed"),
+    "batching": ("BatchingRetuned", "BatchingRetuneFailed"),
+    "revert-batching": ("BatchingReverted", "BatchingRevertFailed"),
+}
+
+
 def _event_reason(decision: Decision, applied: bool, mode: str) -> str:
     if mode == AutoscalingMode.RECOMMEND:
         return "Recommendation"
     if decision.action == "hold":
         return "Holding"
-    names = {
-        "scale-up": "ScaledUp",
-        "scale-down": "ScaledDown",
-        "batching": "BatchingRetuned",
-        "revert-batching": "BatchingReverted",
-    }
-    reason = names.get(decision.action, "Decision")
-    return reason if applied else f"{reason}Failed"
+    done, failed = EVENT_REASONS.get(decision.action, ("Decision", "DecisionFailed"))
+    return done if applied else failed
 
 
 class ControlLoop:
