@@ -17,6 +17,8 @@ _COMMANDS: dict[str, str] = {
     "bench": "phoenix_operator.sim.cli:bench",
     "cluster": "phoenix_operator.cluster.cli:cluster",
     "crd": "phoenix_operator.api.cli:crd",
+    "plan": "phoenix_operator.sim.plan:plan",
+    "fidelity": "phoenix_operator.sim.fidelity:fidelity",
     "render": "phoenix_operator.api.cli:render",
     "run": "phoenix_operator.runner:run",
 }

@@ -42,6 +42,11 @@ class Observation:
     pending_requests: float | None = None
     #: Replicas serving traffic.
     ready_replicas: int | None = None
+    #: Mean prompt tokens per request prefilled in the window (e.g. ``vllm:request_prompt_tokens``
+    #: sum/count); lets a policy measure load in work, not request counts. ``None`` = not exported.
+    mean_prompt_tokens: float | None = None
+    #: Mean generated tokens per request finished in the window (``vllm:request_generation_tokens``).
+    mean_output_tokens: float | None = None
     #: Where the TTFT figure came from: ``histogram``, ``summary``, ``counters`` or ``simulator``.
     ttft_source: str | None = None
     #: Field name -> why it is None (``no data``, ``NaN``, ``stale``, ``query failed: ...``).

@@ -4,21 +4,42 @@ Everything the policy remembers is in :class:`PolicyState`, passed in and return
 clock is an argument, so the same code runs in the operator (state kept in memory and
 summarised in status), in the simulator (`phoenix bench`, `phoenix plan`) and in property tests.
 
-How it decides, in one paragraph. TTFT explodes only when a replica saturates, so waiting for a
-TTFT breach is too late when a new replica needs minutes to warm up. The policy therefore
-*feeds forward* on load: it learns each replica's capacity (requests/s a replica sustains with
-TTFT under target, learned from the fleet's own history) and keeps enough replicas for the
-forecast rate (recent peak plus trend over the warm-up time) at a target utilisation. TTFT is
-the *feedback*: a breach (overall, or of the most urgent class first) scales up within one
-interval even if the load model disagrees, and also teaches the model that capacity is lower.
-Replicas still warming up count as capacity, so a breach during warm-up does not double the
-scale-up. Scale-down needs TTFT slack (hysteresis band), respects a stabilization window (the
-highest recommendation in the window wins, as in Kubernetes' HPA) and steps down gradually.
-Batching moves one step at a time within its bounds and only when the fleet is stable: wider
-(longer queue delay, larger preferred batch) when TTFT has slack and GPUs are busy, narrower
-when queueing dominates TTFT; a step that made TTFT worse is reverted and not retried for a
-while. Replicas and batching are decided in one pass so they never fight: no batching change
-while a scale-up is in flight or in the interval of a scaling action.
+How it decides. TTFT explodes only once a replica saturates, and a new replica needs minutes
+to warm up, so waiting for a TTFT breach is too late: the policy *feeds forward* on load.
+
+* **Load in work, not requests.** A request's cost depends on its tokens: prompt tokens are
+  prefilled, every output token is another pass over its context's KV cache. When the
+  deployment has a work model (a replica's GPU-seconds per prompt token, per output token and
+  per output token x prompt token, from a calibration) and the metrics carry mean token counts,
+  load = request rate x work per request, in *replicas' worth of work*. Otherwise load is the
+  request rate and capacity is in requests/s.
+* **Learned capacity.** What one replica sustains starts at the prior (1.0 replica of work, or
+  ``initial_capacity_rps``) and moves part of the way towards the fleet's evidence: a queue
+  that grows at some load per replica proves capacity is below it; TTFT with slack at a higher
+  load proves it is above. Without a prior, the load served with slack is planned at target.
+* **Forecast over the warm-up.** Replicas are sized for the larger of the smoothed load at
+  ``target_utilization`` and the newest window at ``max_utilization`` — or at target once a
+  growing queue or TTFT pressure confirms it (hysteresis: one noisy window orders nothing) —
+  plus a robust trend extrapolated over the warm-up, plus a backlog term: the queued work and,
+  once the overload is confirmed, what piles up until the first replicas ordered can serve,
+  drained over the warm-up. Warming replicas count as capacity, so nothing is ordered twice.
+* **TTFT is the feedback.** A breach of the most urgent class is handled first, then the
+  overall and other class targets: either scales up within the interval unless the replicas
+  already ordered cover the load, or a backlog is visibly draining on enough capacity.
+* **Scale-down** needs TTFT slack in every class, no rising load, the ready replicas to cover
+  the load when others still warm up, and the stabilisation window: the highest recommendation
+  in it wins (HPA's rule; a fresh loop starts with its current size in the window); a quarter of
+  the fleet at most per interval. A scale-up soon after a scale-down doubles the window (load
+  that comes back in bursts), which relaxes again after a quiet spell.
+* **Batching** moves one step at a time within its bounds, never while replicas warm up or in
+  the interval of a scaling action: less queue delay, then one more model instance, when
+  queueing dominates TTFT (also during a breach that replicas cannot fix); more batching only
+  when TTFT has slack and GPUs are busy — except for backends that batch in flight themselves
+  (TensorRT-LLM, vLLM), where Triton's queue delay only adds latency (NVIDIA's advice) and the
+  step is back to the minimum delay. A step that made TTFT worse is reverted and that direction
+  is not retried for a while.
+
+Every Decision carries the numbers it was made from (``metrics``) and a reason quoting them.
 """
 
 from __future__ import annotations
@@ -27,14 +48,17 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from phoenix_operator.api.models import PhoenixDeploymentSpec
+from phoenix_operator.api.models import Backend, PhoenixDeploymentSpec
 from phoenix_operator.control.observation import Observation
 from phoenix_operator.render.tritonconfig import BatchingConfig
+
+#: Backends whose engine batches in flight behind Triton (queue delay only adds latency there).
+INFLIGHT_BACKENDS = frozenset({Backend.VLLM.value, Backend.TENSORRTLLM.value})
 
 
 @dataclass(frozen=True)
 class PolicyParams:
-    """The knobs and bounds of one deployment, read from its spec."""
+    """The knobs and bounds of one deployment, read from its spec (plus optional calibration)."""
 
     min_replicas: int
     max_replicas: int
@@ -53,15 +77,47 @@ class PolicyParams:
     max_preferred_batch_size: int
     min_instance_count: int
     max_instance_count: int
+    #: The backend batches in flight itself (vLLM, TensorRT-LLM): never widen Triton's batching.
+    inflight_batching: bool = False
     #: Expected time from scale-up to a serving replica (image pull + model load).
     warmup_s: float = 120.0
-    #: Fraction of learned capacity the feed-forward plans for (headroom for bursts).
-    target_utilization: float = 0.75
-    #: Scale down only while TTFT p95 is below this fraction of target (hysteresis band).
+    #: Fraction of learned capacity the fleet is sized for (headroom for bursts): scale down
+    #: only while the smaller fleet stays below it; scale up past it once the queue or TTFT
+    #: confirms the load.
+    target_utilization: float = 0.9
+    #: Scale up on the load forecast alone (no queue growth, TTFT with slack) only past this.
+    max_utilization: float = 0.97
+    #: Scale down only while TTFT p95 is below this fraction of target in every class.
     scale_down_band: float = 0.6
     #: Widen batching only while TTFT p95 is below this fraction of target.
     batching_slack_band: float = 0.5
-    #: Prior for a replica's capacity (req/s) until the fleet has taught the policy better.
+    #: Seconds of load history averaged into the level that scale-down is judged on (scale-up
+    #: reacts to the newest window: fast up, slow down).
+    smoothing_s: float = 60.0
+    #: Share of the load trend (Theil-Sen over ``trend_window_s``) extrapolated over the warm-up.
+    trend_weight: float = 0.5
+    #: History the trend is fitted on (needs three quarters of it before any trend is used).
+    trend_window_s: float = 240.0
+    #: A scale-up within this long of a scale-down doubles the scale-down window (bursty load).
+    regret_s: float = 300.0
+    #: Longest the adaptive scale-down window grows to.
+    max_scale_down_window_s: float = 600.0
+    #: Weight of this window's token means against the running means (1 = this window only).
+    token_mean_weight: float = 1.0
+    #: Share of the way capacity moves towards one interval's evidence.
+    capacity_learning_rate: float = 0.25
+    #: A backlog is planned to drain within this long (seconds; default: the warm-up time).
+    drain_s: float | None = None
+    #: Work model: a replica's GPU-seconds at full load per request, per prompt token
+    #: (prefill), per output token (a decode step's share) and per output token per prompt
+    #: token (each generated token reads its context's KV cache). Without it, load is counted in
+    #: requests and capacity in requests/s.
+    request_cost_s: float = 0.0
+    prompt_token_cost_s: float = 0.0
+    output_token_cost_s: float = 0.0
+    kv_token_cost_s: float = 0.0
+    #: Prior for a replica's capacity in requests/s (request-count mode) until the fleet has
+    #: taught the policy better; in work mode the prior is one replica's worth of work.
     initial_capacity_rps: float | None = None
 
     @property
@@ -76,8 +132,22 @@ class PolicyParams:
     def urgent_class(self) -> str | None:
         return next(iter(self.class_targets), None)
 
+    @property
+    def has_work_model(self) -> bool:
+        return self.prompt_token_cost_s > 0 or self.output_token_cost_s > 0 or self.kv_token_cost_s > 0
+
+    def work_per_request(self, prompt_tokens: float, output_tokens: float) -> float:
+        """Replica-seconds one request with these mean token counts costs (work model)."""
+        return max(
+            1e-6,
+            self.request_cost_s
+            + self.prompt_token_cost_s * prompt_tokens
+            + self.output_token_cost_s * output_tokens
+            + self.kv_token_cost_s * prompt_tokens * output_tokens,
+        )
+
     @classmethod
-    def from_spec(cls, spec: PhoenixDeploymentSpec, **overrides: float | int | None) -> PolicyParams:
+    def from_spec(cls, spec: PhoenixDeploymentSpec, **overrides: float | int | bool | None) -> PolicyParams:
         auto, bounds = spec.autoscaling, spec.batching.bounds
         classes = sorted(spec.priority.classes, key=lambda c: c.level) if spec.priority else []
         params = cls(
@@ -99,6 +169,7 @@ class PolicyParams:
             ),
             min_instance_count=bounds.min_instance_count,
             max_instance_count=bounds.max_instance_count,
+            inflight_batching=str(spec.model.backend) in INFLIGHT_BACKENDS,
         )
         return replace(params, **overrides)  # type: ignore[arg-type]
 
@@ -130,11 +201,22 @@ class BatchingTrial:
 class PolicyState:
     #: (time, replicas) recommendations, for the stabilization windows.
     recommendations: tuple[tuple[float, int], ...] = ()
-    #: (time, request rate) history for the trend.
-    rates: tuple[tuple[float, float], ...] = ()
-    #: Learned sustainable requests/s per replica.
-    capacity_rps: float | None = None
+    #: (time, load) history (work units/s) for the level and the trend.
+    loads: tuple[tuple[float, float], ...] = ()
+    #: Learned sustainable load per replica (work units/s); None = not known yet.
+    capacity: float | None = None
+    #: Running means of the token counts (work mode), so a window without data keeps the last.
+    mean_prompt_tokens: float | None = None
+    mean_output_tokens: float | None = None
+    #: Requests waiting at the previous decision (queue growth = overload).
+    pending: float | None = None
     last_scale_at: float | None = None
+    last_scale_down_at: float | None = None
+    #: When the oldest scale-up still warming was ordered (None = nothing warming).
+    warming_since: float | None = None
+    #: Scale-down window grown after premature scale-downs (None = the spec's).
+    scale_down_window_s: float | None = None
+    last_regret_at: float | None = None
     trial: BatchingTrial | None = None
     last_batching_at: float | None = None
     #: Direction ("widen"/"narrow") not to retry before the given time, after a revert.
@@ -161,19 +243,191 @@ def _ratio(value: float | None, target: float) -> float | None:
     return None if value is None else value / target
 
 
-def _trend_rps_per_s(rates: tuple[tuple[float, float], ...]) -> float:
-    """Least-squares slope of the recent request rate (req/s per s); 0 with too few points."""
-    if len(rates) < 3:
+def _robust_slope(points: tuple[tuple[float, float], ...]) -> float:
+    """Theil-Sen slope (median of pairwise slopes): one odd sample, or a start-up ramp at the
+    edge of the history, does not tilt it the way it tilts a least-squares fit."""
+    slopes = sorted(
+        (v2 - v1) / (t2 - t1) for i, (t1, v1) in enumerate(points) for t2, v2 in points[i + 1 :] if t2 > t1
+    )
+    if not slopes:
         return 0.0
-    ts = [t for t, _ in rates]
-    vs = [v for _, v in rates]
-    mt, mv = sum(ts) / len(ts), sum(vs) / len(vs)
-    den = sum((t - mt) ** 2 for t in ts)
-    return 0.0 if den == 0 else sum((t - mt) * (v - mv) for t, v in zip(ts, vs, strict=True)) / den
+    mid = len(slopes) // 2
+    return slopes[mid] if len(slopes) % 2 else 0.5 * (slopes[mid - 1] + slopes[mid])
 
 
 def _clamp(value: int, params: PolicyParams) -> int:
     return max(params.min_replicas, min(params.replica_cap, value))
+
+
+def _blend(old: float | None, new: float | None, weight: float) -> float | None:
+    if new is None:
+        return old
+    if old is None:
+        return new
+    return old + weight * (new - old)
+
+
+@dataclass(frozen=True)
+class _Load:
+    """This interval's load picture (in ``unit``: replicas of work, or req/s)."""
+
+    unit: str
+    work_per_request: float | None
+    #: This window's load.
+    now: float | None
+    #: Mean load over ``smoothing_s``.
+    level: float | None
+    #: Growth expected over the warm-up (robust trend x weight x horizon).
+    trend: float
+    #: Load equivalent of draining the queue (and what piles up until ordered replicas serve).
+    backlog: float
+    #: This window's load + trend + backlog.
+    forecast_up: float | None
+    capacity: float | None
+    #: Replicas the load needs: the larger of the smoothed level at target utilisation and the
+    #: newest window at ``up_utilization``.
+    needed_up: int | None
+    #: Requests waiting grew noticeably since the last decision (None = unknown).
+    queue_growing: bool | None
+    #: Requests waiting fell noticeably since the last decision (a backlog draining).
+    queue_shrinking: bool
+
+    #: Utilisation the newest window is planned at (target once the queue or TTFT confirms it).
+    up_utilization: float = 1.0
+
+    def describe(self, params: PolicyParams) -> str:
+        """The numbers behind ``needed_up``, for a Decision's reason."""
+        if self.forecast_up is None or not self.capacity or self.needed_up is None:
+            return "load model not ready (no request rate or capacity yet)"
+        confirmed = self.up_utilization == params.target_utilization
+        return (
+            f"load {self.now or 0.0:.2f} {self.unit} now, {self.level or 0.0:.2f} over "
+            f"{params.smoothing_s:g}s, +{self.trend:.2f} trend, +{self.backlog:.2f} backlog; "
+            f"a replica takes {self.capacity:.2f}, "
+            f"planned at {params.target_utilization:.0%} (newest window at {self.up_utilization:.0%}"
+            f"{', confirmed by queue/TTFT' if confirmed else ''}): needs {self.needed_up}"
+        )
+
+
+def _load(
+    params: PolicyParams, obs: Observation, fleet: FleetState, state: PolicyState, now: float
+) -> tuple[_Load, PolicyState]:
+    """Measure load, learn capacity, forecast over the warm-up, size the fleet."""
+    assert obs.ttft_p95_s is not None
+    # Token means of this window (the mix moves within a minute); a window without data keeps
+    # the last known means.
+    prompt = _blend(state.mean_prompt_tokens, obs.mean_prompt_tokens, params.token_mean_weight)
+    output = _blend(state.mean_output_tokens, obs.mean_output_tokens, params.token_mean_weight)
+    if params.has_work_model and prompt is not None and output is not None:
+        unit = "replicas of work"
+        per_request = params.work_per_request(prompt, output)
+        prior: float | None = 1.0
+    else:
+        unit = "req/s"
+        per_request = 1.0
+        prior = params.initial_capacity_rps
+    rate = obs.request_rate
+    load = None if rate is None else rate * per_request
+    horizon = params.warmup_s + params.interval_s
+    keep = max(horizon, params.smoothing_s, params.trend_window_s, 4 * params.interval_s)
+    loads = tuple((t, v) for t, v in state.loads if now - t < keep)
+    if load is not None:
+        loads = (*loads, (now, load))
+
+    # Learn capacity from this interval (only with a fleet that served the whole window).
+    capacity = state.capacity if state.capacity is not None else prior
+    serving = obs.ready_replicas if obs.ready_replicas is not None else fleet.ready_replicas
+    pending = obs.pending_requests
+    growing: bool | None = None
+    shrinking = False
+    if pending is not None and state.pending is not None:
+        noise = max(2.0 * serving, 0.05 * (rate or 0.0) * obs.window_s)
+        growing = pending - state.pending > noise
+        shrinking = state.pending - pending > noise
+    ratio = obs.ttft_p95_s / params.ttft_target_s
+    if load is not None and serving > 0 and fleet.warming == 0:
+        # Evidence moves capacity part of the way (one window's load estimate is noisy); without
+        # a prior, the first evidence is taken as it is.
+        per_replica = load / serving
+        step = params.capacity_learning_rate
+        if growing and ratio > params.scale_down_band and (capacity is None or per_replica < capacity):
+            # The queue grows at this load: a replica sustains less than it.
+            capacity = per_replica if capacity is None else capacity + step * (per_replica - capacity)
+        elif ratio < params.scale_down_band and not growing:
+            # Served with slack at this load: a replica sustains at least this much. Without a
+            # prior, that proven load is planned at target utilisation (so it alone never orders
+            # a replica); with one, the estimate moves towards it.
+            proven = per_replica if prior is not None else per_replica / params.target_utilization
+            if capacity is None or proven > capacity:
+                capacity = (
+                    proven if capacity is None or prior is None else capacity + step * (proven - capacity)
+                )
+    if capacity is not None and prior is not None:
+        capacity = min(1.5 * prior, max(0.67 * prior, capacity))
+
+    level = trend = None
+    backlog = 0.0
+    forecast_up = None
+    needed_up = None
+    up_util = params.target_utilization
+    if load is not None:  # no request rate this window: no sizing (feedback still acts)
+        recent = [v for t, v in loads if now - t < max(params.smoothing_s, params.interval_s)]
+        level = sum(recent) / len(recent)
+        history = tuple((t, v) for t, v in loads if now - t < params.trend_window_s)
+        # A trend needs a long history: a few points after a start or a step are noise, and
+        # extrapolating them over minutes orders replicas for nothing.
+        slope = 0.0
+        if history[-1][0] - history[0][0] >= 0.75 * params.trend_window_s:
+            slope = max(0.0, _robust_slope(history))
+        trend = params.trend_weight * slope * horizon
+        latest = loads[-1][1]
+        if capacity:
+            # Hysteresis: an unconfirmed rise (queue not growing, TTFT with slack) must pass
+            # max_utilization before it orders a replica; scale-down plans at target.
+            confirmed = bool(growing) or ratio >= params.scale_down_band
+            up_util = params.target_utilization if confirmed else params.max_utilization
+            # Work queued now must drain on top of the arrivals, and so must what piles up
+            # until replicas ordered now can serve, once the overload is confirmed.
+            excess = max(0.0, level - capacity * serving) if confirmed else 0.0
+            if fleet.warming and state.warming_since is not None:
+                # Until the first replicas ordered come up (not the latest order: re-planning
+                # from a later order would pile up orders every interval).
+                overload_s = max(0.0, params.warmup_s - (now - state.warming_since))
+            else:
+                overload_s = params.warmup_s
+            queued = (pending or 0.0) * per_request + excess * overload_s
+            backlog = queued / (params.drain_s or params.warmup_s)
+            forecast_up = latest + trend + backlog
+            forecast_down = level + trend + backlog
+            needed_down = math.ceil(forecast_down / (capacity * params.target_utilization) - 1e-9)
+            needed_up = max(needed_down, math.ceil(forecast_up / (capacity * up_util) - 1e-9))
+    new_state = replace(
+        state,
+        loads=loads,
+        capacity=capacity,
+        mean_prompt_tokens=prompt,
+        mean_output_tokens=output,
+        pending=pending,
+    )
+    picture = _Load(
+        unit=unit,
+        work_per_request=per_request if unit != "req/s" else None,
+        now=load,
+        level=level,
+        trend=trend or 0.0,
+        backlog=backlog,
+        forecast_up=forecast_up,
+        capacity=capacity,
+        needed_up=needed_up,
+        queue_growing=growing,
+        queue_shrinking=shrinking,
+        up_utilization=up_util,
+    )
+    return picture, new_state
+
+
+def _scale_down_window(params: PolicyParams, state: PolicyState) -> float:
+    return state.scale_down_window_s or params.scale_down_stabilization_s
 
 
 def decide(
@@ -192,6 +446,7 @@ def decide(
         "compute_time_s": obs.compute_time_s,
         "mean_batch_size": obs.mean_batch_size,
         "gpu_utilization": obs.gpu_utilization,
+        "pending_requests": obs.pending_requests,
         "ready_replicas": float(fleet.ready_replicas),
         "desired_replicas": float(fleet.desired_replicas),
     }
@@ -201,107 +456,145 @@ def decide(
 
     assert obs.ttft_p95_s is not None
     ratio = obs.ttft_p95_s / params.ttft_target_s
+    class_ratios = {
+        name: r
+        for name, target in params.class_targets.items()
+        if (r := _ratio(obs.ttft_p95_by_class_s.get(name), target)) is not None
+    }
     urgent = params.urgent_class
-    urgent_ratio = (
-        _ratio(obs.ttft_p95_by_class_s.get(urgent), params.class_targets[urgent]) if urgent else None
-    )
-    worst_class = max(
-        (
-            (name, _ratio(obs.ttft_p95_by_class_s.get(name), target))
-            for name, target in params.class_targets.items()
-        ),
-        key=lambda item: item[1] or 0.0,
-        default=(None, None),
-    )
-    breach = ratio > 1.0 or (urgent_ratio is not None and urgent_ratio > 1.0)
+    urgent_ratio = class_ratios.get(urgent) if urgent else None
+    worst_class = max(class_ratios.items(), key=lambda item: item[1], default=None)
     metrics["ttft_ratio"] = ratio
     metrics["urgent_ttft_ratio"] = urgent_ratio
 
-    # ---- learn capacity and forecast load ------------------------------------------------
-    rate = obs.request_rate
-    rates = tuple((t, r) for t, r in state.rates if now - t <= max(4 * params.interval_s, params.warmup_s))
-    capacity = state.capacity_rps if state.capacity_rps is not None else params.initial_capacity_rps
-    serving = obs.ready_replicas if obs.ready_replicas is not None else fleet.ready_replicas
-    if rate is not None:
-        rates = (*rates, (now, rate))
-        if serving > 0:
-            per_replica = rate / serving
-            queueing = (obs.queue_time_s or 0.0) > 0.5 * (obs.compute_time_s or 0.0)
-            if ratio > 1.0 and queueing:
-                # Over capacity now: a replica sustains less than this load.
-                capacity = min(capacity or per_replica, per_replica * 0.95)
-            elif ratio < params.scale_down_band and (capacity is None or per_replica > capacity):
-                # Comfortably served at this load: it sustains at least this much.
-                capacity = per_replica
-    metrics["capacity_rps_per_replica"] = capacity
-
-    forecast = None
-    needed_by_load = None
-    if rate is not None:
-        recent_peak = max(r for _, r in rates)
-        slope = max(0.0, _trend_rps_per_s(rates))
-        forecast = max(rate, recent_peak, rate + slope * params.warmup_s)
-        if capacity:
-            needed_by_load = math.ceil(forecast / (capacity * params.target_utilization))
-    metrics["forecast_rps"] = forecast
-    metrics["replicas_needed_by_load"] = None if needed_by_load is None else float(needed_by_load)
+    if not fleet.warming and state.warming_since is not None:
+        state = replace(state, warming_since=None)
+    load, new_state = _load(params, obs, fleet, state, now)
+    window_s = _scale_down_window(params, new_state)
+    metrics.update(
+        {
+            "load": load.now,
+            "load_level": load.level,
+            "load_trend": load.trend,
+            "backlog_load": load.backlog,
+            "forecast_load": load.forecast_up,
+            "capacity_per_replica": load.capacity,
+            "work_per_request_s": load.work_per_request,
+            "mean_prompt_tokens": new_state.mean_prompt_tokens,
+            "mean_output_tokens": new_state.mean_output_tokens,
+            "replicas_needed_by_load": None if load.needed_up is None else float(load.needed_up),
+            "scale_down_window_s": window_s,
+        }
+    )
+    up_text = load.describe(params)
 
     # ---- replicas ------------------------------------------------------------------------
     current = fleet.desired_replicas
+    needed = load.needed_up
     recommendation = current
+    record: int | None = None  # what the stabilization window records, when not the recommendation
     reason = ""
-    if breach:
-        who = f"urgent class {urgent}" if urgent_ratio is not None and urgent_ratio > 1.0 else "overall"
-        worst = max(ratio, urgent_ratio or 0.0)
-        by_feedback = math.ceil(max(fleet.ready_replicas, 1) * min(2.0, max(1.2, worst)))
-        if fleet.warming and needed_by_load is not None and current >= needed_by_load:
-            recommendation = current
+    breach_who = None
+    urgent_breach = urgent_ratio is not None and urgent_ratio > 1.0
+    if urgent_breach and urgent is not None:
+        breach_who = (
+            f"most urgent class {urgent} at {urgent_ratio:.2f}x its {params.class_targets[urgent]:g}s target"
+        )
+    elif ratio > 1.0:
+        breach_who = f"TTFT p95 {obs.ttft_p95_s:.2f}s at {ratio:.2f}x the {params.ttft_target_s:g}s target"
+    elif worst_class is not None and worst_class[1] > 1.0:
+        breach_who = f"class {worst_class[0]} at {worst_class[1]:.2f}x its target"
+    slack = ratio < params.scale_down_band and all(r < params.scale_down_band for r in class_ratios.values())
+    if breach_who is not None:
+        covered = needed is not None and current >= needed
+        if fleet.warming and (covered or needed is None):
             reason = (
-                f"TTFT p95 {who} at {worst:.2f}x target but {fleet.warming} replica(s) still warming up "
-                f"cover the forecast load ({forecast:.2f} req/s): not scaling twice"
+                f"{breach_who}, but {fleet.warming} warming replica(s) already cover the load "
+                f"({up_text}): not scaling twice"
+            )
+        elif covered and load.queue_shrinking and not urgent_breach:
+            # TTFT reports requests that queued earlier: with capacity for the load and the
+            # queue shrinking, the backlog is draining and another replica would come too late.
+            reason = (
+                f"{breach_who}, but the queue is draining ({obs.pending_requests or 0:.0f} waiting) and "
+                f"{current} replicas cover the load ({up_text}): holding"
             )
         else:
-            recommendation = max(current + 1, by_feedback, needed_by_load or 0)
+            recommendation = max(current + 1, needed or 0)
+            reason = f"{breach_who}; {up_text}"
+    elif needed is not None and needed > current:
+        recommendation = needed
+        reason = up_text
+    elif needed is not None and needed < current:
+        down_text = up_text
+        rising = load.now is not None and load.level is not None and load.now > 1.1 * load.level
+        if fleet.warming and needed > fleet.ready_replicas:
             reason = (
-                f"TTFT p95 {who} at {worst:.2f}x target ({obs.ttft_p95_s:.2f}s vs {params.ttft_target_s:g}s)"
+                f"{down_text}, but {fleet.warming} replica(s) ordered are still warming up and the "
+                f"{fleet.ready_replicas} ready ones do not cover the load: not cancelling them"
             )
-    elif needed_by_load is not None and needed_by_load > current:
-        recommendation = needed_by_load
-        reason = (
-            f"forecast load {forecast:.2f} req/s needs {needed_by_load} replicas at "
-            f"{params.target_utilization:.0%} of {capacity:.2f} req/s each"
-        )
-    elif ratio < params.scale_down_band and (urgent_ratio is None or urgent_ratio < params.scale_down_band):
-        floor = needed_by_load if needed_by_load is not None else current
-        # Step down gradually: at most a quarter of the fleet (at least one replica) per interval.
-        recommendation = max(floor, current - max(1, current // 4))
-        if recommendation < current:
-            reason = f"TTFT p95 at {ratio:.2f}x target leaves slack; load needs {floor}"
+        elif rising:
+            # Not this interval; the window still records what the load needs.
+            record = needed
+            reason = f"{down_text}, but load is rising ({load.now:.2f} vs {load.level:.2f}): not scaling down"
+        elif slack:
+            recommendation = needed
+            reason = f"TTFT p95 at {ratio:.2f}x target leaves slack; {down_text}"
+        else:
+            reason = f"{down_text}, but TTFT p95 ({ratio:.2f}x target) leaves no slack to scale down"
     recommendation = _clamp(recommendation, params)
+    record = recommendation if record is None else _clamp(record, params)
 
-    recommendations = tuple(
-        (t, r) for t, r in state.recommendations if now - t < params.scale_down_stabilization_s
-    )
-    recommendations = (*recommendations, (now, recommendation))
+    keep_s = max(params.scale_down_stabilization_s * 4, window_s, params.scale_up_stabilization_s)
+    previous = state.recommendations
+    if not previous:
+        # A fresh loop (start or operator restart) does not scale down at once (HPA does the same).
+        previous = ((now, current),)
+    recommendations = (*((t, r) for t, r in previous if now - t < keep_s), (now, record))
     target = recommendation
     if recommendation < current:
-        # Highest recommendation inside the scale-down window wins (HPA's stabilization).
-        target = max(r for _, r in recommendations)
-        target = min(target, current)
+        # Highest recommendation inside the scale-down window wins (HPA's stabilization), and
+        # at most a quarter of the fleet (at least one replica) goes per interval.
+        window = [r for t, r in recommendations if now - t < window_s]
+        stabilized = max([recommendation, *window])
+        target = min(current, max(stabilized, current - max(1, current // 4)))
         if target == current:
-            reason = (
-                f"{reason}; held by the {params.scale_down_stabilization_s:g}s scale-down window"
-                if reason
-                else ""
-            )
+            reason = f"{reason}; held by the {window_s:g}s scale-down window"
+        elif target > recommendation:
+            reason = f"{reason}; stepping down to {target} ({window_s:g}s window, a quarter per interval)"
     elif recommendation > current and params.scale_up_stabilization_s > 0:
         window = [r for t, r in recommendations if now - t < params.scale_up_stabilization_s]
-        target = max(current, min(window))
+        target = max(current, min([recommendation, *window]))
+        if target == current:
+            reason = f"{reason}; held by the {params.scale_up_stabilization_s:g}s scale-up window"
 
-    new_state = replace(state, recommendations=recommendations, rates=rates, capacity_rps=capacity)
+    # Bounds hold whatever the window says (a spec edit may have moved them under the fleet).
+    target = _clamp(target, params)
+    new_state = replace(new_state, recommendations=recommendations)
+    if target > current:
+        new_state = _learn_from_regret(params, new_state, now, target, current)
+        window_after = _scale_down_window(params, new_state)
+        if window_after > window_s:
+            reason += (
+                f"; a scale-down {now - (state.last_scale_down_at or now):.0f}s ago was premature: "
+                f"scale-down window {window_s:g}s -> {window_after:g}s"
+            )
+            metrics["scale_down_window_s"] = window_after
+    elif (
+        state.scale_down_window_s
+        and state.last_regret_at is not None
+        and now - state.last_regret_at > 4 * state.scale_down_window_s
+    ):
+        # No regret for a long while: relax the window again (halve it, down to the spec's).
+        relaxed = max(params.scale_down_stabilization_s, state.scale_down_window_s / 2)
+        new_state = replace(new_state, scale_down_window_s=relaxed, last_regret_at=now)
     if target != current:
         action = "scale-up" if target > current else "scale-down"
         new_state = replace(new_state, last_scale_at=now)
+        if target < current:
+            new_state = replace(new_state, last_scale_down_at=now)
+        elif not fleet.warming or new_state.warming_since is None:
+            new_state = replace(new_state, warming_since=now)
         return (
             Decision(
                 action, f"{action} {current} -> {target} replicas", reason, replicas=target, metrics=metrics
@@ -310,14 +603,43 @@ def decide(
         )
 
     # ---- batching (only with a stable fleet) ---------------------------------------------
-    if params.tune_batching and not breach and fleet.warming == 0:
-        decision, new_state = _batching_step(params, obs, fleet, new_state, now, ratio, metrics)
+    # Never while replicas warm up or in the interval of a scaling action; during a breach that
+    # replicas cannot fix (at the cap, or already covered) only the narrowing steps apply.
+    if params.tune_batching and fleet.warming == 0:
+        decision, new_state = _batching_step(
+            params, obs, fleet, new_state, now, ratio, metrics, breach=breach_who is not None
+        )
         if decision is not None:
             return decision, new_state
-    hold_reason = reason or f"TTFT p95 {obs.ttft_p95_s:.2f}s ({ratio:.2f}x target) within band"
-    if worst_class[0] is not None and worst_class[1] is not None:
+    hold_reason = reason or f"TTFT p95 {obs.ttft_p95_s:.2f}s ({ratio:.2f}x target) within band; {up_text}"
+    if worst_class is not None:
         hold_reason += f"; worst class {worst_class[0]} at {worst_class[1]:.2f}x its target"
     return Decision("hold", f"hold at {current} replicas", hold_reason, metrics=metrics), new_state
+
+
+def _learn_from_regret(
+    params: PolicyParams, state: PolicyState, now: float, target: int, current: int
+) -> PolicyState:
+    """A scale-up soon after a scale-down means the replicas were given back too early (load
+    that comes back in bursts): double the scale-down window, up to ``max_scale_down_window_s``."""
+    last_down = state.last_scale_down_at
+    if last_down is None or now - last_down > params.regret_s:
+        return state
+    base = _scale_down_window(params, state)
+    longer = min(params.max_scale_down_window_s, max(base * 2, params.scale_down_stabilization_s))
+    return replace(state, scale_down_window_s=longer, last_regret_at=now, last_scale_down_at=None)
+
+
+def within_bounds(config: BatchingConfig, params: PolicyParams) -> BatchingConfig:
+    """Clamp a batching config into the spec's envelope (delay, preferred sizes, instances)."""
+    largest = min(params.max_preferred_batch_size, params.max_batch_size)
+    return BatchingConfig(
+        preferred_batch_sizes=tuple(sorted({s for s in config.preferred_batch_sizes if 1 <= s <= largest})),
+        max_queue_delay_us=max(
+            params.min_queue_delay_us, min(params.max_queue_delay_us, config.max_queue_delay_us)
+        ),
+        instance_count=max(params.min_instance_count, min(params.max_instance_count, config.instance_count)),
+    )
 
 
 def _batching_step(
@@ -328,6 +650,7 @@ def _batching_step(
     now: float,
     ratio: float,
     metrics: dict[str, float | None],
+    breach: bool = False,
 ) -> tuple[Decision | None, PolicyState]:
     assert obs.ttft_p95_s is not None
     current = fleet.batching
@@ -343,7 +666,7 @@ def _batching_step(
                     f"revert batching to {trial.previous.describe()}",
                     f"the {trial.direction} step raised TTFT p95 from {trial.ttft_before_s:.2f}s "
                     f"to {obs.ttft_p95_s:.2f}s",
-                    batching=trial.previous,
+                    batching=within_bounds(trial.previous, params),
                     metrics=metrics,
                 ),
                 replace(state, trial=None, last_batching_at=now, blocked=(trial.direction, block_until)),
@@ -359,35 +682,52 @@ def _batching_step(
     proposal: BatchingConfig | None = None
     direction = ""
     why = ""
-    if queue is not None and compute is not None and queue > compute and ratio > params.batching_slack_band:
-        # Queueing dominates TTFT: hold requests less, dispatch smaller batches sooner.
+    if params.inflight_batching:
+        if current.max_queue_delay_us > params.min_queue_delay_us:
+            proposal, direction = current.with_delay(params.min_queue_delay_us), "narrow"
+            why = (
+                f"the backend batches in flight: Triton's {current.max_queue_delay_us} us queue delay only "
+                f"adds latency, back to the minimum {params.min_queue_delay_us} us"
+            )
+    elif queue is not None and compute is not None and queue > compute and ratio > params.batching_slack_band:
+        # Queueing dominates TTFT: hold requests less, dispatch smaller batches sooner; once the
+        # delay is at its minimum, run one more model instance if the bounds allow.
+        split = f"queue time {queue * 1000:.1f} ms exceeds compute {compute * 1000:.1f} ms"
         if current.max_queue_delay_us > params.min_queue_delay_us:
             delay = max(params.min_queue_delay_us, current.max_queue_delay_us // 2)
             proposal, direction = current.with_delay(delay), "narrow"
+            why = f"{split}: halve the queue delay ({current.max_queue_delay_us} -> {delay} us)"
+        elif current.instance_count < params.max_instance_count:
+            proposal = replace(current, instance_count=current.instance_count + 1)
+            direction = "narrow"
             why = (
-                f"queue time {queue * 1000:.1f} ms exceeds compute {compute * 1000:.1f} ms: "
-                "halve the queue delay"
+                f"{split} with the queue delay at its minimum: one more model instance "
+                f"({current.instance_count} -> {current.instance_count + 1})"
             )
-    elif ratio < params.batching_slack_band and blocked != "widen":
+    elif ratio < params.batching_slack_band and not breach and blocked != "widen":
         busy = obs.gpu_utilization is None or obs.gpu_utilization >= 0.6
         batch = obs.mean_batch_size
-        largest = max(current.preferred_batch_sizes, default=1)
+        largest = max(current.preferred_batch_sizes, default=params.max_batch_size)
         if busy and current.max_queue_delay_us < params.max_queue_delay_us:
             delay = min(params.max_queue_delay_us, max(500, current.max_queue_delay_us * 2))
             proposal, direction = current.with_delay(delay), "widen"
             why = (
-                f"TTFT has slack ({ratio:.2f}x target) and GPUs are busy: "
-                "longer queue delay for larger batches"
+                f"TTFT has slack ({ratio:.2f}x target) and GPUs are busy "
+                f"({'n/a' if obs.gpu_utilization is None else f'{obs.gpu_utilization:.0%}'}): "
+                f"queue delay {current.max_queue_delay_us} -> {delay} us for larger batches"
             )
         elif (
             busy
             and batch is not None
             and batch >= 0.8 * largest
             and largest * 2 <= params.max_preferred_batch_size
+            and current.preferred_batch_sizes
         ):
             sizes = tuple(sorted({*current.preferred_batch_sizes, largest * 2}))
             proposal, direction = replace(current, preferred_batch_sizes=sizes), "widen"
             why = f"batches fill the largest preferred size ({batch:.1f} of {largest}): allow {largest * 2}"
+    if proposal is not None:
+        proposal = within_bounds(proposal, params)
     if proposal is None or proposal == current or blocked == direction:
         return None, state
     trial = BatchingTrial(applied_at=now, previous=current, ttft_before_s=obs.ttft_p95_s, direction=direction)

@@ -43,6 +43,8 @@ class Arrival:
     #: Server-side queue timeout for this request in microseconds (Triton's per-request
     #: ``timeout``; honoured when the queue policy has ``allow_timeout_override``).
     timeout_us: int | None = None
+    #: Triton request id (shows up in server traces: the fidelity harness joins on it).
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,8 @@ class LoadGenerator:
             kwargs: dict[str, Any] = {"priority": priority}
             if arrival.timeout_us is not None:
                 kwargs["timeout"] = arrival.timeout_us
+            if arrival.request_id is not None:
+                kwargs["request_id"] = arrival.request_id
             if self.protocol == "grpc":
                 kwargs["client_timeout"] = self.request_timeout_s
             await client.infer(self.model, self._inputs(arrival.prompt_tokens), **kwargs)

@@ -150,6 +150,11 @@ class DynamicBatcher:
                 return lvl.delayed[0]
         return None
 
+    def oldest_enqueue_s(self) -> float | None:
+        """When the longest-waiting queued request was enqueued (any level)."""
+        firsts = [q[0].enqueue_s for lvl in self._order for q in (lvl.unexpired, lvl.delayed) if q]
+        return min(firsts) if firsts else None
+
     def form(
         self,
         now: float,

@@ -64,11 +64,19 @@ class BenchReport:
         )
         policies = []
         for run in self.runs:
-            entry: dict[str, Any] = {"name": run.name}
-            for key, value in run.figures.items():
-                entry[key] = json_number(value) if isinstance(value, float) else value
-            policies.append(entry)
+            policies.append({"name": run.name, **_jsonable(run.figures)})
         return {"workload": workload, "slo_ttft_s": ctx.slo_ttft_s, "policies": policies}
+
+
+def _jsonable(figures: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: json_number(value)
+        if isinstance(value, float)
+        else _jsonable(value)
+        if isinstance(value, dict)
+        else value
+        for key, value in figures.items()
+    }
 
 
 def to_markdown(report: BenchReport) -> str:
@@ -108,14 +116,21 @@ def make_context(
 ) -> BenchContext:
     """Size the static fleets and the autoscalers' bounds for this workload."""
     cost = cost or LLMEngineCost(profile)
-    capacity = replica_capacity_rps(workload, cost, profile.batching.max_batch_size)
-    mean_load, peak_load = replica_load(workload, cost, profile.batching.max_batch_size)
-    # Today's fleet: just enough capacity for the average load. The peak fleet: the busiest
-    # minute at the planning utilisation (headroom), as a capacity planner would size it.
+    mbs = profile.batching.max_batch_size
+    capacity = replica_capacity_rps(workload, cost, mbs)
+    mean_load, peak_load = replica_load(workload, cost, mbs, span=workload.measured)
+    # Today's fleet: just enough capacity for the measured window's average load. The peak
+    # fleet: its busiest minute at the planning utilisation (headroom), as a capacity planner
+    # would size it.
     static_avg = size_for(mean_load)
     static_peak = max(static_avg, size_for(peak_load, profile.planning_utilization))
+    # Autoscalers start with the fleet the workload's first minutes need at the planning
+    # utilisation (the peak-hour scenario's normal load), or at static-avg for a cold start.
+    start = static_avg
+    if workload.start_window_s is not None:
+        start = size_for(replica_load(workload, cost, mbs, span=workload.start_window_s)[1], profile.planning_utilization)
     settings = FleetSettings(
-        initial_replicas=static_avg,
+        initial_replicas=start,
         min_replicas=1,
         max_replicas=max_replicas or max(2 * static_peak, static_peak + 2),
         startup_s=profile.startup_s if startup_s is None else startup_s,
@@ -142,7 +157,7 @@ def run_policy(ctx: BenchContext, name: str, price_per_gpu_hour_usd: float) -> P
     """Create the policy from the registry and simulate the workload under it."""
     started = time.perf_counter()
     controller = REGISTRY[name](ctx)
-    initial = ctx.static_avg
+    initial = ctx.settings.initial_replicas
     if name in STATIC_SIZES:
         initial = STATIC_SIZES[name](ctx)
     elif isinstance(getattr(controller, "initial_replicas", None), int):
@@ -162,25 +177,43 @@ def run_policy(ctx: BenchContext, name: str, price_per_gpu_hour_usd: float) -> P
         dict(ctx.profile.classes),
         horizon_s=ctx.workload.duration_s,
     )
-    figures = summarize(result.records, ctx.slo_ttft_s)
-    horizon = max(result.horizon_s, 1e-9)
-    gpu_hours = result.gpu_hours
+    whole = (0.0, max(result.horizon_s, 1e-9))
+    figures = measure(result, ctx.slo_ttft_s, price_per_gpu_hour_usd, ctx.workload.measured)
     figures.update(
         {
-            "gpu_hours": gpu_hours,
-            "cost_usd": gpu_hours * price_per_gpu_hour_usd,
             "scaling_actions": result.scaling_actions,
             "batching_changes": result.batching_changes,
-            "mean_replicas": result.gpu_seconds() / horizon,
             "peak_replicas": max((row[3] for row in result.timeline), default=0),
         }
     )
+    if ctx.workload.measured != whole:
+        figures["whole_run"] = measure(result, ctx.slo_ttft_s, price_per_gpu_hour_usd, whole)
     wall = time.perf_counter() - started
     figures["wall_s"] = wall
     note = ""
     if getattr(controller, "feasible", True) is False:
         note = "no schedule met the SLO in every window within the search budget"
     return PolicyRun(name=name, result=result, figures=figures, wall_s=wall, note=note)
+
+
+def measure(
+    result: FleetResult, slo_ttft_s: float, price_per_gpu_hour_usd: float, window: tuple[float, float]
+) -> dict[str, Any]:
+    """Figures over one window: requests *arriving* in it, GPU time billed in it."""
+    lo, hi = window
+    last = hi >= result.horizon_s
+    records = [r for r in result.records if lo <= r.arrival_s and (r.arrival_s < hi or last)]
+    figures = summarize(records, slo_ttft_s)
+    gpu_seconds = result.gpu_seconds(lo, hi)
+    figures.update(
+        {
+            "window_s": [lo, hi],
+            "gpu_hours": gpu_seconds / 3600.0,
+            "cost_usd": gpu_seconds / 3600.0 * price_per_gpu_hour_usd,
+            "mean_replicas": gpu_seconds / max(hi - lo, 1e-9),
+        }
+    )
+    return figures
 
 
 def run_bench(

@@ -14,7 +14,7 @@
 * ``oracle`` — see :mod:`phoenix_operator.sim.oracle`.
 
 Policies are created from a :class:`BenchContext` by the factories in :data:`REGISTRY`; the
-control-loop policy registers itself as ``phoenix`` with :func:`register_controller`.
+control-loop policy is ``phoenix`` (the adapter in :mod:`phoenix_operator.sim.phoenix`).
 """
 
 from __future__ import annotations
@@ -338,8 +338,11 @@ class BenchContext:
     profile: Profile
     cost: LLMEngineCost | BlockingBatchCost
     slo_ttft_s: float
-    #: Fleet settings the autoscalers run with (initial = static-avg, min/max, start-up, LB).
+    #: Fleet settings the autoscalers run with (initial = the fleet fitting the start of the
+    #: workload, or static-avg for a cold start; min/max, start-up, LB).
     settings: FleetSettings
+    #: Fixed fleets: sized for the measured window's average load, and its busiest minute at
+    #: the planning utilisation. Autoscalers start at ``settings.initial_replicas``.
     static_avg: int
     static_peak: int
     #: Per-replica capacity, requests/s at full load, for the workload's token mix.
@@ -367,20 +370,28 @@ def replica_load(
     cost: LLMEngineCost | BlockingBatchCost,
     max_batch_size: int = 1,
     window_s: float = 60.0,
+    span: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
-    """(mean, peak over any ``window_s``) load in replicas' worth of work.
+    """(mean, peak over any ``window_s``) load in replicas' worth of work, over ``span``
+    (simulated seconds; default the whole run).
 
     Work, not request count, is what a replica runs out of: in the Azure conversation trace the
     busiest minutes by requests carry shorter answers, so they are not the busiest by GPU time.
     """
-    if not workload.arrivals or workload.duration_s <= 0:
+    lo, hi = span or (0.0, workload.duration_s)
+    length = hi - lo
+    if not workload.arrivals or length <= 0:
         return 0.0, 0.0
-    s = service_times(workload, cost, max_batch_size)
     t = np.fromiter((a.time_s for a in workload.arrivals), dtype=float, count=len(workload.arrivals))
+    inside = (t >= lo) & (t < hi)
+    if not inside.any():
+        return 0.0, 0.0
+    s = service_times(workload, cost, max_batch_size)[inside]
+    t = t[inside]
     csum = np.concatenate([[0.0], np.cumsum(s)])
     ends = np.searchsorted(t, t + window_s, side="left")
-    peak = float((csum[ends] - csum[np.arange(len(t))]).max()) / min(window_s, workload.duration_s)
-    return float(s.sum()) / workload.duration_s, peak
+    peak = float((csum[ends] - csum[np.arange(len(t))]).max()) / min(window_s, length)
+    return float(s.sum()) / length, peak
 
 
 def replica_capacity_rps(
@@ -426,9 +437,17 @@ def _oracle(ctx: BenchContext) -> FleetController:
     return oracle_controller(ctx)
 
 
-#: Policy name -> factory. ``phoenix`` is registered by the control-loop code
-#: (``register_controller("phoenix", factory)``); until then the benchmark reports it as absent.
+def _phoenix(ctx: BenchContext) -> FleetController:
+    # Lazy: the adapter imports the operator's policy (pydantic models, Triton config renderer).
+    from phoenix_operator.sim.phoenix import phoenix_controller
+
+    return phoenix_controller(ctx)
+
+
+#: Policy name -> factory. ``phoenix`` is the operator's control loop through the adapter in
+#: :mod:`phoenix_operator.sim.phoenix`; ``register_controller`` adds or replaces entries.
 REGISTRY: dict[str, ControllerFactory] = {
+    "phoenix": _phoenix,
     "oracle": _oracle,
     "hpa": _hpa,
     "keda": _keda,

@@ -56,6 +56,13 @@ class FleetSettings:
     #: Stop at most this long after the last arrival (requests still queued are ``unserved``).
     max_drain_s: float = 1800.0
     seed: int = 0
+    #: Blocking replicas without prefetch (priority levels or a queue policy): probability that
+    #: Triton's batcher misses an instance's completion and sleeps until the next arrival or its
+    #: 500 ms slot poll (a race in Triton core, docs/fidelity.md). 0 = the intended semantics;
+    #: the fidelity harness measures it on the real server.
+    missed_wakeup_p: float = 0.0
+    #: ``default_wait_microseconds`` of Triton's ``BatcherThread``: its slot-wait timeout.
+    batcher_poll_s: float = 0.5
 
     def __post_init__(self) -> None:
         if self.lb not in LB_POLICIES:
@@ -64,6 +71,8 @@ class FleetSettings:
             raise ValueError("need 1 <= min_replicas <= max_replicas")
         if self.initial_replicas < 1:
             raise ValueError("initial_replicas must be >= 1")
+        if not 0.0 <= self.missed_wakeup_p <= 1.0 or self.batcher_poll_s <= 0:
+            raise ValueError("need 0 <= missed_wakeup_p <= 1 and batcher_poll_s > 0")
 
 
 @dataclass
@@ -142,6 +151,9 @@ class Fleet:
         self.ft_t: list[float] = []
         self.ft_v: list[float] = []
         self.ft_c: list[str] = []
+        self.ft_p: list[int] = []
+        self.fin_t: list[float] = []
+        self.fin_o: list[int] = []
         self.dq_t: list[float] = []
         self.dq_queue: list[float] = []
         self.dq_compute: list[float] = []
@@ -294,9 +306,12 @@ class Fleet:
         self.ft_t.append(self.env.now)
         self.ft_v.append(self.env.now - rec.arrival_s)
         self.ft_c.append(rec.klass)
+        self.ft_p.append(rec.prompt_tokens)
 
     def finished(self, rec: RequestRecord) -> None:
         rec.status = "ok"
+        self.fin_t.append(self.env.now)
+        self.fin_o.append(rec.output_tokens)
         self._terminal_one()
 
     # -- observation ---------------------------------------------------------------------------
@@ -346,6 +361,9 @@ class Fleet:
         gpu_util: float | None = util_busy / util_time if util_time > 0 else None
         if gpu_util is None:
             missing["gpu_utilization"] = "no data"
+        mean_prompt = float(np.mean(self.ft_p[i:])) if ttfts else None
+        f = bisect_left(self.fin_t, t0)
+        mean_output = float(np.mean(self.fin_o[f:])) if f < len(self.fin_t) else None
         pending = sum(rep.batcher.size for rep in self.ready) + sum(rep.batcher.size for rep in self.draining)
         return Observation(
             at=now,
@@ -360,6 +378,8 @@ class Fleet:
             error_rate=error_rate,
             pending_requests=float(pending),
             ready_replicas=len(self.ready),
+            mean_prompt_tokens=mean_prompt,
+            mean_output_tokens=mean_output,
             ttft_source="simulator",
             missing=missing,
         )
@@ -461,13 +481,15 @@ def simulate(
     lb: str = "round-robin",
     seed: int = 0,
     max_drain_s: float = 1800.0,
+    missed_wakeup_p: float = 0.0,
 ) -> list[RequestRecord]:
     """Run explicit arrivals through a fixed fleet; one record per arrival, in arrival order.
 
     This is the entry point for the fidelity harness (issue 8): same arrivals, same batcher
     config, same cost function as the real server. The executed-batch count is
     ``len({r.batch_id for r in records if r.batch_id >= 0})`` and a request's Triton queue time is
-    ``r.queue_s``; ``r.ttft_s`` is end-to-end latency for a blocking model.
+    ``r.queue_s``; ``r.ttft_s`` is end-to-end latency for a blocking model. ``missed_wakeup_p``
+    is :attr:`FleetSettings.missed_wakeup_p` (a measured property of the real server).
     """
     ordered = sorted(arrivals, key=lambda a: a.time_s)
     settings = FleetSettings(
@@ -477,6 +499,7 @@ def simulate(
         lb=lb,
         seed=seed,
         max_drain_s=max_drain_s,
+        missed_wakeup_p=missed_wakeup_p,
     )
     return run_fleet(ordered, cost_model, batcher_config, settings).records
 

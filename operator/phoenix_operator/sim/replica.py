@@ -8,7 +8,13 @@ Batch hand-off follows Triton's rate limiter:
 * without priority levels or queue policy, Triton *prefetches*: the batcher may form a payload
   while every instance is busy (at most 2 × instances queued) and keeps growing the newest
   queued payload until it is saturated (``RateLimiter::PayloadSlotAvailable``);
-* otherwise a batch is formed only when an instance is waiting for work.
+* otherwise a batch is formed only when an instance is waiting for work. Triton's batcher then
+  polls for a free instance (``WaitForPayloadSlotAvailable``, 500 ms timeout) and is woken by the
+  end of an execution (``Payload::Execute`` calls the batcher's callback) — *before* the instance
+  thread re-registers as waiting (``RateLimiter::DequeuePayload``). When the batcher checks first,
+  it misses the free instance and sleeps until the next arrival or the poll timeout.
+  :class:`BlockingReplica` draws that miss with ``FleetSettings.missed_wakeup_p`` (0 by
+  default); docs/fidelity.md has the measurements and the source lines.
 
 :class:`BlockingReplica` runs ``a + b × rows`` batches on ``instance_count`` instances.
 :class:`LLMReplica` runs prefill batches on the engine and decodes admitted sequences in a
@@ -19,11 +25,13 @@ and only the next completion is scheduled.
 from __future__ import annotations
 
 import heapq
+import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
 import simpy
 
 from phoenix_operator.sim.batcher import DynamicBatcher
@@ -245,6 +253,16 @@ class BlockingReplica(Replica):
         self._instances = config.instance_count
         self._executing = 0
         self._executing_rows = 0
+        settings = fleet.settings
+        self._missed_p = settings.missed_wakeup_p
+        self._poll_s = settings.batcher_poll_s
+        # Own stream: runs with missed_wakeup_p == 0 draw nothing and stay bit-identical.
+        self._wake_rng = np.random.default_rng([settings.seed, 0x3A11, rid])
+        #: Last dispatch, and whether requests were left queued then (the batcher's waits count
+        #: from there; see :meth:`_sleep_until_poll`).
+        self._dispatch_at = env.now
+        self._queued_at_dispatch = False
+        self.missed_wakeups = 0
 
     def _on_reconfigure(self, config: BatcherConfig) -> None:
         self._instances = config.instance_count
@@ -270,6 +288,11 @@ class BlockingReplica(Replica):
     def _start(self, payload: _Payload) -> None:
         rows = len(payload.entries)
         dur = self.cost.batch_time(rows)
+        if not self._prefetch:
+            # Dispatching ends the batcher's previous wait (a pending delay timer included).
+            self._timer_at = None
+            self._dispatch_at = self.env.now
+            self._queued_at_dispatch = self.batcher.size > 0
         self._executing += 1
         self._executing_rows += rows
         self._record_dispatch(payload, dur)
@@ -288,7 +311,46 @@ class BlockingReplica(Replica):
         if self._executing == 0:
             self._set_busy(False)
         self._feed()
-        self.run_batcher()
+        if self._wakeup_missed():
+            self._sleep_until_poll()
+            self._check_drained()
+        else:
+            self.run_batcher()
+
+    def _wakeup_missed(self) -> bool:
+        """Whether the batcher loses the race with the instance thread this time.
+
+        Only matters without prefetch, with requests waiting, and when this instance is the only
+        free one (otherwise the batcher sees a waiting instance anyway).
+        """
+        if self._prefetch or self._missed_p <= 0 or self.batcher.size == 0:
+            return False
+        if self._executing != self._instances - 1 or self.env.now < self._paused_until:
+            return False
+        return bool(self._wake_rng.random() < self._missed_p)
+
+    def _sleep_until_poll(self) -> None:
+        """Missed wake-up: the next arrival (``Replica.enqueue``) or the next poll runs the batcher.
+
+        After a dispatch Triton's batcher waits ``batcher_poll_s`` at a time: for a slot if
+        requests were left queued, else on its empty-queue timer, which turns into a slot wait
+        at the first expiry that finds a request queued. Polls therefore fall on the lattice
+        ``dispatch + k × poll`` — unless the queue was still empty at every expiry before this
+        completion: then the completion's callback woke the timer wait and the slot wait (and
+        its lattice) starts now.
+        """
+        self.missed_wakeups += 1
+        now = self.env.now
+        poll = self._poll_s
+        origin = self._dispatch_at
+        if not self._queued_at_dispatch:
+            expiries = math.floor((now - origin) / poll + 1e-9)
+            oldest = self.batcher.oldest_enqueue_s()
+            if expiries < 1 or oldest is None or oldest > origin + expiries * poll:
+                origin = now
+        ticks = math.floor((now - origin) / poll + 1e-9) + 1
+        self._timer_at = None
+        self._arm(origin + ticks * poll)
 
 
 class LLMReplica(Replica):

@@ -89,6 +89,19 @@ class Workload:
     window_s: tuple[float, float] | None = None
     seed: int = 0
     mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    #: (start, end) simulated seconds the benchmark's headline figures are measured over
+    #: (requests arriving in it, GPU time billed in it); ``None`` = the whole run.
+    measured_window_s: tuple[float, float] | None = None
+    #: (start, end) simulated seconds whose load the autoscalers' starting fleet is sized for;
+    #: ``None`` = they start at the fleet sized for the measured window's average (cold start).
+    start_window_s: tuple[float, float] | None = None
+    #: How the load was shaped (for reports), e.g. a :class:`PeakShape` as a dict.
+    shape: Mapping[str, Any] | None = None
+
+    @property
+    def measured(self) -> tuple[float, float]:
+        """The measured window, the whole run when none is set."""
+        return self.measured_window_s or (0.0, self.duration_s)
 
     @property
     def mean_rate(self) -> float:
@@ -119,6 +132,9 @@ class Workload:
             "mean_output_tokens": round(float(outputs.mean()), 1) if len(outputs) else None,
             "priority_mix": dict(self.mix),
             "seed": self.seed,
+            "measured_window_s": [round(x, 3) for x in self.measured],
+            "start_window_s": list(self.start_window_s) if self.start_window_s else None,
+            "shape": dict(self.shape) if self.shape else None,
         }
 
 
@@ -231,6 +247,123 @@ def trace_workload(
         source=str(path),
         multiplier=multiplier,
         window_s=None if window is None else (start, end),
+    )
+
+
+@dataclass(frozen=True)
+class PeakShape:
+    """The load of a peak hour arriving: normal load, a smooth rise, the peak held.
+
+    The trace is replayed through a time-warp whose local rate multiplier is ``base`` for
+    ``lead_in_s``, rises along half a cosine (the rising half of a diurnal cycle: no kink where
+    the rise starts or ends) to ``peak`` over ``ramp_s``, then stays at ``peak`` for ``hold_s``
+    — the measured window. Locally the trace plays ``multiplier`` times faster, so its bursts
+    and token mix are kept; a trace too short for the run is looped.
+    """
+
+    peak: float
+    base: float = 1.0
+    lead_in_s: float = 300.0
+    ramp_s: float = 1800.0
+    hold_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if self.base <= 0 or self.peak < self.base:
+            raise ValueError("need 0 < base multiplier <= peak multiplier")
+        if self.lead_in_s < 0 or self.ramp_s < 0 or self.hold_s <= 0:
+            raise ValueError("need lead_in_s >= 0, ramp_s >= 0 and hold_s > 0")
+
+    @property
+    def duration_s(self) -> float:
+        return self.lead_in_s + self.ramp_s + self.hold_s
+
+    @property
+    def measured_window_s(self) -> tuple[float, float]:
+        """The peak held: from the end of the rise to the end of the run."""
+        return self.lead_in_s + self.ramp_s, self.duration_s
+
+    def multiplier(self, t: np.ndarray | float) -> np.ndarray:
+        """Local rate multiplier at simulated time ``t``."""
+        x = np.asarray(t, dtype=float) - self.lead_in_s
+        s = np.clip(x / self.ramp_s, 0.0, 1.0) if self.ramp_s > 0 else (x >= 0).astype(float)
+        return np.asarray(self.base + (self.peak - self.base) * 0.5 * (1.0 - np.cos(np.pi * s)))
+
+    def trace_seconds(self, t: np.ndarray | float) -> np.ndarray:
+        """Trace time played by simulated time ``t``: the integral of the multiplier."""
+        tt = np.asarray(t, dtype=float)
+        rise = self.peak - self.base
+        x = np.clip(tt - self.lead_in_s, 0.0, self.ramp_s)
+        if self.ramp_s > 0:
+            ramp = 0.5 * rise * (x - self.ramp_s / np.pi * np.sin(np.pi * x / self.ramp_s))
+        else:
+            ramp = np.zeros_like(x)
+        held = rise * np.maximum(tt - self.lead_in_s - self.ramp_s, 0.0)
+        return np.asarray(self.base * tt + ramp + held)
+
+    def warp(self, trace_s: np.ndarray) -> np.ndarray:
+        """Simulated arrival times of trace times (the inverse of :meth:`trace_seconds`)."""
+        grid = np.linspace(0.0, self.duration_s, max(2, int(self.duration_s * 4) + 1))
+        return np.asarray(np.interp(trace_s, self.trace_seconds(grid), grid))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "peak-hour",
+            "base_multiplier": self.base,
+            "peak_multiplier": self.peak,
+            "lead_in_s": self.lead_in_s,
+            "ramp_s": self.ramp_s,
+            "hold_s": self.hold_s,
+        }
+
+
+def peak_workload(
+    path: str | Path,
+    shape: PeakShape,
+    window: tuple[float, float] | None = None,
+    seed: int = 0,
+    mix: Mapping[str, float] | None = None,
+    classes: Mapping[str, int] | None = None,
+) -> Workload:
+    """Replay a trace (or its ``window`` slice, trace seconds) through ``shape``'s time-warp.
+
+    The slice is looped as often as the run needs (each loop continues where the previous one
+    ended, one mean inter-arrival gap later); every replayed request draws its own priority
+    class. Autoscalers start sized for the lead-in's normal load (``start_window_s``); the
+    headline is measured over the peak held (``measured_window_s``).
+    """
+    t, p, o = read_trace(path)
+    gap = float(t[-1]) / max(len(t) - 1, 1)
+    start, end = (0.0, float(t[-1]) + gap) if window is None else (float(window[0]), float(window[1]))
+    if end <= start:
+        raise ValueError("window end must be after its start")
+    keep = (t >= start) & (t < end)
+    if not keep.any():
+        raise ValueError(f"window {window} of {path} holds no requests")
+    period = min(end, float(t[-1]) + gap) - start
+    base_t = t[keep] - start
+    needed = float(shape.trace_seconds(shape.duration_s))
+    loops = max(1, math.ceil(needed / period))
+    played = (base_t[None, :] + period * np.arange(loops)[:, None]).ravel()
+    sel = played < needed
+    times = shape.warp(played[sel])
+    prompt = np.tile(p[keep], loops)[sel]
+    output = np.tile(o[keep], loops)[sel]
+    lead = shape.lead_in_s if shape.lead_in_s >= 60.0 else 60.0
+    return _build(
+        f"{Path(path).stem}-peak",
+        times,
+        prompt,
+        output,
+        shape.duration_s,
+        seed,
+        mix,
+        classes,
+        source=str(path),
+        multiplier=shape.peak,
+        window_s=None if window is None else (start, end),
+        measured_window_s=shape.measured_window_s,
+        start_window_s=(0.0, lead),
+        shape={**shape.to_dict(), "trace_loops": round(needed / period, 2)},
     )
 
 

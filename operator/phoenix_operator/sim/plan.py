@@ -1,0 +1,391 @@
+"""``phoenix plan``: replay a trace against candidate PhoenixDeployments before applying one.
+
+Each PhoenixDeployment in the files becomes one row of the benchmark's table (the same table,
+JSON and Markdown code as ``phoenix bench``), simulated on the same workload:
+
+* ``autoscaling.mode: off`` — a static fleet of ``triton.replicas``;
+* ``recommend`` — also static at ``triton.replicas``: in that mode Phoenix only reports what it
+  would do, so the fleet a user gets is the static one (said in the output);
+* ``auto`` — the operator's control loop (:mod:`phoenix_operator.sim.phoenix`, the same
+  ``control.policy.decide``), starting at ``triton.replicas`` clamped to min/max, within
+  maxReplicas and the GPU budget, retuning batching within ``batching.bounds``.
+
+The Triton configuration is the spec's: ``model.maxBatchSize``, preferred batch sizes, queue
+delay, instance count, and the priority classes as priority levels with their queue policies.
+The model and GPU are the profile's (one GPU per replica); a spec asking for more GPUs per
+replica has its GPU-hours scaled accordingly and the note says the engine is still the
+profile's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import click
+
+from phoenix_operator.api.cli import load_documents, parse_phoenix_deployments
+from phoenix_operator.api.models import AutoscalingMode, PhoenixDeployment, PhoenixDeploymentSpec
+from phoenix_operator.sim.bench import BenchReport, PolicyRun, make_context, run_policy, to_markdown
+from phoenix_operator.sim.config import BatcherConfig, QueuePolicy
+from phoenix_operator.sim.controllers import REGISTRY, BenchContext, ControllerFactory
+from phoenix_operator.sim.fleet import LB_POLICIES
+from phoenix_operator.sim.interface import FleetCommand, FleetView
+from phoenix_operator.sim.phoenix import PhoenixController, params_for
+from phoenix_operator.sim.profile import DEFAULT_PROFILE, Profile, load_profile
+from phoenix_operator.sim.workloads import DEFAULT_MIX, Workload
+
+
+def batcher_config(spec: PhoenixDeploymentSpec) -> BatcherConfig:
+    """The Triton batching a spec renders (``max_batch_size``, ``dynamic_batching``, instances).
+
+    With ``batching.enabled: false`` Triton runs no dynamic batcher: simulated as batching that
+    sends whatever is pending at once (no preferred sizes, no delay).
+    """
+    enabled = spec.batching.enabled
+    levels = 0
+    default_level = 0
+    policies: dict[int, QueuePolicy] = {}
+    default_policy = QueuePolicy()
+    if spec.priority is not None:
+        levels = max(c.level for c in spec.priority.classes)
+        by_name = {c.name: c for c in spec.priority.classes}
+        default_level = by_name[spec.priority.default_class].level
+        for c in spec.priority.classes:
+            qp = c.queue_policy
+            policies[c.level] = QueuePolicy(
+                timeout_action="DELAY" if str(qp.timeout_action) == "DELAY" else "REJECT",
+                default_timeout_us=qp.timeout_microseconds,
+                allow_timeout_override=qp.allow_timeout_override,
+                max_queue_size=qp.max_queue_size,
+            )
+        default_policy = policies[default_level]
+    return BatcherConfig(
+        max_batch_size=spec.model.max_batch_size,
+        preferred_batch_sizes=tuple(sorted(spec.batching.preferred_batch_sizes)) if enabled else (),
+        max_queue_delay_us=spec.batching.max_queue_delay_microseconds if enabled else 0,
+        instance_count=spec.model.instance_count,
+        priority_levels=levels,
+        default_priority_level=default_level,
+        default_queue_policy=default_policy,
+        priority_queue_policy={level: p for level, p in policies.items() if p != default_policy},
+    )
+
+
+def spec_classes(spec: PhoenixDeploymentSpec, profile: Profile) -> dict[str, int]:
+    """Class name -> Triton priority the workload's requests are sent with."""
+    if spec.priority is None:
+        return dict(profile.classes)  # names for the report; Triton runs one FIFO level
+    return {c.name: c.level for c in spec.priority.classes}
+
+
+@dataclass
+class StaticFleet:
+    """A fixed fleet of the spec's replicas (``off`` and ``recommend`` modes)."""
+
+    name: str
+    initial_replicas: int
+    interval_s: float = 60.0
+
+    def decide(self, now: float, view: FleetView) -> FleetCommand:
+        return FleetCommand(reason=f"static fleet of {self.initial_replicas}")
+
+
+@dataclass
+class Candidate:
+    """One PhoenixDeployment as the plan simulates it."""
+
+    name: str
+    source: str
+    spec: PhoenixDeploymentSpec
+    how: str
+    notes: list[str] = field(default_factory=list)
+    controller: StaticFleet | PhoenixController | None = None
+
+
+def describe(spec: PhoenixDeploymentSpec) -> tuple[str, list[str]]:
+    """How a spec is simulated, in one line, plus notes."""
+    auto = spec.autoscaling
+    b = batcher_config(spec)
+    sizes = ",".join(map(str, b.preferred_batch_sizes)) or "unset"
+    batching = (
+        f"maxBatchSize {b.max_batch_size}, preferred [{sizes}], delay {b.max_queue_delay_us} us, "
+        f"{b.instance_count} instance(s), "
+        + (f"{b.priority_levels} priority levels" if b.priority_levels else "one FIFO level")
+    )
+    notes: list[str] = []
+    if auto.mode == AutoscalingMode.AUTO:
+        cap = auto.max_replicas
+        if auto.gpu_budget is not None and spec.triton.gpus_per_replica > 0:
+            cap = min(cap, auto.gpu_budget // spec.triton.gpus_per_replica)
+        start = max(auto.min_replicas, min(cap, spec.triton.replicas))
+        how = (
+            f"Phoenix loop (auto): {auto.min_replicas}-{cap} replicas from {start}, every "
+            f"{auto.interval_seconds} s, TTFT p95 target {auto.ttft_p95_target_seconds:g} s"
+            + (", retuning batching" if auto.tune_batching and spec.batching.enabled else "")
+            + f"; {batching}"
+        )
+    else:
+        how = f"static {spec.triton.replicas} replicas (autoscaling {auto.mode}); {batching}"
+        if auto.mode == AutoscalingMode.RECOMMEND:
+            notes.append(
+                "recommend mode only reports decisions, so it is simulated as the static fleet of "
+                "triton.replicas"
+            )
+    if spec.triton.gpus_per_replica != 1:
+        notes.append(
+            f"triton.gpusPerReplica is {spec.triton.gpus_per_replica}: GPU-hours and cost count "
+            f"{max(spec.triton.gpus_per_replica, 1)} GPU(s) per replica, but the engine's speed is the "
+            "profile's (one GPU)"
+        )
+    return how, notes
+
+
+def candidates(files: Sequence[str]) -> list[Candidate]:
+    """Every PhoenixDeployment in the files, validated (errors name the field)."""
+    out: list[Candidate] = []
+    seen: dict[str, int] = {}
+    for path in files:
+        deployments: list[PhoenixDeployment] = parse_phoenix_deployments(load_documents(path))
+        if not deployments:
+            raise click.ClickException(f"no PhoenixDeployment in {path}")
+        for pd in deployments:
+            base = str(pd.metadata.get("name") or Path(path).stem)
+            seen[base] = seen.get(base, 0) + 1
+            name = base if seen[base] == 1 else f"{base}#{seen[base]}"
+            spec = pd.spec
+            if spec.triton.replicas < 1 and spec.autoscaling.mode != AutoscalingMode.AUTO:
+                raise click.ClickException(
+                    f"invalid PhoenixDeployment {base}:\n  spec.triton.replicas: 0 replicas serve nothing "
+                    "(set at least 1, or autoscaling.mode: auto)"
+                )
+            how, notes = describe(spec)
+            out.append(Candidate(name=name, source=path, spec=spec, how=how, notes=notes))
+    return out
+
+
+def _controller(candidate: Candidate, ctx: BenchContext) -> StaticFleet | PhoenixController:
+    spec = candidate.spec
+    auto = spec.autoscaling
+    if auto.mode != AutoscalingMode.AUTO:
+        return StaticFleet(candidate.name, spec.triton.replicas)
+    params = params_for(spec, ctx.cost, ctx.settings.startup_s, ctx.replica_capacity_rps)
+    start = max(params.min_replicas, min(params.replica_cap, spec.triton.replicas))
+    return PhoenixController(
+        params=params, name=candidate.name, interval_s=float(auto.interval_seconds), initial_replicas=start
+    )
+
+
+@contextmanager
+def _registered(name: str, factory: ControllerFactory) -> Iterator[None]:
+    """Run a candidate through the benchmark's own ``run_policy`` (it creates policies by name)."""
+    saved = REGISTRY.get(name)
+    REGISTRY[name] = factory
+    try:
+        yield
+    finally:
+        if saved is None:
+            REGISTRY.pop(name, None)
+        else:
+            REGISTRY[name] = saved
+
+
+def run_candidate(
+    candidate: Candidate,
+    workload_for: Callable[[dict[str, int]], Workload],
+    profile: Profile,
+    slo_ttft_s: float,
+    seed: int,
+    quick: bool,
+    lb: str,
+    price: float,
+) -> tuple[PolicyRun, BenchContext]:
+    """Simulate one candidate on the workload (built with its priority classes)."""
+    spec = candidate.spec
+    classes = spec_classes(spec, profile)
+    cand_profile = replace(profile, batching=batcher_config(spec), classes=classes)
+    workload: Workload = workload_for(classes)
+    auto = spec.autoscaling
+    max_replicas = max(auto.max_replicas, spec.triton.replicas, 1)
+    ctx = make_context(workload, cand_profile, slo_ttft_s, seed, quick, lb, max_replicas)
+
+    def factory(_ctx: BenchContext) -> StaticFleet | PhoenixController:
+        candidate.controller = _controller(candidate, ctx)
+        return candidate.controller
+
+    with _registered(candidate.name, factory):
+        run = run_policy(ctx, candidate.name, price)
+    gpus = max(spec.triton.gpus_per_replica, 1)
+    if gpus != 1:
+        run.figures["gpu_hours"] *= gpus
+        run.figures["cost_usd"] *= gpus
+    run.note = "; ".join(candidate.notes)
+    return run, ctx
+
+
+@click.command("plan")
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    help="PhoenixDeployment YAML (repeatable; every PhoenixDeployment in a file is a candidate).",
+)
+@click.option(
+    "--trace",
+    "trace",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV with TIMESTAMP, ContextTokens, GeneratedTokens "
+    "(default: ../shared/traces/azure-llm-2023-conv.csv).",
+)
+@click.option(
+    "--workload", "kind", type=click.Choice(["trace", "diurnal", "burst"]), default="trace", show_default=True
+)
+@click.option("--multiplier", type=float, default=None, help="Time compression (default: bench's 6.55).")
+@click.option("--window", default=None, help="Trace slice START,END in trace seconds (before compression).")
+@click.option("--quick", is_flag=True, help="Bench's quick slice of the trace (900-2700 s).")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Priority mix and synthetic traffic seed."
+)
+@click.option(
+    "--slo-ttft",
+    type=float,
+    default=None,
+    help="TTFT target the table counts against (default: the first spec's autoscaling.ttftP95TargetSeconds).",
+)
+@click.option(
+    "--profile",
+    "profile_name",
+    default=DEFAULT_PROFILE,
+    show_default=True,
+    help="Packaged profile name or path to a profile YAML (the model on one GPU).",
+)
+@click.option("--lb", type=click.Choice(list(LB_POLICIES)), default="round-robin", show_default=True)
+@click.option("--price", type=float, default=None, help="USD per GPU-hour (default: the profile's).")
+@click.option(
+    "--compare",
+    default="",
+    help="Also run these bench policies on the same workload (e.g. oracle,static-peak), "
+    "with the profile's batching.",
+)
+@click.option(
+    "--explain", is_flag=True, help="Print every replica/batching change Phoenix made, with its reason."
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the figures as JSON here (bench's layout).",
+)
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the table as Markdown here.",
+)
+def plan(
+    files: tuple[str, ...],
+    trace: Path | None,
+    kind: str,
+    multiplier: float | None,
+    window: str | None,
+    quick: bool,
+    seed: int,
+    slo_ttft: float | None,
+    profile_name: str,
+    lb: str,
+    price: float | None,
+    compare: str,
+    explain: bool,
+    json_path: Path | None,
+    markdown_path: Path | None,
+) -> None:
+    """Replay a trace against candidate PhoenixDeployment specs and compare them side by side."""
+    from rich.console import Console
+
+    from phoenix_operator.sim.cli import DEFAULT_MULTIPLIER, _parse_window, build_workload, render_table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)
+    started = time.perf_counter()
+    cands = candidates(files)
+    profile = load_profile(profile_name)
+    for cand in cands:
+        if cand.spec.priority is not None:
+            missing = sorted(set(DEFAULT_MIX) - {c.name for c in cand.spec.priority.classes})
+            if missing:
+                raise click.ClickException(
+                    f"invalid PhoenixDeployment {cand.name}:\n  spec.priority.classes: the replayed traffic "
+                    f"has {', '.join(f'{k} ({v:.0%})' for k, v in DEFAULT_MIX.items())} requests; "
+                    f"no class named {', '.join(missing)}"
+                )
+    extra = [n.strip() for n in compare.split(",") if n.strip()]
+    unknown_policies = [n for n in extra if n not in REGISTRY]
+    if unknown_policies:
+        raise click.BadParameter(
+            f"unknown policies {unknown_policies}; known: {sorted(REGISTRY)}", param_hint="--compare"
+        )
+    slo = slo_ttft if slo_ttft is not None else cands[0].spec.autoscaling.ttft_p95_target_seconds
+    mult = DEFAULT_MULTIPLIER if multiplier is None else multiplier
+    parsed_window = _parse_window(window)
+    price_usd = profile.price_per_gpu_hour_usd if price is None else price
+
+    def workload_for(classes: dict[str, int]) -> Workload:
+        return build_workload(kind, trace, mult, parsed_window, quick, seed, classes)
+
+    runs: list[PolicyRun] = []
+    first_ctx: BenchContext | None = None
+    for cand in cands:
+        run, ctx = run_candidate(cand, workload_for, profile, slo, seed, quick, lb, price_usd)
+        runs.append(run)
+        first_ctx = first_ctx or ctx
+    assert first_ctx is not None
+    if extra:
+        base_ctx = make_context(workload_for(dict(profile.classes)), profile, slo, seed, quick, lb)
+        runs.extend(run_policy(base_ctx, name, price_usd) for name in extra)
+    report = BenchReport(context=first_ctx, price_per_gpu_hour_usd=price_usd, runs=runs)
+
+    console.print(render_table(report))
+    for cand in cands:
+        console.print(f"{cand.name} ({cand.source}): {cand.how}", markup=False)
+        for note in cand.notes:
+            console.print(f"  * {note}", markup=False)
+    if extra:
+        console.print(
+            f"compared with: {', '.join(extra)} (profile {profile.name}'s batching, bench's sizing)"
+        )
+    console.print(
+        f"profile {profile.name}: one GPU per replica, pod start-up {profile.startup_s:g} s, LB {lb}, "
+        f"${price_usd:g}/GPU-h; SLO attainment counts TTFT <= {slo:g} s."
+    )
+    if explain:
+        for cand in cands:
+            if isinstance(cand.controller, PhoenixController):
+                console.print(f"[bold]{cand.name}[/bold]: Phoenix's changes")
+                changes = [(t, d) for t, d in cand.controller.decisions if d.changes_something]
+                for t, d in changes:
+                    console.print(f"  {t:7.0f} s  {d.summary}: {d.reason}", soft_wrap=True, markup=False)
+                if not changes:
+                    console.print("  (none)")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        data = report.to_json()
+        data["candidates"] = [
+            {"name": c.name, "source": c.source, "simulated_as": c.how, "notes": c.notes} for c in cands
+        ]
+        json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_path}")
+    if markdown_path is not None:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(to_markdown(report), encoding="utf-8")
+        console.print(f"wrote {markdown_path}")
+    console.print(f"plan took {time.perf_counter() - started:.1f} s")

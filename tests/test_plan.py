@@ -1,0 +1,189 @@
+"""`phoenix plan`: candidate PhoenixDeployments replayed on a trace, compared in bench's table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from click.testing import CliRunner
+
+from phoenix_operator.api.models import PhoenixDeploymentSpec
+from phoenix_operator.cli import _COMMANDS, main
+from phoenix_operator.sim.controllers import REGISTRY
+from phoenix_operator.sim.plan import batcher_config
+
+CLASSES = [
+    {"name": "urgent", "level": 1, "ttftTargetSeconds": 1.5},
+    {"name": "standard", "level": 2, "ttftTargetSeconds": 3},
+    {
+        "name": "bulk",
+        "level": 3,
+        "ttftTargetSeconds": 10,
+        "queuePolicy": {"timeoutMicroseconds": 30_000_000, "timeoutAction": "REJECT"},
+    },
+]
+
+
+def _trace(path: Path, n: int = 2400, seconds: float = 600.0) -> Path:
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.uniform(0, seconds, n))
+    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+    rows += [f"{x:.6f},{int(rng.integers(200, 2000))},{int(rng.integers(20, 300))}" for x in t]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _pd(name: str, replicas: int, mode: str = "off", **spec: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "apiVersion": "serving.phoenixoperator.io/v1alpha1",
+        "kind": "PhoenixDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {
+                "name": "llama",
+                "backend": "tensorrtllm",
+                "maxBatchSize": 8,
+                "repository": {"uri": "s3://models/llama"},
+            },
+            "triton": {"replicas": replicas},
+            "batching": {"preferredBatchSizes": [], "maxQueueDelayMicroseconds": 0},
+            "priority": {"defaultClass": "standard", "classes": CLASSES},
+            "autoscaling": {"mode": mode},
+        },
+    }
+    if mode != "off":
+        doc["spec"]["autoscaling"].update(
+            {
+                "prometheusUrl": "http://prometheus:9090",
+                "minReplicas": 1,
+                "maxReplicas": 6,
+                "intervalSeconds": 15,
+            }
+        )
+    for key, value in spec.items():
+        doc["spec"][key] = value
+    return doc
+
+
+def _write(path: Path, *docs: dict[str, Any]) -> str:
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return str(path)
+
+
+def _plan(*args: str) -> Any:
+    return CliRunner().invoke(main, ["plan", *args])
+
+
+def test_plan_is_a_phoenix_subcommand() -> None:
+    assert _COMMANDS["plan"] == "phoenix_operator.sim.plan:plan"
+
+
+def test_plan_compares_candidates_in_benchs_table_and_json(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "t.csv")
+    one = _write(tmp_path / "a.yaml", _pd("two-static", 2), _pd("phoenix-auto", 2, "auto"))
+    other = _write(tmp_path / "b.yaml", _pd("three-recommend", 3, "recommend"))
+    out = tmp_path / "plan.json"
+    md = tmp_path / "plan.md"
+    result = _plan(
+        "-f", one, "-f", other, "--trace", str(trace), "--multiplier", "2", "--json", str(out),
+        "--markdown", str(md), "--compare", "static-avg", "--explain",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("two-static", "phoenix-auto", "three-recommend", "static-avg"):
+        assert name in result.output
+    assert "static 2 replicas (autoscaling off)" in result.output
+    assert "Phoenix loop (auto): 1-6 replicas from 2" in result.output
+    assert "recommend mode only reports decisions" in result.output
+    assert "phoenix-auto: Phoenix's changes" in result.output
+    data = json.loads(out.read_text())
+    assert {"workload", "slo_ttft_s", "policies", "candidates"} <= set(data)
+    assert data["slo_ttft_s"] == 3.0
+    assert data["workload"]["requests"] == 2400
+    names = [p["name"] for p in data["policies"]]
+    assert names == ["two-static", "phoenix-auto", "three-recommend", "static-avg"]
+    by_name = {p["name"]: p for p in data["policies"]}
+    for p in data["policies"]:
+        for key in ("slo_attainment", "urgent_slo_attainment", "ttft_p95_s", "gpu_hours", "scaling_actions"):
+            assert key in p
+    assert by_name["two-static"]["scaling_actions"] == 0
+    assert by_name["two-static"]["mean_replicas"] == 2.0
+    assert by_name["three-recommend"]["mean_replicas"] == 3.0
+    assert by_name["three-recommend"]["gpu_hours"] > by_name["two-static"]["gpu_hours"]
+    assert md.read_text().startswith("| policy | SLO att.")
+    # The candidates were registered only for the run.
+    assert not {"two-static", "phoenix-auto", "three-recommend"} & set(REGISTRY)
+
+
+def test_plan_names_the_field_of_an_invalid_spec(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "t.csv", n=200, seconds=60)
+    bad = _pd("broken", 2, "auto")
+    bad["spec"]["autoscaling"]["minReplicas"] = 9
+    result = _plan("-f", _write(tmp_path / "bad.yaml", bad), "--trace", str(trace))
+    assert result.exit_code != 0
+    assert "invalid PhoenixDeployment broken" in result.output
+    assert "minReplicas" in result.output
+
+    typo = _pd("typo", 2)
+    typo["spec"]["batching"]["maxQueueDelayMicrosecond"] = 5
+    result = _plan("-f", _write(tmp_path / "typo.yaml", typo), "--trace", str(trace))
+    assert result.exit_code != 0 and "maxQueueDelayMicrosecond" in result.output
+
+
+def test_plan_rejects_files_it_cannot_simulate(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "t.csv", n=200, seconds=60)
+    empty = tmp_path / "cm.yaml"
+    empty.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    result = _plan("-f", str(empty), "--trace", str(trace))
+    assert result.exit_code != 0 and "no PhoenixDeployment" in result.output
+
+    two_classes = _pd("two-classes", 2, priority={"defaultClass": "standard", "classes": CLASSES[:2]})
+    result = _plan("-f", _write(tmp_path / "c.yaml", two_classes), "--trace", str(trace))
+    assert result.exit_code != 0
+    assert "spec.priority.classes" in result.output and "bulk" in result.output
+
+    zero = _pd("zero", 0)
+    result = _plan("-f", _write(tmp_path / "z.yaml", zero), "--trace", str(trace))
+    assert result.exit_code != 0 and "spec.triton.replicas" in result.output
+
+
+def test_batcher_config_renders_the_specs_triton_batching() -> None:
+    spec = PhoenixDeploymentSpec.model_validate(
+        _pd(
+            "x",
+            2,
+            batching={
+                "preferredBatchSizes": [8, 4],
+                "maxQueueDelayMicroseconds": 1500,
+                "bounds": {"maxInstanceCount": 2},
+            },
+        )["spec"]
+        | {
+            "model": {
+                "name": "m",
+                "backend": "python",
+                "maxBatchSize": 16,
+                "instanceCount": 2,
+                "repository": {"uri": "s3://m/m"},
+            }
+        }
+    )
+    cfg = batcher_config(spec)
+    assert (cfg.max_batch_size, cfg.preferred_batch_sizes, cfg.max_queue_delay_us, cfg.instance_count) == (
+        16,
+        (4, 8),
+        1500,
+        2,
+    )
+    assert (cfg.priority_levels, cfg.default_priority_level) == (3, 2)
+    assert cfg.policy_for(3).default_timeout_us == 30_000_000 and cfg.policy_for(3).timeout_action == "REJECT"
+    assert cfg.policy_for(1).default_timeout_us == 0
+
+    plain = PhoenixDeploymentSpec.model_validate(
+        {k: v for k, v in _pd("y", 1)["spec"].items() if k != "priority"}
+        | {"batching": {"enabled": False, "preferredBatchSizes": [4], "maxQueueDelayMicroseconds": 100}}
+    )
+    cfg = batcher_config(plain)
+    assert cfg.priority_levels == 0 and cfg.preferred_batch_sizes == () and cfg.max_queue_delay_us == 0
