@@ -26,11 +26,14 @@ def wait_for(
     description: str = "condition",
     max_interval: float = 1.0,
     ignore: tuple[type[BaseException], ...] = (Exception,),
+    abort: Callable[[], str | None] | None = None,
 ) -> T:
     """Call *condition* until it returns a truthy value, and return that value.
 
     Exceptions of the *ignore* types count as "not yet" (the API may not be up). The interval
-    grows gently up to *max_interval* so long waits do not hammer the API server.
+    grows gently up to *max_interval* so long waits do not hammer the API server. *abort* is
+    checked between polls: a message ends the wait at once (the process being waited for died),
+    so a crash fails fast instead of after the whole timeout.
     """
     deadline = time.monotonic() + timeout
     last: object = None
@@ -44,6 +47,8 @@ def wait_for(
             if value:
                 return value
             last = value
+        if abort is not None and (reason := abort()) is not None:
+            raise RuntimeError(f"gave up waiting for {description}: {reason}")
         now = time.monotonic()
         if now >= deadline:
             raise WaitTimeout(f"timed out after {timeout:g}s waiting for {description} (last: {last!r})")

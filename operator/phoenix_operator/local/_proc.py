@@ -7,10 +7,11 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from phoenix_operator.cluster.waiting import wait_for as _wait_for
 
 T = TypeVar("T")
 
@@ -30,27 +31,20 @@ def wait_for(
     what: str = "condition",
     abort: Callable[[], str | None] | None = None,
 ) -> T:
-    """Poll ``condition`` until it returns a truthy value (returned) or ``timeout_s`` passes.
+    """`phoenix_operator.cluster.waiting.wait_for` with the launchers' short poll interval.
 
-    ``abort`` is checked between polls; a non-None message ends the wait early (e.g. the server
-    process died), so a crash fails fast instead of after the full timeout.
+    Servers here come up in a second or two, so polls start at ``interval_s`` and stay short.
     """
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = condition()
-        except Exception as exc:  # a poll may fail while the server is still coming up
-            last_error = exc
-            value = None
-        if value:
-            return value
-        if abort is not None and (reason := abort()) is not None:
-            raise RuntimeError(f"gave up waiting for {what}: {reason}")
-        if time.monotonic() >= deadline:
-            suffix = f" (last error: {last_error})" if last_error else ""
-            raise TimeoutError(f"timed out after {timeout_s:.1f}s waiting for {what}{suffix}")
-        time.sleep(interval_s)
+    result = _wait_for(
+        condition,
+        timeout=timeout_s,
+        interval=interval_s,
+        max_interval=max(interval_s, 0.25),
+        description=what,
+        abort=abort,
+    )
+    assert result is not None  # wait_for only returns truthy values
+    return result
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
