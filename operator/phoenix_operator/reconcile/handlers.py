@@ -16,6 +16,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 from phoenix_operator import API_GROUP, API_VERSION, KIND, PLURAL
+from phoenix_operator.control import opmetrics
 from phoenix_operator.reconcile.kube import Kube
 from phoenix_operator.reconcile.reconciler import Outcome, Reconciler
 from phoenix_operator.reconcile.settings import OperatorSettings
@@ -68,6 +69,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 30
     settings.execution.max_workers = 8
+    # Least privilege: without this Kopf lists namespaces and watches CRDs cluster-wide (runtime
+    # discovery), which a namespaced install (Role/RoleBinding only) must not need. The CRDs are
+    # installed before the operator (the chart's crds/) and namespaces are named exactly.
+    settings.scanning.disabled = True
     reconciler()
 
 
@@ -106,8 +111,19 @@ def run_exclusive(body: kopf.Body, work: Callable[[dict[str, Any]], R]) -> R | N
 
 
 def _run(body: kopf.Body, from_timer: bool) -> Outcome | None:
-    outcome = run_exclusive(body, reconciler().reconcile)
-    if outcome is not None and outcome.retry_reason and not from_timer:
+    meta = body["metadata"]
+    labels = {"namespace": meta["namespace"], "deployment": meta["name"]}
+    try:
+        outcome = run_exclusive(body, reconciler().reconcile)
+    except Exception:
+        opmetrics.RECONCILES.labels(**labels, result="error").inc()
+        raise
+    if outcome is None:
+        return None
+    result = "blocked" if outcome.retry_reason else "invalid" if outcome.invalid else "ok"
+    opmetrics.RECONCILES.labels(**labels, result=result).inc()
+    opmetrics.CHILD_WRITES.labels(**labels).inc(len(outcome.writes))
+    if outcome.retry_reason and not from_timer:
         raise kopf.TemporaryError(outcome.retry_reason, delay=SETTINGS.resync_seconds)
     return outcome
 
