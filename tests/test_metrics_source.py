@@ -29,7 +29,9 @@ from phoenix_operator.control.metrics import (
     Q_GPU_DCGM,
     Q_GPU_TRITON,
     Q_NEWEST,
+    Q_OUTPUT_TOKENS,
     Q_PENDING,
+    Q_PROMPT_TOKENS,
     Q_QUEUE,
     Q_READY,
     Q_SUCCESS_RATE,
@@ -38,6 +40,7 @@ from phoenix_operator.control.metrics import (
     Q_TTFT_COUNTERS,
     Q_TTFT_HISTOGRAM,
     Q_TTFT_SUMMARY,
+    Q_TTFT_VLLM,
     VALUE_FIELDS,
     PrometheusMetricSource,
     QueryOutcome,
@@ -322,6 +325,91 @@ def test_any_answer_gives_no_nan_and_a_reason_for_every_gap(
     assert obs.stale == (obs.stale_reason is not None)
     if obs.stale:
         assert all(getattr(obs, n) is None for n in VALUE_FIELDS)
+
+
+# ============================================================================================
+# Pure: the vLLM backend's series (TTFT histogram, token counters)
+# ============================================================================================
+def test_vllm_queries_are_scoped_and_divide_tokens_by_requests() -> None:
+    queries = build_queries(SELECTOR, "llm", 30)
+    scoped = '{phoenix_deployment="chat",namespace="default",model="llm"}'
+    assert queries[Q_TTFT_VLLM] == (
+        f"histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{scoped}[30s])))"
+    )
+    success = f"sum(rate(nv_inference_request_success{scoped}[30s]))"
+    assert queries[Q_PROMPT_TOKENS] == f"sum(rate(vllm:prompt_tokens_total{scoped}[30s])) / {success}"
+    assert queries[Q_OUTPUT_TOKENS] == f"sum(rate(vllm:generation_tokens_total{scoped}[30s])) / {success}"
+    assert "[15s]" in build_queries("", "m", 15)[Q_TTFT_VLLM]
+
+
+def test_vllm_histogram_comes_after_tritons_and_before_the_summary() -> None:
+    vllm = observe(outcomes({Q_TTFT_VLLM: 1.7}))  # seconds, not ms
+    assert vllm.ttft_source == "vllm-histogram" and vllm.ttft_p95_s == pytest.approx(1.7)
+    both = observe(outcomes({Q_TTFT_HISTOGRAM: 2800.0, Q_TTFT_VLLM: 1.7}))
+    assert both.ttft_source == "histogram" and both.ttft_p95_s == pytest.approx(2.8)
+    # Series exist but the window had no traffic: TTFT is missing, not the request latency
+    # (for a decoupled model that is the whole generation).
+    idle = observe(outcomes({Q_TTFT_VLLM: math.nan}))
+    assert idle.ttft_p95_s is None and idle.ttft_source == "vllm-histogram"
+    assert idle.missing["ttft_p95_s"] == "NaN (no requests in window)"
+    # No vLLM series, or a failed query: the summary as before.
+    for absent in (None, "HTTP 422 bad_data"):
+        fallback = observe(outcomes({Q_TTFT_VLLM: absent}))
+        assert fallback.ttft_source == "summary" and fallback.ttft_p95_s == pytest.approx(0.25)
+
+
+def test_token_means_from_the_vllm_counters() -> None:
+    obs = observe(outcomes({Q_PROMPT_TOKENS: 1020.5, Q_OUTPUT_TOKENS: 129.0}))
+    assert obs.mean_prompt_tokens == pytest.approx(1020.5) and obs.mean_output_tokens == 129.0
+    assert "mean_prompt_tokens" not in obs.missing and "mean_output_tokens" not in obs.missing
+
+
+def test_token_means_are_missing_with_a_reason_never_zero() -> None:
+    absent = observe(outcomes({Q_PROMPT_TOKENS: None, Q_OUTPUT_TOKENS: None}))
+    assert absent.mean_prompt_tokens is None and absent.mean_output_tokens is None
+    assert absent.missing["mean_prompt_tokens"] == "no vllm:prompt_tokens_total series (not a vLLM backend?)"
+    assert "vllm:generation_tokens_total" in absent.missing["mean_output_tokens"]
+    idle = observe(outcomes({Q_PROMPT_TOKENS: math.nan, Q_OUTPUT_TOKENS: math.inf}))
+    assert (
+        idle.mean_prompt_tokens is None
+        and idle.missing["mean_prompt_tokens"] == "NaN (no requests in window)"
+    )
+    assert idle.mean_output_tokens is None and idle.missing["mean_output_tokens"]
+    failed = observe(outcomes({Q_PROMPT_TOKENS: "HTTP 503", Q_OUTPUT_TOKENS: -5.0}))
+    assert failed.missing["mean_prompt_tokens"] == "query failed: HTTP 503"
+    assert failed.mean_output_tokens is None and "counter reset" in failed.missing["mean_output_tokens"]
+    assert observe(outcomes()).missing["mean_prompt_tokens"] == "not queried"
+    # Still usable: the policy counts requests without token means.
+    assert absent.usable
+
+
+def test_stale_data_blanks_the_token_means_too() -> None:
+    obs = observe(
+        outcomes({Q_NEWEST: NOW - 60.0, Q_PROMPT_TOKENS: 900.0, Q_OUTPUT_TOKENS: 100.0, Q_TTFT_VLLM: 1.0})
+    )
+    assert obs.stale and obs.mean_prompt_tokens is None and obs.mean_output_tokens is None
+    assert obs.missing["mean_prompt_tokens"] == "stale" and obs.ttft_source is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.fixed_dictionaries({name: _values for name in (Q_TTFT_HISTOGRAM, Q_TTFT_VLLM, Q_TTFT_SUMMARY)}),
+    st.fixed_dictionaries({name: _values for name in (Q_PROMPT_TOKENS, Q_OUTPUT_TOKENS)}),
+)
+def test_any_vllm_answer_gives_a_known_source_and_finite_token_means(
+    ttft: dict[str, Value], tokens: dict[str, Value]
+) -> None:
+    obs = observe(outcomes({**ttft, **tokens}))
+    assert obs.ttft_source in (None, "histogram", "vllm-histogram", "summary", "counters")
+    if isinstance(ttft[Q_TTFT_HISTOGRAM], float):
+        assert obs.ttft_source == "histogram"
+    elif isinstance(ttft[Q_TTFT_VLLM], float):
+        assert obs.ttft_source == "vllm-histogram"
+    for name in ("mean_prompt_tokens", "mean_output_tokens"):
+        value = getattr(obs, name)
+        assert value is None or (math.isfinite(value) and value >= 0), name
+        if value is None:
+            assert obs.missing.get(name), name
 
 
 # ============================================================================================

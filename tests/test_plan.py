@@ -88,7 +88,8 @@ def test_plan_compares_candidates_in_benchs_table_and_json(tmp_path: Path) -> No
     out = tmp_path / "plan.json"
     md = tmp_path / "plan.md"
     result = _plan(
-        "-f", one, "-f", other, "--trace", str(trace), "--multiplier", "2", "--json", str(out),
+        "-f", one, "-f", other, "--trace", str(trace), "--scenario", "cold-peak", "--multiplier", "2",
+        "--json", str(out),
         "--markdown", str(md), "--compare", "static-avg", "--explain",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -115,6 +116,26 @@ def test_plan_compares_candidates_in_benchs_table_and_json(tmp_path: Path) -> No
     assert md.read_text().startswith("| policy | SLO att.")
     # The candidates were registered only for the run.
     assert not {"two-static", "phoenix-auto", "three-recommend"} & set(REGISTRY)
+
+
+def test_plan_replays_bench_default_peak_hour_and_uses_the_specs_warm_up(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "t.csv")
+    slow = _pd("slow-start", 2, "auto")
+    slow["spec"]["autoscaling"]["replicaStartupSeconds"] = 300
+    out = tmp_path / "plan.json"
+    result = _plan(
+        "-f", _write(tmp_path / "a.yaml", slow), "--trace", str(trace), "--multiplier", "4",
+        "--lead-in", "30", "--ramp", "60", "--hold", "90", "--json", str(out), "--compare", "oracle",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "table measured over the peak, 90-180 s" in text
+    assert "replicaStartupSeconds is 300: the loop forecasts that far ahead" in text
+    data = json.loads(out.read_text())
+    assert data["workload"]["shape"]["kind"] == "peak-hour"
+    assert data["workload"]["measured_window_s"] == [90.0, 180.0]
+    assert [p["name"] for p in data["policies"]] == ["slow-start", "oracle"]
+    assert all("whole_run" in p for p in data["policies"])
 
 
 def test_plan_names_the_field_of_an_invalid_spec(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from click.testing import CliRunner
@@ -24,60 +25,77 @@ def test_bench_is_a_phoenix_subcommand() -> None:
     assert _COMMANDS["bench"] == "phoenix_operator.sim.cli:bench"
 
 
+FIGURES = (
+    "slo_attainment",
+    "urgent_slo_attainment",
+    "ttft_p50_s",
+    "ttft_p95_s",
+    "ttft_p99_s",
+    "gpu_hours",
+    "scaling_actions",
+    "batching_changes",
+)
+
+
+def _bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    report = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", *args, "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split()), json.loads(report.read_text())  # unwrapped
+
+
 def test_bench_writes_table_json_and_plots(tmp_path: Path) -> None:
+    """The default scenario (a peak hour arriving), shortened: figures over the peak held."""
     trace = _trace(tmp_path / "t.csv")
     out = tmp_path / "out"
-    report = tmp_path / "bench.json"
-    result = CliRunner().invoke(
-        main,
-        [
-            "bench",
-            "--trace",
-            str(trace),
-            "--multiplier",
-            "2",
-            "--quick",
-            "--window",
-            "0,600",
-            "--policies",
-            "phoenix,oracle,hpa,keda,llmd,static-avg,static-peak",
-            "--out",
-            str(out),
-            "--json",
-            str(report),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "static-peak" in result.output
-    assert "not registered" not in result.output
-    data = json.loads(report.read_text())
+    output, data = _bench(
+        tmp_path,
+        "--trace", str(trace), "--multiplier", "6", "--lead-in", "30", "--ramp", "120", "--hold", "150",
+        "--quick", "--policies", "phoenix,oracle,hpa,keda,llmd,static-avg,static-peak", "--out", str(out),
+    )  # fmt: skip
+    assert "static-peak" in output
+    assert "not registered" not in output
+    assert "table measured over the peak, 150-300 s; autoscalers start at" in output
     assert set(data) == {"workload", "slo_ttft_s", "policies"}
     assert data["slo_ttft_s"] == 3.0
-    assert data["workload"]["requests"] == 2400
-    assert data["workload"]["multiplier"] == 2.0
+    wl = data["workload"]
+    assert wl["multiplier"] == 6.0 and wl["duration_s"] == 300.0
+    assert wl["measured_window_s"] == [150.0, 300.0]
+    assert wl["shape"]["kind"] == "peak-hour" and wl["shape"]["ramp_s"] == 120.0
+    # Normal load first: the autoscalers start smaller than the fleet sized for the peak's average.
+    assert wl["autoscaler_start_replicas"] < wl["static_avg_replicas"]
     names = [p["name"] for p in data["policies"]]
     assert names == ["phoenix", "oracle", "hpa", "keda", "llmd", "static-avg", "static-peak"]
     for p in data["policies"]:
-        for key in (
-            "slo_attainment",
-            "urgent_slo_attainment",
-            "ttft_p50_s",
-            "ttft_p95_s",
-            "ttft_p99_s",
-            "gpu_hours",
-            "scaling_actions",
-            "batching_changes",
-        ):
-            assert key in p
+        assert all(key in p for key in FIGURES)
+        assert all(key in p["whole_run"] for key in FIGURES[:6])  # scaling/batching: whole run only
         assert 0.0 <= p["slo_attainment"] <= 1.0
         assert 0.0 <= p["urgent_slo_attainment"] <= 1.0
-        assert p["gpu_hours"] > 0
-    static = {p["name"]: p for p in data["policies"]}
-    assert static["static-avg"]["scaling_actions"] == 0
-    assert static["static-peak"]["gpu_hours"] >= static["static-avg"]["gpu_hours"]
-    assert static["oracle"]["slo_attainment"] >= 0.99
+        assert 0 < p["gpu_hours"] < p["whole_run"]["gpu_hours"]  # the window is part of the run
+        assert p["window_s"] == [150.0, 300.0] and p["whole_run"]["window_s"] == [0.0, 300.0]
+    by_name = {p["name"]: p for p in data["policies"]}
+    assert by_name["static-avg"]["scaling_actions"] == 0
+    assert by_name["static-avg"]["mean_replicas"] == wl["static_avg_replicas"]
+    assert by_name["static-peak"]["gpu_hours"] >= by_name["static-avg"]["gpu_hours"]
+    assert by_name["oracle"]["whole_run"]["slo_attainment"] >= 0.99
     assert (out / "ttft_p95.png").stat().st_size > 10_000
     assert (out / "replicas.png").stat().st_size > 10_000
+
+
+def test_cold_peak_scenario_replays_the_trace_from_the_first_second(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "t.csv")
+    output, data = _bench(
+        tmp_path,
+        "--trace", str(trace), "--scenario", "cold-peak", "--multiplier", "2", "--quick", "--window", "0,600",
+        "--policies", "oracle,static-avg,static-peak", "--no-plots",
+    )  # fmt: skip
+    wl = data["workload"]
+    assert wl["requests"] == 2400 and wl["multiplier"] == 2.0 and wl["shape"] is None
+    assert wl["measured_window_s"] == [0.0, wl["duration_s"]]
+    assert wl["autoscaler_start_replicas"] == wl["static_avg_replicas"]
+    assert "table measured over the whole run" in output
+    assert all("whole_run" not in p for p in data["policies"])  # the window is the whole run
+    assert [p["name"] for p in data["policies"]] == ["oracle", "static-avg", "static-peak"]
 
 
 def test_bench_refuses_unknown_policies(tmp_path: Path) -> None:

@@ -9,10 +9,12 @@ import pytest
 
 from phoenix_operator.sim.workloads import (
     AZURE_CONV_TOKENS,
+    PeakShape,
     assign_classes,
     burst_workload,
     diurnal_workload,
     fit_tokens,
+    peak_workload,
     read_trace,
     trace_workload,
 )
@@ -124,3 +126,66 @@ def test_shared_azure_trace_matches_its_readme_and_the_fitted_defaults() -> None
     assert fit.prompt_mu == pytest.approx(AZURE_CONV_TOKENS.prompt_mu, abs=1e-3)
     assert fit.output_mu == pytest.approx(AZURE_CONV_TOKENS.output_mu, abs=1e-3)
     assert int(np.median(p)) == 1020 and int(np.median(o)) == 129
+
+
+# --------------------------------------------------------------------------------------------
+# The peak-hour scenario: normal load, a smooth rise, the peak held
+
+
+def test_peak_shape_rises_smoothly_and_integrates_to_trace_time() -> None:
+    shape = PeakShape(peak=6.0, base=1.0, lead_in_s=100.0, ramp_s=200.0, hold_s=300.0)
+    assert shape.duration_s == 600.0 and shape.measured_window_s == (300.0, 600.0)
+    m = shape.multiplier(np.array([0.0, 100.0, 200.0, 300.0, 450.0]))
+    assert list(m) == pytest.approx([1.0, 1.0, 3.5, 6.0, 6.0])
+    # Half a cosine: no kink where the rise starts or ends.
+    eps = 1e-3
+    assert shape.multiplier(100.0 + eps) - 1.0 < 1e-5 and 6.0 - shape.multiplier(300.0 - eps) < 1e-5
+    grid = np.linspace(0.0, 600.0, 60_001)
+    numeric = np.concatenate(
+        [[0.0], np.cumsum((shape.multiplier(grid[1:]) + shape.multiplier(grid[:-1])) / 2 * 0.01)]
+    )
+    assert shape.trace_seconds(grid) == pytest.approx(numeric, abs=1e-3)
+    assert float(shape.trace_seconds(600.0)) == pytest.approx(100 + 200 * 3.5 + 300 * 6)
+    u = np.array([0.0, 50.0, 400.0, 2000.0])
+    assert shape.trace_seconds(shape.warp(u)) == pytest.approx(u, abs=1e-2)
+    with pytest.raises(ValueError):
+        PeakShape(peak=0.5, base=1.0)
+    with pytest.raises(ValueError):
+        PeakShape(peak=2.0, hold_s=0.0)
+
+
+def test_peak_workload_loops_the_trace_at_the_local_rate(trace: Path) -> None:
+    # 120 requests over 119 s, looped: 1 req/s at x1 for 60 s, a 60 s rise, x3 for 120 s.
+    shape = PeakShape(peak=3.0, base=1.0, lead_in_s=60.0, ramp_s=60.0, hold_s=120.0)
+    w = peak_workload(trace, shape, seed=4)
+    t = np.array([a.time_s for a in w.arrivals])
+    assert np.all(np.diff(t) >= 0) and t[-1] < w.duration_s == 240.0
+    assert len(w.arrivals) == pytest.approx(float(shape.trace_seconds(240.0)), abs=2)
+    assert np.count_nonzero(t < 60.0) == pytest.approx(60, abs=1)
+    assert np.count_nonzero(t >= 120.0) / 120.0 == pytest.approx(3.0, rel=0.03)
+    # The trace's own requests in order, looped: token counts repeat with the trace's period.
+    prompts = [a.prompt_tokens for a in w.arrivals]
+    assert prompts[:120] == list(range(100, 220)) and prompts[120:240] == list(range(100, 220))
+    assert w.measured_window_s == (120.0, 240.0) and w.measured == (120.0, 240.0)
+    assert w.start_window_s == (0.0, 60.0)
+    summary = w.summary()
+    assert summary["shape"]["kind"] == "peak-hour" and summary["shape"]["trace_loops"] > 4
+    assert summary["measured_window_s"] == [120.0, 240.0] and summary["multiplier"] == 3.0
+    # Every replayed request draws its own class: the loops do not repeat the mix.
+    assert [a.klass for a in w.arrivals[:120]] != [a.klass for a in w.arrivals[120:240]]
+
+
+def test_peak_workload_loops_a_slice(trace: Path) -> None:
+    shape = PeakShape(peak=2.0, base=2.0, lead_in_s=0.0, ramp_s=0.0, hold_s=60.0)
+    w = peak_workload(trace, shape, window=(30.0, 60.0))
+    prompts = [a.prompt_tokens for a in w.arrivals]
+    assert prompts == list(range(130, 160)) * 4  # 30 s of trace looped 4 times at x2
+    assert w.window_s == (30.0, 60.0)
+    with pytest.raises(ValueError):
+        peak_workload(trace, shape, window=(500.0, 600.0))
+
+
+def test_a_plain_replay_is_measured_over_the_whole_run(trace: Path) -> None:
+    w = trace_workload(trace, multiplier=2.0)
+    assert w.measured_window_s is None and w.measured == (0.0, w.duration_s)
+    assert w.start_window_s is None and w.summary()["shape"] is None

@@ -17,6 +17,7 @@ _COMMANDS: dict[str, str] = {
     "bench": "phoenix_operator.sim.cli:bench",
     "cluster": "phoenix_operator.cluster.cli:cluster",
     "crd": "phoenix_operator.api.cli:crd",
+    "demo": "phoenix_operator.demo.cli:demo",
     "plan": "phoenix_operator.sim.plan:plan",
     "fidelity": "phoenix_operator.sim.fidelity:fidelity",
     "render": "phoenix_operator.api.cli:render",

@@ -17,15 +17,25 @@ TTFT p95, in order of preference:
    (streaming) models. When the series exist this source is used even if the window had no
    traffic (then TTFT is missing, not taken from the request latency, which for a streaming
    model is the whole generation).
-2. ``summary``: ``nv_inference_request_summary_us{quantile="0.95"}`` — request latency, which is
+2. ``vllm-histogram``: the same over ``vllm:time_to_first_token_seconds`` — exported by Triton's
+   vLLM backend (decoupled models, labels ``model``/``version``) where Triton's own
+   first-response histogram is off. Like (1), its series existing decides the source.
+3. ``summary``: ``nv_inference_request_summary_us{quantile="0.95"}`` — request latency, which is
    TTFT for a non-decoupled model (Triton 2.51 here has only this). Summaries cannot be
    aggregated exactly, so the fleet figure is the **max over replicas that served requests in
    the window**: a mixture's p95 never exceeds its largest component p95, so this is an upper
    bound (conservative for an SLO), and idle replicas' old quantiles are ignored. Caveat: the
    quantile window is Triton's (a sliding ~60 s), not ``window_s``.
-3. ``counters``: ``rate(nv_inference_request_duration_us) / rate(nv_inference_request_success)``
+4. ``counters``: ``rate(nv_inference_request_duration_us) / rate(nv_inference_request_success)``
    — the *mean* request latency, not a p95; ``ttft_source`` says so and policies should treat it
    as a lower bound.
+
+Mean prompt and generated tokens per request (what lets the policy count load in work, not
+requests) come from the vLLM backend's counters: ``rate(vllm:prompt_tokens_total) /
+rate(nv_inference_request_success)`` and the same for ``vllm:generation_tokens_total``. Generated
+tokens are counted as they are produced, so over a window the ratio is the mean output length
+in steady state (a rise shows in it a little late). Backends without these counters leave both
+missing, and the policy counts requests.
 
 Per-class TTFT comes from the gateway/load generator histogram ``phoenix_request_ttft_seconds``
 (label ``priority_class``) because Triton's metrics carry no priority. Its p95 is capped at the
@@ -47,6 +57,9 @@ from phoenix_operator.control.observation import Observation
 
 # Query names (keys of build_queries' result).
 Q_TTFT_HISTOGRAM = "ttft_histogram"
+Q_TTFT_VLLM = "ttft_vllm_histogram"
+Q_PROMPT_TOKENS = "mean_prompt_tokens"
+Q_OUTPUT_TOKENS = "mean_output_tokens"
 Q_TTFT_SUMMARY = "ttft_summary"
 Q_TTFT_COUNTERS = "ttft_counters"
 Q_CLASS_TTFT = "class_ttft"
@@ -67,6 +80,10 @@ Q_NEWEST = "newest_sample"
 FRESHNESS_METRIC = "nv_inference_count"
 
 CLASS_TTFT_METRIC = "phoenix_request_ttft_seconds"
+#: Triton's vLLM backend (labels ``model``, ``version``).
+VLLM_TTFT_METRIC = "vllm:time_to_first_token_seconds"
+VLLM_PROMPT_TOKENS = "vllm:prompt_tokens_total"
+VLLM_GENERATION_TOKENS = "vllm:generation_tokens_total"
 
 #: Every value field of Observation that the source fills (used to blank them when stale).
 VALUE_FIELDS: tuple[str, ...] = (
@@ -79,6 +96,8 @@ VALUE_FIELDS: tuple[str, ...] = (
     "error_rate",
     "pending_requests",
     "ready_replicas",
+    "mean_prompt_tokens",
+    "mean_output_tokens",
 )
 
 NO_TRAFFIC = "NaN (no requests in window)"
@@ -147,6 +166,9 @@ def build_queries(
             f"histogram_quantile({quantile}, sum by (le) "
             f"(rate(nv_inference_first_response_histogram_ms_bucket{sm}[{w}])))"
         ),
+        Q_TTFT_VLLM: (
+            f"histogram_quantile({quantile}, sum by (le) (rate({VLLM_TTFT_METRIC}_bucket{sm}[{w}])))"
+        ),
         # Per replica p95, only replicas that served requests in the window; max = upper bound.
         Q_TTFT_SUMMARY: (
             f"max(nv_inference_request_summary_us{sq} and on (instance, model, version) "
@@ -160,6 +182,8 @@ def build_queries(
         Q_QUEUE: f"sum(rate(nv_inference_queue_duration_us{sm}[{w}])) / {success}",
         Q_COMPUTE: f"({compute}) / {success}",
         Q_SUCCESS_RATE: success,
+        Q_PROMPT_TOKENS: f"sum(rate({VLLM_PROMPT_TOKENS}{sm}[{w}])) / {success}",
+        Q_OUTPUT_TOKENS: f"sum(rate({VLLM_GENERATION_TOKENS}{sm}[{w}])) / {success}",
         Q_FAILURE_RATE: f"sum(rate(nv_inference_request_failure{sm}[{w}]))",
         Q_BATCH: f"sum(rate(nv_inference_count{sm}[{w}])) / sum(rate(nv_inference_exec_count{sm}[{w}]))",
         Q_GPU_DCGM: f"avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{g}[{w}]))",
@@ -274,10 +298,14 @@ def assemble_observation(
     success, success_reason = scalar_value(outcomes.get(Q_SUCCESS_RATE), nan_reason="NaN")
     ttft_source: str | None = None
     hist = outcomes.get(Q_TTFT_HISTOGRAM)
+    vllm = outcomes.get(Q_TTFT_VLLM)
     summary = outcomes.get(Q_TTFT_SUMMARY)
-    if hist is not None and hist.error is None and hist.samples:
+    if _has_series(hist):
         ttft_source = "histogram"
         b.put("ttft_p95_s", *scalar_value(hist, scale=1e-3))
+    elif _has_series(vllm):
+        ttft_source = "vllm-histogram"
+        b.put("ttft_p95_s", *scalar_value(vllm))
     elif (
         summary is not None
         and summary.error is None
@@ -344,6 +372,18 @@ def assemble_observation(
 
     b.put("pending_requests", *scalar_value(outcomes.get(Q_PENDING)))
 
+    # --- token means (vLLM backend counters); absent elsewhere, and then said so ------------
+    for name, query, metric in (
+        ("mean_prompt_tokens", Q_PROMPT_TOKENS, VLLM_PROMPT_TOKENS),
+        ("mean_output_tokens", Q_OUTPUT_TOKENS, VLLM_GENERATION_TOKENS),
+    ):
+        value, reason = scalar_value(outcomes.get(query))
+        if reason == "no data":
+            reason = f"no {metric} series (not a vLLM backend?)"
+        elif value is not None and value < 0:
+            value, reason = None, f"negative ({value:g}): counter reset?"
+        b.put(name, value, reason)
+
     # --- ready replicas: passed in (e.g. from the Deployment) or Triton targets up ---------
     if ready_replicas is not None:
         b.values["ready_replicas"] = ready_replicas
@@ -378,6 +418,12 @@ def assemble_observation(
         stale_reason=stale_reason,
         **b.values,
     )
+
+
+def _has_series(outcome: QueryOutcome | None) -> bool:
+    """The query answered with series: that source is the deployment's, even when its value is
+    NaN (no traffic in the window) — never fall back to a source that means something else."""
+    return outcome is not None and outcome.error is None and bool(outcome.samples)
 
 
 def _staleness(

@@ -42,12 +42,14 @@ class Observation:
     pending_requests: float | None = None
     #: Replicas serving traffic.
     ready_replicas: int | None = None
-    #: Mean prompt tokens per request prefilled in the window (e.g. ``vllm:request_prompt_tokens``
-    #: sum/count); lets a policy measure load in work, not request counts. ``None`` = not exported.
+    #: Mean prompt tokens per request in the window (``rate(vllm:prompt_tokens_total)`` over the
+    #: request rate); lets a policy measure load in work, not request counts. ``None`` = not
+    #: exported (non-vLLM backends).
     mean_prompt_tokens: float | None = None
-    #: Mean generated tokens per request finished in the window (``vllm:request_generation_tokens``).
+    #: Mean generated tokens per request in the window (``vllm:generation_tokens_total`` likewise).
     mean_output_tokens: float | None = None
-    #: Where the TTFT figure came from: ``histogram``, ``summary``, ``counters`` or ``simulator``.
+    #: Where the TTFT figure came from: ``histogram``, ``vllm-histogram``, ``summary``,
+    #: ``counters`` or ``simulator``.
     ttft_source: str | None = None
     #: Field name -> why it is None (``no data``, ``NaN``, ``stale``, ``query failed: ...``).
     missing: Mapping[str, str] = field(default_factory=dict)

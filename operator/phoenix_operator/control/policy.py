@@ -14,23 +14,33 @@ to warm up, so waiting for a TTFT breach is too late: the policy *feeds forward*
   load = request rate x work per request, in *replicas' worth of work*. Otherwise load is the
   request rate and capacity is in requests/s.
 * **Learned capacity.** What one replica sustains starts at the prior (1.0 replica of work, or
-  ``initial_capacity_rps``) and moves part of the way towards the fleet's evidence: a queue
-  that grows at some load per replica proves capacity is below it; TTFT with slack at a higher
-  load proves it is above. Without a prior, the load served with slack is planned at target.
-* **Forecast over the warm-up.** Replicas are sized for the larger of the smoothed load at
-  ``target_utilization`` and the newest window at ``max_utilization`` — or at target once a
-  growing queue or TTFT pressure confirms it (hysteresis: one noisy window orders nothing) —
-  plus a robust trend extrapolated over the warm-up, plus a backlog term: the queued work and,
-  once the overload is confirmed, what piles up until the first replicas ordered can serve,
-  drained over the warm-up. Warming replicas count as capacity, so nothing is ordered twice.
+  ``initial_capacity_rps``) and moves part of the way towards the fleet's evidence, from
+  windows the same replicas served throughout: a queue that grows at some load per replica
+  proves capacity is below it; a minute served with TTFT slack at a higher load proves it is
+  above. Without a prior, the load served with slack is planned at target.
+* **Forecast over the warm-up** (``replicaStartupSeconds``). Replicas are sized for the largest
+  of three time scales: the *sustained* load (``sustained_s``, 4 min) at ``target_utilization``
+  — headroom for what the warm-up hides; the minute's level and the newest window at
+  ``max_utilization`` (capacity: below it the queue does not grow, and a minute near it only
+  builds a queue the TTFT budget absorbs), or at target once a growing queue or TTFT pressure
+  confirms the overload. The newest window counts only then or when it is a step — more than
+  ``newest_z`` standard deviations above the sustained window's loads — so the load's usual
+  15 s burstiness orders nothing. While the load *climbs* (the newest half of the last 10
+  minutes clearly above the older half) its robust trend, when significant (the lower bound of
+  Sen's confidence interval above zero), is extrapolated over the warm-up; a plateau's
+  minute-scale swings are not. A backlog term adds the queued work and, once the overload is
+  confirmed, what piles up until the first replicas ordered can serve, drained over the
+  warm-up. Warming replicas count as capacity, so nothing is ordered twice.
 * **TTFT is the feedback.** A breach of the most urgent class is handled first, then the
   overall and other class targets: either scales up within the interval unless the replicas
   already ordered cover the load, or a backlog is visibly draining on enough capacity.
-* **Scale-down** needs TTFT slack in every class, no rising load, the ready replicas to cover
-  the load when others still warm up, and the stabilisation window: the highest recommendation
-  in it wins (HPA's rule; a fresh loop starts with its current size in the window); a quarter of
-  the fleet at most per interval. A scale-up soon after a scale-down doubles the window (load
-  that comes back in bursts), which relaxes again after a quiet spell.
+* **Scale-down** needs TTFT slack in every class, a load that is not rising or climbing, the
+  ready replicas to cover the load when others still warm up, and the stabilisation window:
+  the highest recommendation in it wins (HPA's rule; a fresh loop starts with its current size
+  in the window); a quarter of the fleet at most per interval. A TTFT breach soon after a
+  scale-down doubles the window (load that comes back in bursts), which relaxes again after a
+  quiet spell; a feed-forward scale-up does not (on a plateau that would only hold the larger
+  fleet).
 * **Batching** moves one step at a time within its bounds, never while replicas warm up or in
   the interval of a scaling action: less queue delay, then one more model instance, when
   queueing dominates TTFT (also during a breach that replicas cannot fix); more batching only
@@ -79,14 +89,16 @@ class PolicyParams:
     max_instance_count: int
     #: The backend batches in flight itself (vLLM, TensorRT-LLM): never widen Triton's batching.
     inflight_batching: bool = False
-    #: Expected time from scale-up to a serving replica (image pull + model load).
+    #: Expected time from scale-up to a serving replica (image pull + model load):
+    #: ``spec.autoscaling.replicaStartupSeconds``, the horizon the load is forecast over.
     warmup_s: float = 120.0
     #: Fraction of learned capacity the fleet is sized for (headroom for bursts): scale down
     #: only while the smaller fleet stays below it; scale up past it once the queue or TTFT
     #: confirms the load.
     target_utilization: float = 0.9
-    #: Scale up on the load forecast alone (no queue growth, TTFT with slack) only past this.
-    max_utilization: float = 0.97
+    #: Scale up on the minute level or the newest window alone (no queue growth, TTFT with
+    #: slack) only past this: below capacity the queue does not grow.
+    max_utilization: float = 1.0
     #: Scale down only while TTFT p95 is below this fraction of target in every class.
     scale_down_band: float = 0.6
     #: Widen batching only while TTFT p95 is below this fraction of target.
@@ -95,9 +107,26 @@ class PolicyParams:
     #: reacts to the newest window: fast up, slow down).
     smoothing_s: float = 60.0
     #: Share of the load trend (Theil-Sen over ``trend_window_s``) extrapolated over the warm-up.
-    trend_weight: float = 0.5
+    trend_weight: float = 1.0
     #: History the trend is fitted on (needs three quarters of it before any trend is used).
     trend_window_s: float = 240.0
+    #: Confidence (one-sided) that the load is rising before its trend is extrapolated; 0 =
+    #: extrapolate any positive median slope (noise on a flat load included).
+    trend_confidence: float = 0.9
+    #: Seconds of load the *sustained* level averages: it is planned at ``target_utilization``,
+    #: while the minute level and the newest window may reach ``max_utilization`` before they
+    #: order a replica unless the queue or TTFT confirms them (a minute near capacity only
+    #: builds a queue the TTFT budget absorbs; a sustained load that high does not).
+    sustained_s: float = 240.0
+    #: The load is *climbing* while the newest half of this window's loads is above
+    #: ``climb_ratio`` x the older half: no scale-down then, and only then is the trend
+    #: extrapolated (a plateau's swings are shorter than this window). 0 = never climbing.
+    climb_window_s: float = 600.0
+    climb_ratio: float = 1.05
+    #: An unconfirmed newest window orders replicas only as a surprise: more than this many
+    #: standard deviations above the sustained window's loads (a step, not the load's usual
+    #: 15 s noise). 0 = always.
+    newest_z: float = 2.0
     #: A scale-up within this long of a scale-down doubles the scale-down window (bursty load).
     regret_s: float = 300.0
     #: Longest the adaptive scale-down window grows to.
@@ -170,6 +199,7 @@ class PolicyParams:
             min_instance_count=bounds.min_instance_count,
             max_instance_count=bounds.max_instance_count,
             inflight_batching=str(spec.model.backend) in INFLIGHT_BACKENDS,
+            warmup_s=float(auto.replica_startup_seconds),
         )
         return replace(params, **overrides)  # type: ignore[arg-type]
 
@@ -210,6 +240,9 @@ class PolicyState:
     mean_output_tokens: float | None = None
     #: Requests waiting at the previous decision (queue growth = overload).
     pending: float | None = None
+    #: Replicas serving at the previous decision: a window teaches capacity only when the same
+    #: number served all of it (one that came up at its end did not carry its load).
+    serving: int | None = None
     last_scale_at: float | None = None
     last_scale_down_at: float | None = None
     #: When the oldest scale-up still warming was ordered (None = nothing warming).
@@ -243,16 +276,40 @@ def _ratio(value: float | None, target: float) -> float | None:
     return None if value is None else value / target
 
 
+#: One-sided standard normal quantiles for the trend's confidence (``trend_confidence``).
+_Z_ONE_SIDED = ((0.8, 0.8416), (0.9, 1.2816), (0.95, 1.6449), (0.975, 1.96), (0.99, 2.3263))
+
+
 def _robust_slope(points: tuple[tuple[float, float], ...]) -> float:
     """Theil-Sen slope (median of pairwise slopes): one odd sample, or a start-up ramp at the
     edge of the history, does not tilt it the way it tilts a least-squares fit."""
+    return _rising_slope(points, confidence=0.0)
+
+
+def _rising_slope(points: tuple[tuple[float, float], ...], confidence: float) -> float:
+    """The Theil-Sen slope when the load is rising with ``confidence`` (one-sided), else 0.
+
+    Rising means the lower bound of Sen's confidence interval (a rank of the sorted pairwise
+    slopes, from Kendall's S variance n(n-1)(2n+5)/18) is above zero. On a flat but noisy load
+    the median slope is positive half the time: extrapolated over the warm-up, that noise alone
+    would order replicas. ``confidence`` 0 returns the median slope as it is.
+    """
     slopes = sorted(
         (v2 - v1) / (t2 - t1) for i, (t1, v1) in enumerate(points) for t2, v2 in points[i + 1 :] if t2 > t1
     )
     if not slopes:
         return 0.0
     mid = len(slopes) // 2
-    return slopes[mid] if len(slopes) % 2 else 0.5 * (slopes[mid - 1] + slopes[mid])
+    median = slopes[mid] if len(slopes) % 2 else 0.5 * (slopes[mid - 1] + slopes[mid])
+    if confidence <= 0:
+        return median
+    n = len(points)
+    z = next((q for c, q in _Z_ONE_SIDED if confidence <= c + 1e-9), _Z_ONE_SIDED[-1][1])
+    reach = z * math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    lower = math.floor((len(slopes) - reach) / 2.0)  # 1-based rank of the lower bound
+    if lower < 1 or slopes[lower - 1] <= 0:
+        return 0.0
+    return median
 
 
 def _clamp(value: int, params: PolicyParams) -> int:
@@ -294,6 +351,10 @@ class _Load:
 
     #: Utilisation the newest window is planned at (target once the queue or TTFT confirms it).
     up_utilization: float = 1.0
+    #: Mean load over ``sustained_s`` (planned at target utilisation).
+    sustained: float | None = None
+    #: The load is still climbing over ``climb_window_s`` (no scale-down).
+    climbing: bool = False
 
     def describe(self, params: PolicyParams) -> str:
         """The numbers behind ``needed_up``, for a Decision's reason."""
@@ -302,9 +363,10 @@ class _Load:
         confirmed = self.up_utilization == params.target_utilization
         return (
             f"load {self.now or 0.0:.2f} {self.unit} now, {self.level or 0.0:.2f} over "
-            f"{params.smoothing_s:g}s, +{self.trend:.2f} trend, +{self.backlog:.2f} backlog; "
-            f"a replica takes {self.capacity:.2f}, "
-            f"planned at {params.target_utilization:.0%} (newest window at {self.up_utilization:.0%}"
+            f"{params.smoothing_s:g}s, {self.sustained or 0.0:.2f} over {params.sustained_s:g}s, "
+            f"+{self.trend:.2f} trend{' (climbing)' if self.climbing else ''}, +{self.backlog:.2f} backlog; "
+            f"a replica takes {self.capacity:.2f}, planned at {params.target_utilization:.0%} "
+            f"(minute and newest window at {self.up_utilization:.0%}"
             f"{', confirmed by queue/TTFT' if confirmed else ''}): needs {self.needed_up}"
         )
 
@@ -329,12 +391,20 @@ def _load(
     rate = obs.request_rate
     load = None if rate is None else rate * per_request
     horizon = params.warmup_s + params.interval_s
-    keep = max(horizon, params.smoothing_s, params.trend_window_s, 4 * params.interval_s)
+    keep = max(
+        horizon,
+        params.smoothing_s,
+        params.trend_window_s,
+        params.sustained_s,
+        params.climb_window_s,
+        4 * params.interval_s,
+    )
     loads = tuple((t, v) for t, v in state.loads if now - t < keep)
     if load is not None:
         loads = (*loads, (now, load))
 
-    # Learn capacity from this interval (only with a fleet that served the whole window).
+    # Learn capacity from this interval (only with a fleet that served the whole window: none
+    # warming, the same number ready as at the last decision).
     capacity = state.capacity if state.capacity is not None else prior
     serving = obs.ready_replicas if obs.ready_replicas is not None else fleet.ready_replicas
     pending = obs.pending_requests
@@ -345,7 +415,7 @@ def _load(
         growing = pending - state.pending > noise
         shrinking = state.pending - pending > noise
     ratio = obs.ttft_p95_s / params.ttft_target_s
-    if load is not None and serving > 0 and fleet.warming == 0:
+    if load is not None and serving > 0 and fleet.warming == 0 and state.serving in (None, serving):
         # Evidence moves capacity part of the way (one window's load estimate is noisy); without
         # a prior, the first evidence is taken as it is.
         per_replica = load / serving
@@ -356,7 +426,11 @@ def _load(
         elif ratio < params.scale_down_band and not growing:
             # Served with slack at this load: a replica sustains at least this much. Without a
             # prior, that proven load is planned at target utilisation (so it alone never orders
-            # a replica); with one, the estimate moves towards it.
+            # a replica); with one, the estimate moves towards it. Only the minute's level counts
+            # as proof: TTFT trails a burst, so one window above capacity with slack proves
+            # nothing yet.
+            minute = [v for t, v in loads if now - t < max(params.smoothing_s, params.interval_s)]
+            per_replica = min(per_replica, sum(minute) / len(minute) / serving)
             proven = per_replica if prior is not None else per_replica / params.target_utilization
             if capacity is None or proven > capacity:
                 capacity = (
@@ -365,7 +439,8 @@ def _load(
     if capacity is not None and prior is not None:
         capacity = min(1.5 * prior, max(0.67 * prior, capacity))
 
-    level = trend = None
+    level = trend = sustained = None
+    climbing = False
     backlog = 0.0
     forecast_up = None
     needed_up = None
@@ -373,17 +448,24 @@ def _load(
     if load is not None:  # no request rate this window: no sizing (feedback still acts)
         recent = [v for t, v in loads if now - t < max(params.smoothing_s, params.interval_s)]
         level = sum(recent) / len(recent)
+        long = [v for t, v in loads if now - t < max(params.sustained_s, params.interval_s)]
+        sustained = sum(long) / len(long)
+        climbing = _climbing(loads, now, params)
         history = tuple((t, v) for t, v in loads if now - t < params.trend_window_s)
         # A trend needs a long history: a few points after a start or a step are noise, and
         # extrapolating them over minutes orders replicas for nothing.
         slope = 0.0
-        if history[-1][0] - history[0][0] >= 0.75 * params.trend_window_s:
-            slope = max(0.0, _robust_slope(history))
+        # Extrapolated only while the load climbs over the longer window too: a plateau's
+        # swings rise for minutes, and carrying them over the warm-up orders replicas the
+        # plateau never needs.
+        if history[-1][0] - history[0][0] >= 0.75 * params.trend_window_s and climbing:
+            slope = max(0.0, _rising_slope(history, params.trend_confidence))
         trend = params.trend_weight * slope * horizon
         latest = loads[-1][1]
         if capacity:
             # Hysteresis: an unconfirmed rise (queue not growing, TTFT with slack) must pass
-            # max_utilization before it orders a replica; scale-down plans at target.
+            # max_utilization in the minute level or the newest window before it orders a
+            # replica; the sustained level plans at target (headroom for what the warm-up hides).
             confirmed = bool(growing) or ratio >= params.scale_down_band
             up_util = params.target_utilization if confirmed else params.max_utilization
             # Work queued now must drain on top of the arrivals, and so must what piles up
@@ -397,10 +479,15 @@ def _load(
                 overload_s = params.warmup_s
             queued = (pending or 0.0) * per_request + excess * overload_s
             backlog = queued / (params.drain_s or params.warmup_s)
-            forecast_up = latest + trend + backlog
-            forecast_down = level + trend + backlog
-            needed_down = math.ceil(forecast_down / (capacity * params.target_utilization) - 1e-9)
-            needed_up = max(needed_down, math.ceil(forecast_up / (capacity * up_util) - 1e-9))
+            # The newest window is the state now, not a level: the trend is in the others.
+            forecast_up = latest + backlog
+            sizes = [
+                _replicas_for(sustained + trend + backlog, capacity, params.target_utilization),
+                _replicas_for(level + trend + backlog, capacity, up_util),
+            ]
+            if confirmed or _surprise(loads, now, latest, params):
+                sizes.append(_replicas_for(forecast_up, capacity, up_util))
+            needed_up = max(sizes)
     new_state = replace(
         state,
         loads=loads,
@@ -408,6 +495,7 @@ def _load(
         mean_prompt_tokens=prompt,
         mean_output_tokens=output,
         pending=pending,
+        serving=serving,
     )
     picture = _Load(
         unit=unit,
@@ -422,8 +510,46 @@ def _load(
         queue_growing=growing,
         queue_shrinking=shrinking,
         up_utilization=up_util,
+        sustained=sustained,
+        climbing=climbing,
     )
     return picture, new_state
+
+
+def _replicas_for(load: float, capacity: float, utilization: float) -> int:
+    return math.ceil(load / (capacity * utilization) - 1e-9)
+
+
+def _surprise(
+    loads: tuple[tuple[float, float], ...], now: float, latest: float, params: PolicyParams
+) -> bool:
+    """Whether the newest window stands out of the sustained window's loads by more than
+    ``newest_z`` standard deviations: a step worth acting on before the queue confirms it, not
+    the load's usual burstiness (which the queue absorbs)."""
+    if params.newest_z <= 0:
+        return True
+    before = [v for t, v in loads if now - t < max(params.sustained_s, params.interval_s)][:-1]
+    if len(before) < 4:
+        return True  # too little history to call anything usual
+    mean = sum(before) / len(before)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in before) / (len(before) - 1))
+    return latest > mean + params.newest_z * sd
+
+
+def _climbing(loads: tuple[tuple[float, float], ...], now: float, params: PolicyParams) -> bool:
+    """Whether the newest half of the last ``climb_window_s`` (or of the history, once it spans
+    the trend window) carried clearly more load than the older half."""
+    if not params.climb_window_s or not loads:
+        return False
+    span = min(params.climb_window_s, now - loads[0][0] + params.interval_s)
+    if span < 0.75 * params.trend_window_s:
+        return False
+    half = now - span / 2
+    newer = [v for t, v in loads if t > half]
+    older = [v for t, v in loads if now - span < t <= half]
+    if not newer or not older:
+        return False
+    return sum(newer) / len(newer) > params.climb_ratio * (sum(older) / len(older))
 
 
 def _scale_down_window(params: PolicyParams, state: PolicyState) -> float:
@@ -527,7 +653,9 @@ def decide(
         reason = up_text
     elif needed is not None and needed < current:
         down_text = up_text
-        rising = load.now is not None and load.level is not None and load.now > 1.1 * load.level
+        rising = load.climbing or (
+            load.now is not None and load.level is not None and load.now > 1.1 * load.level
+        )
         if fleet.warming and needed > fleet.ready_replicas:
             reason = (
                 f"{down_text}, but {fleet.warming} replica(s) ordered are still warming up and the "
@@ -536,7 +664,10 @@ def decide(
         elif rising:
             # Not this interval; the window still records what the load needs.
             record = needed
-            reason = f"{down_text}, but load is rising ({load.now:.2f} vs {load.level:.2f}): not scaling down"
+            reason = (
+                f"{down_text}, but load is rising ({load.now:.2f} vs {load.level:.2f}"
+                f"{f', climbing over {params.climb_window_s:g}s' if load.climbing else ''}): not scaling down"
+            )
         elif slack:
             recommendation = needed
             reason = f"TTFT p95 at {ratio:.2f}x target leaves slack; {down_text}"
@@ -571,7 +702,9 @@ def decide(
     # Bounds hold whatever the window says (a spec edit may have moved them under the fleet).
     target = _clamp(target, params)
     new_state = replace(new_state, recommendations=recommendations)
-    if target > current:
+    if target > current and breach_who is not None:
+        # Only a breach proves a scale-down premature; a feed-forward scale-up on a plateau's
+        # swing does not (doubling the window there would hold the larger fleet for nothing).
         new_state = _learn_from_regret(params, new_state, now, target, current)
         window_after = _scale_down_window(params, new_state)
         if window_after > window_s:

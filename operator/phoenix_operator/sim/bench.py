@@ -1,9 +1,11 @@
 """Run several fleet policies on one workload and collect comparable figures.
 
 Every policy sees the same arrivals, cost model, start-up delay, load balancer and batching
-start point; autoscalers start from the static-avg fleet (today's situation), static fleets at
-their own size, the oracle at what its plan needs at time 0. GPU-hours are billed over the
-workload's duration for every policy.
+start point. Autoscalers start with the fleet the workload's first minutes need (the peak-hour
+scenario's normal load) or, for a cold start, the static-avg fleet; static fleets run at their
+own size; the oracle at what its plan needs at time 0. The headline figures are measured over
+the workload's measured window (requests arriving in it, GPU time billed in it) — the peak
+held, in the peak-hour scenario — and ``whole_run`` repeats them over the whole run.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class BenchReport:
                 "load_balancer": ctx.settings.lb,
                 "static_avg_replicas": ctx.static_avg,
                 "static_peak_replicas": ctx.static_peak,
+                "autoscaler_start_replicas": ctx.settings.initial_replicas,
                 "max_replicas": ctx.settings.max_replicas,
                 "replica_capacity_rps": round(ctx.replica_capacity_rps, 3),
                 "price_per_gpu_hour_usd": self.price_per_gpu_hour_usd,
@@ -128,7 +131,9 @@ def make_context(
     # utilisation (the peak-hour scenario's normal load), or at static-avg for a cold start.
     start = static_avg
     if workload.start_window_s is not None:
-        start = size_for(replica_load(workload, cost, mbs, span=workload.start_window_s)[1], profile.planning_utilization)
+        start = size_for(
+            replica_load(workload, cost, mbs, span=workload.start_window_s)[1], profile.planning_utilization
+        )
     settings = FleetSettings(
         initial_replicas=start,
         min_replicas=1,

@@ -2,24 +2,30 @@
 
 How it is computed (a per-window search by repeated full simulation):
 
-1. Split the run into windows of ``window_s`` (30 s). First guess per window: the replicas the
-   window's own work needs at the planning utilisation — the sum over its arrivals of each
-   request's GPU seconds (:meth:`LLMEngineCost.service_time`), divided by the window length and
-   by the planning utilisation.
+1. Split the run into windows of ``window_s`` (30 s); a window's *work* is the sum over its
+   arrivals of each request's GPU seconds (:meth:`LLMEngineCost.service_time`).
 2. A schedule turns per-window needs into commands *ahead of start-up*: at each 15 s tick the
    oracle asks for the largest need of any window starting before the pods it orders now could
    serve (``now + startup_s + tick``), so every pod a window needs is READY when it begins;
    scale-downs happen at the window boundary.
-3. Simulate the whole run with that schedule (the real simulator: batcher, KV admission,
-   draining). Windows where fewer than ``goal`` of the arriving requests (``urgent_goal`` of
-   the urgent ones) met the TTFT target get one more replica; when every window meets it, the
-   schedule is recorded and every window not yet known to be tight gets one replica less. A
-   window whose reduction broke the SLO is restored and locked.
-4. Repeat for ``iterations`` rounds and keep the cheapest schedule that met the SLO everywhere.
+3. Every candidate is simulated over the whole run (the real simulator: batcher, KV admission,
+   draining) and is *feasible* when in every window at least ``goal`` of the arriving requests
+   (``urgent_goal`` of the urgent ones) met the TTFT target.
+4. Phase 1, one utilisation for all windows: needs = work / (window × u). From u = 1 the search
+   climbs in steps of 0.1 while the schedule stays feasible, bisects the last step once and
+   repairs the cheapest failing guess (a replica more in its failing windows and the three
+   before them). When u = 1 fails, it repairs that guess up to three times, then descends in
+   steps of 0.1 to 0.5; below that it adds a replica to every failing window until all pass.
+   (The look-ahead in 2 already gives each window its neighbours' headroom, so the best u is
+   often above 1.)
+5. Phase 2, adaptive group testing from the best schedule: try one replica less on a group of
+   windows; keep it when the run stays feasible, otherwise split the group (windows just
+   before a failing window are the likely culprits: a backlog carries forward) and retry.
+6. Stop after ``iterations`` simulations; return the cheapest feasible schedule.
 
 This is a heuristic search, not a proof of optimality, but every schedule it returns has been
-simulated and met the per-window SLO, and reductions are tried everywhere they did not fail, so
-it is a tight, achievable lower bound on the GPU-hours any policy needs for that SLO.
+simulated and met the per-window SLO, so it is an achievable bound; ``phoenix bench`` reports
+how many simulations it ran (docs/benchmark.md shows what a longer search gains).
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ from phoenix_operator.sim.controllers import BenchContext, service_times
 from phoenix_operator.sim.fleet import FleetResult, run_fleet
 from phoenix_operator.sim.interface import FleetCommand, FleetView
 from phoenix_operator.sim.metrics import URGENT, window_attainment
+
+#: Simulations the search may run: ``--quick`` and the full benchmark.
+QUICK_ITERATIONS = 12
+FULL_ITERATIONS = 24
 
 
 @dataclass(frozen=True)
@@ -75,13 +85,16 @@ class OracleController:
         return FleetCommand(target_replicas=self.schedule.command_at(now), reason="oracle schedule")
 
 
-def _first_guess(ctx: BenchContext, window_s: float, n_windows: int) -> list[int]:
+def _window_work(ctx: BenchContext, window_s: float, n_windows: int) -> np.ndarray:
+    """GPU seconds of the requests arriving in each window."""
     s = service_times(ctx.workload, ctx.cost, ctx.profile.batching.max_batch_size)
     t = np.fromiter((a.time_s for a in ctx.workload.arrivals), dtype=float, count=len(s))
     idx = np.minimum((t // window_s).astype(int), n_windows - 1)
-    work = np.bincount(idx, weights=s, minlength=n_windows)
-    util = ctx.profile.planning_utilization
-    return [max(1, math.ceil(w / window_s / util)) for w in work]
+    return np.bincount(idx, weights=s, minlength=n_windows)
+
+
+def _needs_at(work: np.ndarray, window_s: float, utilization: float) -> list[int]:
+    return [max(1, math.ceil(w / window_s / utilization - 1e-9)) for w in work]
 
 
 def _commands(
@@ -102,13 +115,23 @@ def plan_oracle(
     """Search a schedule (see the module docstring); returns the controller that follows it."""
     duration = max(ctx.workload.duration_s, window_s)
     n_windows = max(1, math.ceil(duration / window_s))
-    budget = iterations if iterations is not None else (8 if ctx.quick else 24)
+    budget = iterations if iterations is not None else (QUICK_ITERATIONS if ctx.quick else FULL_ITERATIONS)
     tick = 15.0
     startup = ctx.settings.startup_s
     arrivals = ctx.workload.arrivals
     history: list[tuple[int, float, bool]] = []
+    best: list[int] | None = None
+    best_gpu = math.inf
+
+    simulated: dict[tuple[int, ...], tuple[list[int], float]] = {}  # commands -> (failing, GPU-h)
 
     def evaluate(needs: list[int]) -> list[int]:
+        nonlocal best, best_gpu
+        key = _commands(needs, window_s, startup, tick, duration)
+        if key in simulated:  # the same commands as a schedule already simulated
+            failing, gpu_hours = simulated[key]
+            history.append((sum(needs), gpu_hours, not failing))
+            return failing
         schedule = OracleSchedule(window_s, tuple(needs), startup, tick)
         settings = replace(
             ctx.settings,
@@ -133,19 +156,64 @@ def plan_oracle(
             if (not np.isnan(att[k]) and att[k] < goal) or (not np.isnan(urg[k]) and urg[k] < urgent_goal)
         ]
         history.append((sum(needs), result.gpu_hours, not failing))
+        simulated[key] = (failing, result.gpu_hours)
+        if not failing and result.gpu_hours < best_gpu:
+            best, best_gpu = list(needs), result.gpu_hours
         return failing
 
-    # Phase 1: from the work-based first guess, add replicas where windows fail until all pass.
-    needs = _first_guess(ctx, window_s, n_windows)
-    feasible = False
-    while len(history) < budget:
-        failing = evaluate(needs)
-        if not failing:
-            feasible = True
-            break
-        for k in failing:
-            needs[k] += 1
-    if not feasible:
+    # Phase 1: one utilisation for every window's own work; the highest that stays feasible.
+    work = _window_work(ctx, window_s, n_windows)
+    seen: dict[tuple[int, ...], list[int]] = {}  # guess -> its failing windows
+
+    def guess_at(u: float) -> tuple[tuple[int, ...], bool]:
+        guess = tuple(_needs_at(work, window_s, u))
+        if guess not in seen:
+            seen[guess] = evaluate(list(guess))
+        return guess, not seen[guess]
+
+    def repaired(guess: tuple[int, ...] | list[int], failing: list[int]) -> list[int]:
+        # A replica more in the failing windows and the three before them (where the backlog
+        # that made them fail builds up).
+        out = list(guess)
+        for k in {j for f in failing for j in range(max(0, f - 3), f + 1)}:
+            out[k] += 1
+        return out
+
+    first, feasible = guess_at(1.0)
+    if feasible:
+        ok_u, bad_u = 1.0, None
+        while len(history) < budget and bad_u is None and max(_needs_at(work, window_s, ok_u)) > 1:
+            u = round(ok_u + 0.1, 6)
+            if guess_at(u)[1]:
+                ok_u = u
+            else:
+                bad_u = u
+        if bad_u is not None and len(history) < budget:
+            guess_at((ok_u + bad_u) / 2)
+        bad = min((g for g, f in seen.items() if f and sum(g) < sum(best or g)), key=sum, default=None)
+        if bad is not None and len(history) < budget:
+            evaluate(repaired(bad, seen[bad]))
+    else:
+        trial, failing = list(first), seen[first]
+        for _ in range(3):
+            if len(history) >= budget or not failing:
+                break
+            trial = repaired(trial, failing)
+            failing = evaluate(trial)
+        u = 0.9
+        while best is None and len(history) < budget and u >= 0.5 - 1e-9:
+            guess_at(u)
+            u = round(u - 0.1, 6)
+    if best is None:
+        # Even u = 0.5 failed somewhere: add replicas where windows fail until all pass.
+        needs = _needs_at(work, window_s, 0.5)
+        while len(history) < budget:
+            failing = evaluate(needs)
+            if not failing:
+                break
+            for k in failing:
+                needs[k] += 1
+    if best is None:
         controller = OracleController(OracleSchedule(window_s, tuple(needs), startup, tick))
         controller.feasible = False
         controller.iterations_run = len(history)
@@ -155,6 +223,7 @@ def plan_oracle(
     # Phase 2: adaptive group testing — try one replica less on a group of windows; keep it if the
     # whole run still meets the SLO, otherwise split the group (windows just before a failing
     # window are the likely culprits: a backlog carries forward) and retry the parts.
+    needs = list(best)
     current_cmds = _commands(needs, window_s, startup, tick, duration)
     groups: list[list[int]] = [[k for k in range(n_windows) if needs[k] > 1]]
     parked: list[int] = []
@@ -179,7 +248,7 @@ def plan_oracle(
                 groups.append(sorted(set(parked)))
                 parked = []
             continue
-        near = sorted({k for k in group for f in failing if f - 3 <= k <= f})
+        near = sorted({k for k in group for f in failing if f - 3 <= k <= f}) or group
         far = [k for k in group if k not in near]
         if far:
             groups.insert(0, far)
@@ -187,7 +256,8 @@ def plan_oracle(
             half = len(near) // 2
             groups.append(near[:half])
             groups.append(near[half:])
-    controller = OracleController(OracleSchedule(window_s, tuple(needs), startup, tick))
+    assert best is not None
+    controller = OracleController(OracleSchedule(window_s, tuple(best), startup, tick))
     controller.iterations_run = len(history)
     controller.feasible = True
     controller.history = history

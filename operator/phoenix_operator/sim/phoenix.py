@@ -119,11 +119,12 @@ def classes_block(profile: Profile, slo_ttft_s: float) -> dict[str, Any]:
 def simulated_spec(ctx: BenchContext) -> PhoenixDeploymentSpec:
     """The PhoenixDeployment ``phoenix bench`` runs Phoenix with.
 
-    Same start as the other autoscalers (static-avg replicas, the profile's batching), the same
-    replica range (GPU budget = maxReplicas × 1 GPU), the benchmark's TTFT target, the profile's
-    priority levels as classes, batching bounds from the profile (maxBatchSize never changes;
-    queue delay 0-50 ms), scale-down stabilisation = pod start-up (do not give back a replica
-    that could not come back in time).
+    Same start as the other autoscalers (``settings.initial_replicas``, the profile's batching),
+    the same replica range (GPU budget = maxReplicas × 1 GPU), the benchmark's TTFT target, the
+    profile's priority levels as classes, batching bounds from the profile (maxBatchSize never
+    changes; queue delay 0-50 ms), the profile's pod start-up as ``replicaStartupSeconds`` (what
+    an operator measures once) and as scale-down stabilisation (do not give back a replica that
+    could not come back in time).
     """
     b = ctx.profile.batching
     llm = isinstance(ctx.cost, LLMEngineCost)
@@ -135,7 +136,7 @@ def simulated_spec(ctx: BenchContext) -> PhoenixDeploymentSpec:
             "maxBatchSize": b.max_batch_size,
             "instanceCount": b.instance_count,
         },
-        "triton": {"gpusPerReplica": 1, "replicas": ctx.static_avg},
+        "triton": {"gpusPerReplica": 1, "replicas": ctx.settings.initial_replicas},
         "batching": {
             "preferredBatchSizes": sorted(b.preferred_batch_sizes),
             "maxQueueDelayMicroseconds": b.max_queue_delay_us,
@@ -156,6 +157,7 @@ def simulated_spec(ctx: BenchContext) -> PhoenixDeploymentSpec:
             "intervalSeconds": SIM_INTERVAL_S,
             "ttftP95TargetSeconds": ctx.slo_ttft_s,
             "scaleDownStabilizationSeconds": math.ceil(ctx.settings.startup_s),
+            "replicaStartupSeconds": math.ceil(ctx.settings.startup_s),
             "tuneBatching": True,
         },
     }
@@ -167,13 +169,12 @@ def simulated_spec(ctx: BenchContext) -> PhoenixDeploymentSpec:
 def params_for(
     spec: PhoenixDeploymentSpec,
     cost: LLMEngineCost | BlockingBatchCost,
-    startup_s: float,
     capacity_rps: float,
 ) -> policy.PolicyParams:
-    """The operator's ``PolicyParams.from_spec`` plus what a load test of the fleet would tell:
-    the warm-up and, for the LLM engine, the token work model; for a blocking model (no token
-    dependence) a replica's requests/s at full batches as the capacity prior."""
-    overrides: dict[str, Any] = {"warmup_s": startup_s, **work_model(cost)}
+    """The operator's ``PolicyParams.from_spec`` (warm-up = ``replicaStartupSeconds``) plus what
+    a load test of the model would tell: for the LLM engine the token work model; for a blocking
+    model (no token dependence) a replica's requests/s at full batches as the capacity prior."""
+    overrides: dict[str, Any] = dict(work_model(cost))
     if not overrides.get("output_token_cost_s"):
         overrides["initial_capacity_rps"] = capacity_rps
     return policy.PolicyParams.from_spec(spec, **overrides)
@@ -186,7 +187,7 @@ class PhoenixController:
     params: policy.PolicyParams
     name: str = "phoenix"
     interval_s: float = float(SIM_INTERVAL_S)
-    #: Replicas at time 0 (``phoenix plan``); None = the benchmark's start (static-avg).
+    #: Replicas at time 0 (``phoenix plan``); None = the benchmark's autoscaler start.
     initial_replicas: int | None = None
     state: policy.PolicyState = field(default_factory=policy.PolicyState)
     #: Every decision, in order (what the operator would write to status and Events).
@@ -207,5 +208,5 @@ class PhoenixController:
 def phoenix_controller(ctx: BenchContext) -> PhoenixController:
     """``phoenix bench``'s Phoenix: the simulated deployment's spec, the operator's policy."""
     spec = simulated_spec(ctx)
-    params = params_for(spec, ctx.cost, ctx.settings.startup_s, ctx.replica_capacity_rps)
+    params = params_for(spec, ctx.cost, ctx.replica_capacity_rps)
     return PhoenixController(params=params, interval_s=float(spec.autoscaling.interval_seconds))

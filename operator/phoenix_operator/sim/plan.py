@@ -25,12 +25,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import click
 
 from phoenix_operator.api.cli import load_documents, parse_phoenix_deployments
 from phoenix_operator.api.models import AutoscalingMode, PhoenixDeployment, PhoenixDeploymentSpec
 from phoenix_operator.sim.bench import BenchReport, PolicyRun, make_context, run_policy, to_markdown
+from phoenix_operator.sim.cli import (
+    build_workload,
+    describe_workload,
+    options_from,
+    render_table,
+    workload_options,
+)
 from phoenix_operator.sim.config import BatcherConfig, QueuePolicy
 from phoenix_operator.sim.controllers import REGISTRY, BenchContext, ControllerFactory
 from phoenix_operator.sim.fleet import LB_POLICIES
@@ -173,7 +181,7 @@ def _controller(candidate: Candidate, ctx: BenchContext) -> StaticFleet | Phoeni
     auto = spec.autoscaling
     if auto.mode != AutoscalingMode.AUTO:
         return StaticFleet(candidate.name, spec.triton.replicas)
-    params = params_for(spec, ctx.cost, ctx.settings.startup_s, ctx.replica_capacity_rps)
+    params = params_for(spec, ctx.cost, ctx.replica_capacity_rps)
     start = max(params.min_replicas, min(params.replica_cap, spec.triton.replicas))
     return PhoenixController(
         params=params, name=candidate.name, interval_s=float(auto.interval_seconds), initial_replicas=start
@@ -221,8 +229,14 @@ def run_candidate(
         run = run_policy(ctx, candidate.name, price)
     gpus = max(spec.triton.gpus_per_replica, 1)
     if gpus != 1:
-        run.figures["gpu_hours"] *= gpus
-        run.figures["cost_usd"] *= gpus
+        for figures in (run.figures, run.figures.get("whole_run") or {}):
+            figures["gpu_hours"] *= gpus
+            figures["cost_usd"] *= gpus
+    if auto.mode == AutoscalingMode.AUTO and auto.replica_startup_seconds != profile.startup_s:
+        candidate.notes.append(
+            f"autoscaling.replicaStartupSeconds is {auto.replica_startup_seconds}: the loop forecasts that "
+            f"far ahead, but simulated pods take the profile's {profile.startup_s:g} s to start"
+        )
     run.note = "; ".join(candidate.notes)
     return run, ctx
 
@@ -236,23 +250,7 @@ def run_candidate(
     required=True,
     help="PhoenixDeployment YAML (repeatable; every PhoenixDeployment in a file is a candidate).",
 )
-@click.option(
-    "--trace",
-    "trace",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="CSV with TIMESTAMP, ContextTokens, GeneratedTokens "
-    "(default: ../shared/traces/azure-llm-2023-conv.csv).",
-)
-@click.option(
-    "--workload", "kind", type=click.Choice(["trace", "diurnal", "burst"]), default="trace", show_default=True
-)
-@click.option("--multiplier", type=float, default=None, help="Time compression (default: bench's 6.55).")
-@click.option("--window", default=None, help="Trace slice START,END in trace seconds (before compression).")
-@click.option("--quick", is_flag=True, help="Bench's quick slice of the trace (900-2700 s).")
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Priority mix and synthetic traffic seed."
-)
+@workload_options
 @click.option(
     "--slo-ttft",
     type=float,
@@ -293,12 +291,6 @@ def run_candidate(
 )
 def plan(
     files: tuple[str, ...],
-    trace: Path | None,
-    kind: str,
-    multiplier: float | None,
-    window: str | None,
-    quick: bool,
-    seed: int,
     slo_ttft: float | None,
     profile_name: str,
     lb: str,
@@ -307,11 +299,10 @@ def plan(
     explain: bool,
     json_path: Path | None,
     markdown_path: Path | None,
+    **workload: Any,
 ) -> None:
     """Replay a trace against candidate PhoenixDeployment specs and compare them side by side."""
     from rich.console import Console
-
-    from phoenix_operator.sim.cli import DEFAULT_MULTIPLIER, _parse_window, build_workload, render_table
 
     console = Console()
     if not console.is_terminal:
@@ -335,26 +326,28 @@ def plan(
             f"unknown policies {unknown_policies}; known: {sorted(REGISTRY)}", param_hint="--compare"
         )
     slo = slo_ttft if slo_ttft is not None else cands[0].spec.autoscaling.ttft_p95_target_seconds
-    mult = DEFAULT_MULTIPLIER if multiplier is None else multiplier
-    parsed_window = _parse_window(window)
+    opts = options_from(workload)
     price_usd = profile.price_per_gpu_hour_usd if price is None else price
 
     def workload_for(classes: dict[str, int]) -> Workload:
-        return build_workload(kind, trace, mult, parsed_window, quick, seed, classes)
+        return build_workload(opts, classes)
 
     runs: list[PolicyRun] = []
     first_ctx: BenchContext | None = None
     for cand in cands:
-        run, ctx = run_candidate(cand, workload_for, profile, slo, seed, quick, lb, price_usd)
+        run, ctx = run_candidate(cand, workload_for, profile, slo, opts.seed, opts.quick, lb, price_usd)
         runs.append(run)
         first_ctx = first_ctx or ctx
     assert first_ctx is not None
     if extra:
-        base_ctx = make_context(workload_for(dict(profile.classes)), profile, slo, seed, quick, lb)
+        base_ctx = make_context(workload_for(dict(profile.classes)), profile, slo, opts.seed, opts.quick, lb)
         runs.extend(run_policy(base_ctx, name, price_usd) for name in extra)
     report = BenchReport(context=first_ctx, price_per_gpu_hour_usd=price_usd, runs=runs)
 
     console.print(render_table(report))
+    console.print(
+        describe_workload(first_ctx) + " (Phoenix candidates start at their triton.replicas).", markup=False
+    )
     for cand in cands:
         console.print(f"{cand.name} ({cand.source}): {cand.how}", markup=False)
         for note in cand.notes:

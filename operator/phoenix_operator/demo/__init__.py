@@ -1,0 +1,1 @@
+"""``phoenix demo``: the operator in closed loop with a digital twin of a Triton fleet (docs/demo.md)."""
