@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
 from phoenix_operator.api.models import AutoscalingMode, PhoenixDeploymentSpec
 from phoenix_operator.control import opmetrics
 from phoenix_operator.control.actuators import TritonModelControl, ready_endpoints
+from phoenix_operator.control.metrics import PrometheusMetricSource
 from phoenix_operator.control.observation import Observation
 from phoenix_operator.control.policy import Decision, FleetState, PolicyParams, PolicyState, decide
 from phoenix_operator.reconcile.kube import Kube
@@ -34,20 +35,6 @@ from phoenix_operator.render.objects import Target, triton_config_map, triton_na
 from phoenix_operator.render.tritonconfig import BatchingConfig, model_config_dict, to_load_json
 
 CONTROL_CONDITIONS = ("MetricsAvailable", "Autoscaling")
-
-
-class MetricSource(Protocol):
-    def observe(
-        self,
-        selector: str,
-        model: str,
-        classes: Mapping[str, int],
-        window_s: float,
-        now: float,
-        stale_after_s: float,
-        *,
-        ready_replicas: int | None = None,
-    ) -> Observation: ...
 
 
 @dataclass
@@ -93,17 +80,17 @@ class ControlLoop:
         self,
         kube: Kube,
         settings: OperatorSettings,
-        source_factory: Callable[[str], MetricSource] | None = None,
+        source_factory: Callable[[str], PrometheusMetricSource] | None = None,
         model_control: TritonModelControl | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.kube = kube
         self.settings = settings
-        self.source_factory = source_factory or _prometheus_source
+        self.source_factory = source_factory or PrometheusMetricSource
         self.model_control = model_control or TritonModelControl()
         self.clock = clock
         self.states: dict[str, PolicyState] = {}
-        self._sources: dict[str, MetricSource] = {}
+        self._sources: dict[str, PrometheusMetricSource] = {}
 
     def forget(self, uid: str) -> None:
         self.states.pop(uid, None)
@@ -307,8 +294,3 @@ class ControlLoop:
 def _cond_key(cond: Mapping[str, Any]) -> tuple[Any, ...]:
     return (cond.get("type"), cond.get("status"), cond.get("reason"), cond.get("message"))
 
-
-def _prometheus_source(url: str) -> MetricSource:
-    from phoenix_operator.control.metrics import PrometheusMetricSource
-
-    return PrometheusMetricSource(url)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -338,6 +338,31 @@ def write_plots(report: BenchReport, out: Path) -> list[Path]:
     return paths
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def output_options(json_help: str) -> Callable[[F], F]:
+    """``--json PATH`` and ``--markdown PATH``, shared by bench, plan and fidelity."""
+
+    def apply(command: F) -> F:
+        command = click.option(
+            "--markdown",
+            "markdown_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Write the table as Markdown here.",
+        )(command)
+        return click.option(
+            "--json",
+            "json_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help=json_help,
+        )(command)
+
+    return apply
+
+
 @click.command("bench")
 @workload_options
 @click.option(
@@ -364,20 +389,7 @@ def write_plots(report: BenchReport, out: Path) -> list[Path]:
     show_default=True,
     help="Directory for the PNG plots.",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the figures as JSON here.",
-)
-@click.option(
-    "--markdown",
-    "markdown_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the table as Markdown here.",
-)
+@output_options(json_help="Write the figures as JSON here.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 def bench(
     policies: str,

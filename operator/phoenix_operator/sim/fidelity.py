@@ -52,6 +52,7 @@ from typing import Any, Literal
 import click
 import numpy as np
 
+from phoenix_operator.sim.cli import output_options
 from phoenix_operator.sim.config import BatcherConfig, QueuePolicy
 from phoenix_operator.sim.cost import BlockingBatchCost
 from phoenix_operator.sim.fleet import simulate
@@ -963,20 +964,7 @@ def _parse_floats(value: str) -> tuple[float, ...]:
 @click.option("--bursts", type=int, default=16, show_default=True, help="Calibration bursts (cost fit).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write JSON here.",
-)
-@click.option(
-    "--markdown",
-    "markdown_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the table as Markdown here.",
-)
+@output_options(json_help="Write JSON here.")
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),

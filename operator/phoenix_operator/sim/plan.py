@@ -36,6 +36,7 @@ from phoenix_operator.sim.cli import (
     build_workload,
     describe_workload,
     options_from,
+    output_options,
     render_table,
     workload_options,
 )
@@ -275,20 +276,7 @@ def run_candidate(
 @click.option(
     "--explain", is_flag=True, help="Print every replica/batching change Phoenix made, with its reason."
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the figures as JSON here (bench's layout).",
-)
-@click.option(
-    "--markdown",
-    "markdown_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the table as Markdown here.",
-)
+@output_options(json_help="Write the figures as JSON here (bench's layout).")
 def plan(
     files: tuple[str, ...],
     slo_ttft: float | None,
