@@ -135,7 +135,13 @@ def on_change(body: kopf.Body, **_: Any) -> None:
     _run(body, from_timer=False)
 
 
-@kopf.timer(*RESOURCE, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds / 2)
+@kopf.timer(
+    *RESOURCE,
+    interval=SETTINGS.resync_seconds,
+    initial_delay=SETTINGS.resync_seconds / 2,
+    # A failed pass is retried at the resync period, not Kopf's default minute.
+    backoff=SETTINGS.resync_seconds,
+)
 def resync(body: kopf.Body, **_: Any) -> None:
     """Drift check and status refresh; reads only, unless something drifted or changed."""
     _run(body, from_timer=True)

@@ -92,11 +92,16 @@ class Kube:
         self.core = k8s.CoreV1Api(self.api_client)
         self.apps = k8s.AppsV1Api(self.api_client)
         self.custom = k8s.CustomObjectsApi(self.api_client)
+        self._discovery_lock = threading.Lock()
         self._caps: tuple[float, Capabilities] | None = None
         self._caps_lock = threading.Lock()
 
     def resource(self, api_version: str, kind: str) -> Any:
-        return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        # The dynamic client's discovery cache is not thread-safe: two Kopf workers refreshing it
+        # at once (a kind that just appeared) corrupt it (KeyError: 'resources'). Lookups are
+        # in-memory once discovered, so one lock costs nothing.
+        with self._discovery_lock:
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:
         try:

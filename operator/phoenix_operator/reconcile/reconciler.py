@@ -213,10 +213,11 @@ class Reconciler:
                 if self.kube.apply(obj):
                     writes.append(what)
             except ApiException as exc:
-                if exc.status not in (400, 422):
+                if exc.status not in (400, 403, 422):
                     raise  # transient (conflict, timeout, 5xx): Kopf retries the whole pass
-                # The API server refused a child we rendered from a valid spec (e.g. requests above
-                # limits): report it, keep applying the others, never crash-loop on it.
+                # The API server refused a child we rendered from a valid spec (requests above
+                # limits, RBAC missing a kind, a terminating namespace): report it, keep applying
+                # the others, never crash-loop on it.
                 rejected.append(Problem("ChildRejected", f"{what} rejected: {_api_message(exc)}"))
         if spec.autoscaling.mode == AutoscalingMode.AUTO:
             # The autoscaler owns replicas in auto mode; start from the spec's count clamped to the
