@@ -293,4 +293,3 @@ class ControlLoop:
 
 def _cond_key(cond: Mapping[str, Any]) -> tuple[Any, ...]:
     return (cond.get("type"), cond.get("status"), cond.get("reason"), cond.get("message"))
-
