@@ -10,9 +10,10 @@ Pitfalls (components.md and measured here):
   error* and the kernel then spreads connections over both. A free-port race (parallel test
   runs) would silently mix two servers, so readiness also checks that every listener on the port
   is a socket of our own process, and retries on another port otherwise.
-- The server shuts down gracefully only on SIGINT, which a child inherits as *ignored* when it was
-  started from a background shell; it is therefore stopped with SIGTERM (inserted rows are in its
-  WAL and survive, as measured) and SIGKILL after a grace period.
+- The server shuts down gracefully only on SIGINT (SIGTERM can leave a half-written index that
+  the next start cannot read: "faiss::read_index_up ... Error"). A child inherits SIGINT as
+  *ignored* when it was started from a background shell (CI), so the child's SIGINT disposition
+  is reset to the default before exec; it is stopped with SIGINT, then SIGTERM/SIGKILL.
 - A restart keeps the data but forgets which collections were loaded.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -139,6 +141,7 @@ class LocalMilvus:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    preexec_fn=_default_sigint,
                 )
             self._port_conflict = None
             try:
@@ -203,9 +206,14 @@ class LocalMilvus:
             client.close()
 
     def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after a grace period; the data directory is kept."""
+        """SIGINT (a clean shutdown), then SIGTERM/SIGKILL after grace periods; data is kept."""
         if self._proc is None:
             return None
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=15.0)
         code = stop_process(self._proc, term_timeout_s=10.0)
         self._proc = None
         return code
@@ -226,3 +234,8 @@ class LocalMilvus:
         tb: TracebackType | None,
     ) -> None:
         self.cleanup()
+
+
+def _default_sigint() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Undo an inherited SIG_IGN so the server installs its SIGINT (clean shutdown) handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
