@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup prometheus tools test lint typecheck unit crd demo bench lock clean
+.PHONY: setup prometheus tools test lint typecheck unit crd demo bench fidelity lock clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ demo: setup tools
 ## bench: the peak-hour benchmark table and plots.
 bench: setup
 	$(BIN)/phoenix bench $(BENCH_ARGS)
+
+## fidelity: the simulator's batcher against a real tritonserver (docs/fidelity.md; ~11 min).
+FIDELITY_ARGS ?= --duration 30 --repeats 3 --json out/fidelity.json --markdown out/fidelity.md
+fidelity: setup
+	$(BIN)/phoenix fidelity $(FIDELITY_ARGS)
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Pinned, resolved set for .venv (make setup). Regenerate with: make lock' > requirements.lock

@@ -22,13 +22,17 @@ from phoenix_operator.sim.fidelity import (
     DEFAULT_BATCHING,
     Batch,
     FidelityConfig,
+    RealRun,
+    SimInput,
     Span,
     dynamic_batching_block,
     fit_cost,
     observe_handoffs,
     parse_trace,
     poisson_case,
+    real_figures,
     run_fidelity,
+    run_sim,
     trace_case,
 )
 
@@ -194,6 +198,45 @@ def test_cases_are_seeded_and_hit_their_rates(tmp_path: Path) -> None:
     assert sliced.offered_rps == pytest.approx(80.0)
     span = sliced.schedule[-1][0] - sliced.schedule[0][0]
     assert (len(sliced.schedule) - 1) / span == pytest.approx(80.0, rel=0.05)
+
+
+def test_repeats_pool_triton_figures_and_weigh_every_repeat_the_same_in_the_simulator() -> None:
+    case = poisson_case(50.0, 4.0, {"urgent": 0.5, "standard": 0.5}, seed=1)
+    again = case.again(1)
+    assert again.schedule == case.schedule and again.request_id(0) != case.request_id(0)
+    # Two repeats: latencies 10..19 ms and 30..39 ms, one rejection in the second.
+    first = {case.request_id(i): _span(case.request_id(i), 0, 0, 10 + i) for i in range(10)}
+    second = {again.request_id(i): _span(again.request_id(i), 0, 0, 30 + i) for i in range(10)}
+    second[again.request_id(10)] = _span(again.request_id(10), 0, None, None)
+    runs = [
+        (
+            case,
+            RealRun(
+                first, {"nv_inference_count": 10, "nv_inference_exec_count": 5}, {}, (0, 0, 0), (0, 0, 0)
+            ),
+        ),
+        (
+            again,
+            RealRun(
+                second, {"nv_inference_count": 10, "nv_inference_exec_count": 1}, {}, (0, 0, 0), (0, 0, 0)
+            ),
+        ),
+    ]
+    pooled = real_figures(runs)
+    latencies = [(10 + i + 0.05) for i in range(10)] + [(30 + i + 0.05) for i in range(10)]
+    assert pooled["latency_p95_ms"] == pytest.approx(float(np.quantile(latencies, 0.95)), rel=1e-6)
+    assert pooled["mean_batch"] == pytest.approx(20 / 6)  # counters summed, not ratios averaged
+    assert pooled["rejected"] == pytest.approx(0.5)  # per repeat
+    # The simulator: a deterministic repeat (no misses) runs once but counts as many runs as a
+    # random one, so the pooled figures are not dominated by the random repeat.
+    cost = BlockingBatchCost(0.020, 0.002)
+    fast = SimInput(_arrivals(*range(0, 400, 40)), cost, 0.0)
+    slow = SimInput(_arrivals(*range(0, 400, 40)), BlockingBatchCost(0.060, 0.002), 0.5)
+    figs, each = run_sim([fast, slow], NO_PREFETCH, runs=4, seed=0)
+    assert len(each) == 2 and each[0]["latency_mean_ms"] < each[1]["latency_mean_ms"]
+    expected = (each[0]["latency_mean_ms"] + each[1]["latency_mean_ms"]) / 2
+    assert figs["latency_mean_ms"] == pytest.approx(expected)
+    assert figs["mean_batch"] == pytest.approx(1.0)
 
 
 def test_fidelity_is_a_phoenix_subcommand() -> None:

@@ -114,6 +114,11 @@ class FidelityConfig:
     calibration_bursts: int = 16
     #: Simulator runs per case (pooled) when the missed-wake-up draw makes it random.
     sim_runs: int = 10
+    #: Times each case's arrival stream is sent, round-robin over the cases. Near saturation one
+    #: stream's p95 rests on a few backlog episodes whose cost follows the machine's contention at
+    #: that moment; the figures compared pool every repeat (each repeat gets its own measured
+    #: hand-off and missed-wake-up share in the simulator).
+    repeats: int = 1
     protocol: Literal["http", "grpc"] = "http"
 
 
@@ -128,9 +133,15 @@ class Case:
     offered_rps: float
     #: (seconds from the case start, priority class), sorted by time.
     schedule: tuple[tuple[float, str], ...]
+    #: Which sending of the same stream this is (``FidelityConfig.repeats``).
+    repeat: int = 0
 
     def request_id(self, index: int) -> str:
-        return f"{self.name}#{index}"
+        return f"{self.name}#{index}" if self.repeat == 0 else f"{self.name}/{self.repeat}#{index}"
+
+    def again(self, repeat: int) -> Case:
+        """The same stream under fresh request ids."""
+        return Case(self.name, self.offered_rps, self.schedule, repeat)
 
 
 def _classes_for(n: int, mix: Mapping[str, float], seed: int) -> list[str]:
@@ -581,26 +592,35 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else value * 1e3
 
 
-def real_figures(run: RealRun, case: Case) -> dict[str, float | None]:
-    klass = {case.request_id(i): c for i, (_t, c) in enumerate(case.schedule)}
-    done = [s for s in run.spans.values() if s.executed]
+def _class_of(case: Case) -> dict[str, str]:
+    return {case.request_id(i): c for i, (_t, c) in enumerate(case.schedule)}
+
+
+def real_figures(runs: Sequence[tuple[Case, RealRun]]) -> dict[str, float | None]:
+    """Triton's figures pooled over the repeats of one case (rejections averaged per repeat)."""
+    latency: list[float] = []
+    queue: list[float] = []
     by_class: dict[str, list[float]] = defaultdict(list)
-    for s in done:
-        by_class[klass[s.request_id]].append(s.latency_s)
-    count = run.counters.get("nv_inference_count", 0.0)
-    execs = run.counters.get("nv_inference_exec_count", 0.0)
-    return figures(
-        [s.latency_s for s in done],
-        [s.queue_s or 0.0 for s in done],
-        by_class,
-        sum(1 for s in run.spans.values() if not s.executed),
-        count / execs if execs else None,
-    )
+    rejected = count = execs = 0.0
+    for case, run in runs:
+        klass = _class_of(case)
+        for s in run.spans.values():
+            if not s.executed:
+                rejected += 1
+                continue
+            latency.append(s.latency_s)
+            queue.append(s.queue_s or 0.0)
+            by_class[klass[s.request_id]].append(s.latency_s)
+        count += run.counters.get("nv_inference_count", 0.0)
+        execs += run.counters.get("nv_inference_exec_count", 0.0)
+    figs = figures(latency, queue, by_class, 0, count / execs if execs else None)
+    figs["rejected"] = rejected / len(runs) if runs else 0.0
+    return figs
 
 
 def sim_arrivals(run: RealRun, case: Case, classes: Mapping[str, int]) -> list[SimArrival]:
     """The arrivals Triton saw (``QUEUE_START``), from t = 0, with each request's priority."""
-    klass = {case.request_id(i): c for i, (_t, c) in enumerate(case.schedule)}
+    klass = _class_of(case)
     spans = sorted(run.spans.values(), key=lambda s: s.queue_start_ns)
     if not spans:
         return []
@@ -629,27 +649,49 @@ def sim_figures(records: Sequence[SimRecord]) -> dict[str, float | None]:
     )
 
 
+@dataclass(frozen=True)
+class SimInput:
+    """One repeat as the simulator gets it: Triton's arrivals and that repeat's environment."""
+
+    arrivals: Sequence[SimArrival]
+    cost: BlockingBatchCost
+    missed_p: float
+
+
 def run_sim(
-    arrivals: Sequence[SimArrival],
-    batching: BatcherConfig,
-    cost: BlockingBatchCost,
-    missed_p: float,
-    runs: int,
-    seed: int,
-) -> tuple[dict[str, float | None], int]:
-    """Simulator figures pooled over ``runs`` seeds (one run when nothing is random)."""
-    runs = runs if missed_p > 0 else 1
+    inputs: Sequence[SimInput], batching: BatcherConfig, runs: int, seed: int
+) -> tuple[dict[str, float | None], list[dict[str, float | None]]]:
+    """Simulator figures pooled over the inputs (repeats), each over ``runs`` seeds; and per input.
+
+    An input without missed wake-ups is deterministic and runs once, its records counted
+    ``runs`` times so that every input weighs the same. Rejections are per run.
+    """
     pooled: list[SimRecord] = []
+    per_input: list[dict[str, float | None]] = []
     batches = 0
-    for k in range(runs):
-        records = simulate(arrivals, batching, cost, seed=seed + k, missed_wakeup_p=missed_p)
-        batches += len({r.batch_id for r in records if r.batch_id >= 0})
-        pooled.extend(records)
-    figs = sim_figures(pooled)
-    done = sum(1 for r in pooled if r.status == "ok")
+    for n, item in enumerate(inputs):
+        seeds = runs if item.missed_p > 0 else 1
+        records: list[SimRecord] = []
+        item_batches = 0
+        for k in range(seeds):
+            one = simulate(
+                item.arrivals, batching, item.cost, seed=seed + 1000 * n + k, missed_wakeup_p=item.missed_p
+            )
+            item_batches += len({r.batch_id for r in one if r.batch_id >= 0})
+            records.extend(one)
+        per_input.append(_with_batches(sim_figures(records), records, item_batches, seeds))
+        pooled.extend(records * (runs // seeds))
+        batches += item_batches * (runs // seeds)
+    return _with_batches(sim_figures(pooled), pooled, batches, runs * len(inputs)), per_input
+
+
+def _with_batches(
+    figs: dict[str, float | None], records: Sequence[SimRecord], batches: int, runs: int
+) -> dict[str, float | None]:
+    done = sum(1 for r in records if r.status == "ok")
     figs["mean_batch"] = done / batches if batches else None
-    figs["rejected"] = (figs["rejected"] or 0.0) / runs
-    return figs, batches // runs
+    figs["rejected"] = (figs["rejected"] or 0.0) / runs if runs else 0.0
+    return figs
 
 
 #: A run with fewer observations than this uses the calibration phase's hand-off figures.
@@ -741,55 +783,104 @@ class FidelityReport:
         }
 
 
-def compare(case: Case, run: RealRun, config: FidelityConfig, calibration: Calibration) -> CaseResult:
-    arrivals = sim_arrivals(run, case, config.classes)
-    real = real_figures(run, case)
-    observed = observe_handoffs(list(run.spans.values()), config.batching)
-    missed_p, handoff_s = case_environment(observed, calibration)
-    cost = calibration.cost(handoff_s)
-    sim, sim_batches = run_sim(arrivals, config.batching, cost, missed_p, config.sim_runs, config.seed)
-    intended, _ = run_sim(arrivals, config.batching, cost, 0.0, 1, config.seed)
+def _merge(observed: Sequence[Handoffs]) -> Handoffs:
+    """The repeats' hand-off observations as one (for the report; the simulator gets each)."""
+    samples = sum(o.handoff_samples for o in observed)
+    return Handoffs(
+        races=sum(o.races for o in observed),
+        missed=sum(o.missed for o in observed),
+        unexplained=sum(o.unexplained for o in observed),
+        handoff_s=sum(o.handoff_s * o.handoff_samples for o in observed) / samples if samples else 0.0,
+        handoff_samples=samples,
+    )
+
+
+def compare(
+    runs: Sequence[tuple[Case, RealRun]], config: FidelityConfig, calibration: Calibration
+) -> CaseResult:
+    """Compare one case's repeats, pooled, with the simulator given each repeat's environment."""
+    if not runs:
+        raise ValueError("compare needs at least one run of the case")
+    case = runs[0][0]
+    inputs: list[SimInput] = []
+    intended_inputs: list[SimInput] = []
+    observed: list[Handoffs] = []
+    for rep_case, run in runs:
+        arrivals = sim_arrivals(run, rep_case, config.classes)
+        obs = observe_handoffs(list(run.spans.values()), config.batching)
+        missed_p, handoff_s = case_environment(obs, calibration)
+        observed.append(obs)
+        inputs.append(SimInput(arrivals, calibration.cost(handoff_s), missed_p))
+        intended_inputs.append(SimInput(arrivals, calibration.cost(handoff_s), 0.0))
+    real = real_figures(runs)
+    sim, sim_each = run_sim(inputs, config.batching, config.sim_runs, config.seed)
+    intended, _ = run_sim(intended_inputs, config.batching, 1, config.seed)
     errors = {key: rel_error(real.get(key), sim.get(key)) for key in real if key != "rejected"}
+    handoff_mean = float(np.mean([i.cost.a_s for i in inputs])) - calibration.a_fit_s
+    cost = calibration.cost(handoff_mean)
     capacity = config.batching.max_batch_size / cost.batch_time(config.batching.max_batch_size)
-    span_s = arrivals[-1].time_s if len(arrivals) > 1 else 0.0
-    seen_rps = (len(arrivals) - 1) / span_s if span_s > 0 else 0.0
-    client_ok = [lat for lat, _late, ok in run.client.values() if ok]
-    lateness = [late for _lat, late, _ok in run.client.values()]
-    server_lat = {rid: s.latency_s for rid, s in run.spans.items()}
-    overhead = [
-        lat - server_lat[rid] for rid, (lat, _late, ok) in run.client.items() if ok and rid in server_lat
+    seen = [
+        (len(i.arrivals) - 1) / i.arrivals[-1].time_s
+        for i in inputs
+        if len(i.arrivals) > 1 and i.arrivals[-1].time_s > 0
     ]
-    trace_batches = batches_of(run.spans.values())
+    seen_rps = float(np.mean(seen)) if seen else 0.0
+    clients = [c for _case, run in runs for c in run.client.values()]
+    client_ok = [lat for lat, _late, ok in clients if ok]
+    lateness = [late for _lat, late, _ok in clients]
+    overhead = [
+        lat - run.spans[rid].latency_s
+        for _case, run in runs
+        for rid, (lat, _late, ok) in run.client.items()
+        if ok and rid in run.spans
+    ]
+    trace_batches = [b for _case, run in runs for b in batches_of(run.spans.values())]
+    repeats = []
+    for (rep_case, run), item, obs, sim_one in zip(runs, inputs, observed, sim_each, strict=True):
+        real_one = real_figures([(rep_case, run)])
+        repeats.append(
+            {
+                "real_latency_p95_ms": real_one["latency_p95_ms"],
+                "sim_latency_p95_ms": sim_one["latency_p95_ms"],
+                "real_mean_batch": real_one["mean_batch"],
+                "sim_mean_batch": sim_one["mean_batch"],
+                "missed": obs.missed,
+                "races": obs.races,
+                "sim_missed_wakeup_p": item.missed_p,
+                "sim_handoff_ms": (item.cost.a_s - calibration.a_fit_s) * 1e3,
+                "loadavg_before": [round(x, 2) for x in run.load_before],
+                "loadavg_after": [round(x, 2) for x in run.load_after],
+            }
+        )
     notes: dict[str, Any] = {
+        "repeats": repeats,
         "seen_rps": round(seen_rps, 2),
         "capacity_rps": round(capacity, 1),
-        "missing_traces": len(case.schedule) - len(run.spans),
+        "missing_traces": sum(len(c.schedule) - len(run.spans) for c, run in runs),
         "trace_mean_batch": (
             round(sum(b.rows for b in trace_batches) / len(trace_batches), 3) if trace_batches else None
         ),
         "real_batches": len(trace_batches),
-        "sim_batches": sim_batches,
         "client_latency_p50_ms": _ms(_q(client_ok, 0.5)),
         "client_latency_p95_ms": _ms(_q(client_ok, 0.95)),
         "client_latency_p99_ms": _ms(_q(client_ok, 0.99)),
-        "client_errors": sum(1 for _lat, _late, ok in run.client.values() if not ok),
+        "client_errors": sum(1 for _lat, _late, ok in clients if not ok),
         "client_overhead_median_ms": _ms(_q(overhead, 0.5)),
         "lateness_p99_ms": _ms(_q(lateness, 0.99)),
         "lateness_max_ms": _ms(max(lateness)) if lateness else None,
-        "loadavg_before": [round(x, 2) for x in run.load_before],
-        "loadavg_after": [round(x, 2) for x in run.load_after],
     }
+    merged = _merge(observed)
     return CaseResult(
         case=case.name,
         offered_rps=case.offered_rps,
-        requests=len(arrivals),
+        requests=sum(len(i.arrivals) for i in inputs),
         saturated=max(case.offered_rps, seen_rps) >= capacity,
         real=real,
         sim=sim,
         errors=errors,
-        handoffs=observed,
-        missed_p=missed_p,
-        handoff_s=handoff_s,
+        handoffs=merged,
+        missed_p=float(np.mean([i.missed_p for i in inputs])),
+        handoff_s=handoff_mean,
         sim_intended=intended,
         notes=notes,
     )
@@ -824,10 +915,17 @@ def run_fidelity(config: FidelityConfig, workdir: Path | None = None, progress: 
                 f"execute = {calibration.a_fit_s * 1e3:.2f} ms + {calibration.b_fit_s * 1e3:.3f} ms x rows "
                 f"(rms {calibration.residual_ms:.2f} ms over {calibration.batches} batches)"
             )
-            results = []
-            for case in build_cases(config):
-                say(f"{case.name}: {len(case.schedule)} requests ...")
-                results.append(compare(case, real.run(case), config, calibration))
+            # Round-robin over the cases, so each case's repeats meet different moments of
+            # the machine's contention rather than one stretch of it.
+            cases = build_cases(config)
+            runs: dict[str, list[tuple[Case, RealRun]]] = {case.name: [] for case in cases}
+            for repeat in range(max(1, config.repeats)):
+                for case in cases:
+                    again = case.again(repeat)
+                    tag = f" (repeat {repeat + 1}/{config.repeats})" if config.repeats > 1 else ""
+                    say(f"{case.name}{tag}: {len(case.schedule)} requests ...")
+                    runs[case.name].append((again, real.run(again)))
+            results = [compare(runs[case.name], config, calibration) for case in cases]
     finally:
         if own:
             shutil.rmtree(root, ignore_errors=True)
@@ -867,6 +965,16 @@ def _rows(result: CaseResult) -> list[tuple[str, str, str, str]]:
     real = result.real.get(key)
     intended = result.sim_intended.get(key)
     out.append(("  same, no missed wake-ups", _fmt(real), _fmt(intended), _pct(rel_error(real, intended))))
+    repeats = result.notes.get("repeats", [])
+    if len(repeats) > 1:
+        out.append(
+            (
+                f"  same, each of {len(repeats)} repeats",
+                _spread([r["real_latency_p95_ms"] for r in repeats]),
+                _spread([r["sim_latency_p95_ms"] for r in repeats]),
+                _spread_pct([rel_error(r["real_latency_p95_ms"], r["sim_latency_p95_ms"]) for r in repeats]),
+            )
+        )
     out.append(("rejected", _fmt(result.real.get("rejected"), 0), _fmt(result.sim.get("rejected"), 1), "—"))
     return out
 
@@ -879,12 +987,24 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:+.1%}"
 
 
+def _spread(values: Sequence[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{min(known):.0f}–{max(known):.0f}" if known else "—"
+
+
+def _spread_pct(values: Sequence[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{min(known):+.0%} … {max(known):+.0%}" if known else "—"
+
+
 def _case_title(result: CaseResult) -> str:
     sat = " (saturating)" if result.saturated else ""
     verdict = "" if result.saturated else (" — ok" if result.passed else " — FAIL")
     obs = result.handoffs
+    repeats = len(result.notes.get("repeats", []))
+    pooled = f" ({repeats} repeats pooled)" if repeats > 1 else ""
     return (
-        f"{result.case}{sat}: {result.requests} req at {result.notes['seen_rps']:.0f}/s; "
+        f"{result.case}{sat}: {result.requests} req{pooled} at {result.notes['seen_rps']:.0f}/s; "
         f"missed wake-ups {obs.missed}/{obs.races}, hand-off {result.handoff_s * 1e3:.2f} ms{verdict}"
     )
 
@@ -962,6 +1082,13 @@ def _parse_floats(value: str) -> tuple[float, ...]:
 )
 @click.option("--pairs", type=int, default=40, show_default=True, help="Calibration pairs (hand-off).")
 @click.option("--bursts", type=int, default=16, show_default=True, help="Calibration bursts (cost fit).")
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Send each case's stream this many times (round-robin) and compare the pooled figures.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
 @output_options(json_help="Write JSON here.")
@@ -984,6 +1111,7 @@ def fidelity(
     step_per_row_ms: float,
     pairs: int,
     bursts: int,
+    repeats: int,
     seed: int,
     protocol: str,
     json_path: Path | None,
@@ -1015,6 +1143,7 @@ def fidelity(
         seed=seed,
         calibration_pairs=pairs,
         calibration_bursts=bursts,
+        repeats=repeats,
         protocol="grpc" if protocol == "grpc" else "http",
     )
     report = run_fidelity(config, workdir, progress=console.print)
