@@ -1,7 +1,7 @@
 """Simulator fidelity (issue 8): the harness's parts, the missed-wake-up model, and a small real run.
 
-The real run replays a few seconds per rate through a real tritonserver and the simulator and
-fails when the simulator's batching drifts from Triton's. Its bounds: mean batch size and mean
+The real run sends a few seconds per rate, twice, through a real tritonserver and the simulator
+and fails when the simulator's batching drifts from Triton's. Its bounds: mean batch size and mean
 latency within 10 %, p95 latency within 15 % — at this size a p95 rests on ~300 requests, and
 identical arrival streams replayed on this 2-core machine gave real p95s 12 % apart
 (docs/fidelity.md); the 10 % p95 bound is checked on the full run recorded there.
@@ -25,6 +25,7 @@ from phoenix_operator.sim.fidelity import (
     RealRun,
     SimInput,
     Span,
+    build_cases,
     dynamic_batching_block,
     fit_cost,
     observe_handoffs,
@@ -250,7 +251,7 @@ def test_fidelity_is_a_phoenix_subcommand() -> None:
 def test_simulator_batches_like_triton_at_small_size(tmp_path: Path) -> None:
     config = FidelityConfig(
         rates=(60.0, 160.0),
-        duration_s=7.0,
+        duration_s=5.0,
         min_requests=0,
         trace=default_trace(),
         trace_window=(1200.0, 1260.0),
@@ -258,13 +259,18 @@ def test_simulator_batches_like_triton_at_small_size(tmp_path: Path) -> None:
         calibration_pairs=20,
         calibration_bursts=4,
         sim_runs=8,
+        repeats=2,
     )
     report = run_fidelity(config, tmp_path)
     cal = report.calibration
     # The Python backend adds ~1 ms per execute to the nominal 20 ms + 2 ms x rows.
     assert 20e-3 <= cal.a_fit_s <= 25e-3 and 1.8e-3 <= cal.b_fit_s <= 2.6e-3, cal
     assert len(report.results) == (3 if config.trace else 2)
+    cases = {case.name: case for case in build_cases(config)}
     for result in report.results:
+        # Both sendings of the stream reached the server under their own ids and were pooled.
+        assert len(result.notes["repeats"]) == 2, result.case
+        assert result.requests == 2 * len(cases[result.case].schedule), result.case
         assert result.notes["missing_traces"] == 0, result.case
         assert not result.saturated, result.case
         # Two views of Triton's batches agree: /metrics counters and the trace's groups.
