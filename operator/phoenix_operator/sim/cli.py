@@ -363,6 +363,29 @@ def output_options(json_help: str) -> Callable[[F], F]:
     return apply
 
 
+def report_console(width: int) -> Any:
+    """A rich console; without a terminal (CI, pipes) a fixed width so tables do not wrap."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=width)
+
+
+def write_outputs(
+    console: Any,
+    json_path: Path | None,
+    data: Callable[[], dict[str, Any]],
+    markdown_path: Path | None,
+    markdown: Callable[[], str],
+) -> None:
+    """Write the ``--json`` and ``--markdown`` files a command was asked for, and say so."""
+    for path, render in ((json_path, lambda: json.dumps(data(), indent=2) + "\n"), (markdown_path, markdown)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render(), encoding="utf-8")
+            console.print(f"wrote {path}")
+
+
 @click.command("bench")
 @workload_options
 @click.option(
@@ -405,11 +428,7 @@ def bench(
     **workload: Any,
 ) -> None:
     """Run the fleet policies on a peak-hour workload and compare SLO attainment and GPU cost."""
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=150)
+    console = report_console(150)
     started = time.perf_counter()
     opts = options_from(workload)
     profile = load_profile(profile_name)
@@ -439,12 +458,5 @@ def bench(
     if not no_plots and report.runs:
         for path in write_plots(report, out_dir):
             console.print(f"wrote {path}")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-        console.print(f"wrote {json_path}")
-    if markdown_path is not None:
-        markdown_path.parent.mkdir(parents=True, exist_ok=True)
-        markdown_path.write_text(to_markdown(report), encoding="utf-8")
-        console.print(f"wrote {markdown_path}")
+    write_outputs(console, json_path, report.to_json, markdown_path, lambda: to_markdown(report))
     console.print(f"bench took {time.perf_counter() - started:.1f} s")

@@ -1120,13 +1120,9 @@ def fidelity(
     check: bool,
 ) -> None:
     """Hold the simulator's batcher to a real tritonserver: same config, cost and arrivals."""
-    from rich.console import Console
+    from phoenix_operator.sim.cli import default_trace, report_console, write_outputs
 
-    from phoenix_operator.sim.cli import default_trace
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)
+    console = report_console(120)
     window = _parse_floats(trace_window)
     if len(window) != 2:
         raise click.BadParameter("use START,END", param_hint="--trace-window")
@@ -1161,14 +1157,7 @@ def fidelity(
             "Trace: Azure LLM inference trace 2023 (conversation), CC-BY 4.0 — Patel et al., "
             '"Splitwise", ISCA 2024; Azure Public Dataset.'
         )
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-        console.print(f"wrote {json_path}")
-    if markdown_path is not None:
-        markdown_path.parent.mkdir(parents=True, exist_ok=True)
-        markdown_path.write_text(to_markdown(report), encoding="utf-8")
-        console.print(f"wrote {markdown_path}")
+    write_outputs(console, json_path, report.to_json, markdown_path, lambda: to_markdown(report))
     verdict = "within" if report.passed else "OUTSIDE"
     console.print(
         f"mean batch size and p95 latency {verdict} ±{TOLERANCE:.0%} at every rate below saturation"

@@ -19,7 +19,6 @@ profile's.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +37,9 @@ from phoenix_operator.sim.cli import (
     options_from,
     output_options,
     render_table,
+    report_console,
     workload_options,
+    write_outputs,
 )
 from phoenix_operator.sim.config import BatcherConfig, QueuePolicy
 from phoenix_operator.sim.controllers import REGISTRY, BenchContext, ControllerFactory
@@ -290,11 +291,7 @@ def plan(
     **workload: Any,
 ) -> None:
     """Replay a trace against candidate PhoenixDeployment specs and compare them side by side."""
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=150)
+    console = report_console(150)
     started = time.perf_counter()
     cands = candidates(files)
     profile = load_profile(profile_name)
@@ -357,16 +354,13 @@ def plan(
                     console.print(f"  {t:7.0f} s  {d.summary}: {d.reason}", soft_wrap=True, markup=False)
                 if not changes:
                     console.print("  (none)")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        data = report.to_json()
-        data["candidates"] = [
+
+    def data() -> dict[str, Any]:
+        out = report.to_json()
+        out["candidates"] = [
             {"name": c.name, "source": c.source, "simulated_as": c.how, "notes": c.notes} for c in cands
         ]
-        json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        console.print(f"wrote {json_path}")
-    if markdown_path is not None:
-        markdown_path.parent.mkdir(parents=True, exist_ok=True)
-        markdown_path.write_text(to_markdown(report), encoding="utf-8")
-        console.print(f"wrote {markdown_path}")
+        return out
+
+    write_outputs(console, json_path, data, markdown_path, lambda: to_markdown(report))
     console.print(f"plan took {time.perf_counter() - started:.1f} s")
