@@ -18,7 +18,6 @@ from typing import Any
 from phoenix_operator.sim.controllers import (
     DEFAULT_POLICIES,
     REGISTRY,
-    STATIC_SIZES,
     BenchContext,
     replica_capacity_rps,
     replica_load,
@@ -162,10 +161,9 @@ def run_policy(ctx: BenchContext, name: str, price_per_gpu_hour_usd: float) -> P
     """Create the policy from the registry and simulate the workload under it."""
     started = time.perf_counter()
     controller = REGISTRY[name](ctx)
+    # A policy that sizes its own start (static fleets, the oracle, Phoenix from its spec) says so.
     initial = ctx.settings.initial_replicas
-    if name in STATIC_SIZES:
-        initial = STATIC_SIZES[name](ctx)
-    elif isinstance(getattr(controller, "initial_replicas", None), int):
+    if isinstance(getattr(controller, "initial_replicas", None), int):
         initial = int(controller.initial_replicas)  # type: ignore[attr-defined]
     settings = replace(
         ctx.settings,

@@ -213,14 +213,14 @@ class HPABehavior:
 
 @dataclass
 class StaticController:
-    """A fixed fleet: never acts."""
+    """A fixed fleet: starts at its size (``initial_replicas``, which the bench reads) and never acts."""
 
     name: str
-    replicas: int
+    initial_replicas: int
     interval_s: float = 60.0
 
     def decide(self, now: float, view: FleetView) -> FleetCommand:
-        return FleetCommand(reason=f"static fleet of {self.replicas}")
+        return FleetCommand(reason=f"static fleet of {self.initial_replicas}")
 
 
 @dataclass
@@ -458,12 +458,6 @@ REGISTRY: dict[str, ControllerFactory] = {
 
 #: Report order of the benchmark.
 DEFAULT_POLICIES: tuple[str, ...] = ("phoenix", "oracle", "hpa", "keda", "llmd", "static-avg", "static-peak")
-
-#: Policies whose fleet is fixed: they start at their own size instead of static-avg.
-STATIC_SIZES: dict[str, Callable[[BenchContext], int]] = {
-    "static-avg": lambda ctx: ctx.static_avg,
-    "static-peak": lambda ctx: ctx.static_peak,
-}
 
 
 def register_controller(name: str, factory: ControllerFactory) -> None:

@@ -42,9 +42,8 @@ from phoenix_operator.sim.cli import (
     write_outputs,
 )
 from phoenix_operator.sim.config import BatcherConfig, QueuePolicy
-from phoenix_operator.sim.controllers import REGISTRY, BenchContext, ControllerFactory
+from phoenix_operator.sim.controllers import REGISTRY, BenchContext, ControllerFactory, StaticController
 from phoenix_operator.sim.fleet import LB_POLICIES
-from phoenix_operator.sim.interface import FleetCommand, FleetView
 from phoenix_operator.sim.phoenix import PhoenixController, params_for
 from phoenix_operator.sim.profile import DEFAULT_PROFILE, Profile, load_profile
 from phoenix_operator.sim.workloads import DEFAULT_MIX, Workload
@@ -94,18 +93,6 @@ def spec_classes(spec: PhoenixDeploymentSpec, profile: Profile) -> dict[str, int
 
 
 @dataclass
-class StaticFleet:
-    """A fixed fleet of the spec's replicas (``off`` and ``recommend`` modes)."""
-
-    name: str
-    initial_replicas: int
-    interval_s: float = 60.0
-
-    def decide(self, now: float, view: FleetView) -> FleetCommand:
-        return FleetCommand(reason=f"static fleet of {self.initial_replicas}")
-
-
-@dataclass
 class Candidate:
     """One PhoenixDeployment as the plan simulates it."""
 
@@ -114,7 +101,7 @@ class Candidate:
     spec: PhoenixDeploymentSpec
     how: str
     notes: list[str] = field(default_factory=list)
-    controller: StaticFleet | PhoenixController | None = None
+    controller: StaticController | PhoenixController | None = None
 
 
 def describe(spec: PhoenixDeploymentSpec) -> tuple[str, list[str]]:
@@ -178,11 +165,11 @@ def candidates(files: Sequence[str]) -> list[Candidate]:
     return out
 
 
-def _controller(candidate: Candidate, ctx: BenchContext) -> StaticFleet | PhoenixController:
+def _controller(candidate: Candidate, ctx: BenchContext) -> StaticController | PhoenixController:
     spec = candidate.spec
     auto = spec.autoscaling
     if auto.mode != AutoscalingMode.AUTO:
-        return StaticFleet(candidate.name, spec.triton.replicas)
+        return StaticController(candidate.name, spec.triton.replicas)
     params = params_for(spec, ctx.cost, ctx.replica_capacity_rps)
     start = max(params.min_replicas, min(params.replica_cap, spec.triton.replicas))
     return PhoenixController(
@@ -223,7 +210,7 @@ def run_candidate(
     max_replicas = max(auto.max_replicas, spec.triton.replicas, 1)
     ctx = make_context(workload, cand_profile, slo_ttft_s, seed, quick, lb, max_replicas)
 
-    def factory(_ctx: BenchContext) -> StaticFleet | PhoenixController:
+    def factory(_ctx: BenchContext) -> StaticController | PhoenixController:
         candidate.controller = _controller(candidate, ctx)
         return candidate.controller
 
