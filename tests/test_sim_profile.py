@@ -9,13 +9,7 @@ import pytest
 
 from phoenix_operator.sim import LLMEngineCost, load_profile
 
-VIDUR_CSV = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "reference"
-    / "calibration"
-    / "vidur-h100-llama-2-7b-mlp.csv"
-)
+VIDUR_CSV = Path(__file__).resolve().parent / "data" / "calibration" / "vidur-h100-llama-2-7b-mlp.csv"
 OPS = (
     "emb",
     "input_layernorm",
@@ -51,7 +45,6 @@ def test_kv_bytes_per_token_is_llama2_7b_fp16() -> None:
     )
 
 
-@pytest.mark.skipif(not VIDUR_CSV.is_file(), reason="shared Vidur calibration csv not present")
 def test_linear_table_is_the_vidur_measurement() -> None:
     table = load_profile().engine.linear_ms_by_tokens
     measured: dict[int, float] = {}

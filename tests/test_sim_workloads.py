@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from phoenix_operator.data import azure_trace
 from phoenix_operator.sim.workloads import (
     AZURE_CONV_TOKENS,
     PeakShape,
@@ -19,7 +20,7 @@ from phoenix_operator.sim.workloads import (
     trace_workload,
 )
 
-SHARED_TRACE = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "azure-llm-2023-conv.csv"
+SHIPPED_TRACE = azure_trace()
 
 
 @pytest.fixture()
@@ -117,9 +118,8 @@ def test_token_fit_recovers_lognormal_parameters() -> None:
     assert fit.output_sigma == pytest.approx(AZURE_CONV_TOKENS.output_sigma, abs=0.03)
 
 
-@pytest.mark.skipif(not SHARED_TRACE.is_file(), reason="shared Azure trace not present")
-def test_shared_azure_trace_matches_its_readme_and_the_fitted_defaults() -> None:
-    t, p, o = read_trace(SHARED_TRACE)
+def test_shipped_azure_trace_matches_its_readme_and_the_fitted_defaults() -> None:
+    t, p, o = read_trace(SHIPPED_TRACE)
     assert len(t) == 19_366
     assert t[-1] == pytest.approx(3501.7, abs=0.1)
     fit = fit_tokens(p, o)

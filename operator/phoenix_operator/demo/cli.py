@@ -147,7 +147,7 @@ def _sigterm(_signum: int, _frame: FrameType | None) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="CSV with TIMESTAMP, ContextTokens, GeneratedTokens "
-    "(default: ../shared/traces/azure-llm-2023-conv.csv).",
+    "(default: the Azure LLM 2023 conversation trace shipped with the package).",
 )
 @click.option(
     "--multiplier",
@@ -245,7 +245,7 @@ def demo(
 
 class Demo:
     def __init__(self, options: Options) -> None:
-        from phoenix_operator.sim.cli import TRACE_RELATIVE, default_trace
+        from phoenix_operator.sim.cli import default_trace
         from phoenix_operator.sim.profile import load_profile
 
         self.o = options
@@ -254,12 +254,7 @@ class Demo:
         self.timings = Timings()
         self.timescale = TimeScale(options.speedup)
         self.mode = STATIC if options.no_operator else CONTROLLED
-        trace = options.trace or default_trace()
-        if trace is None:
-            raise click.UsageError(
-                f"no trace at {TRACE_RELATIVE} (relative to the repository); pass --trace PATH"
-            )
-        self.trace = trace
+        self.trace = options.trace or default_trace()
         self.profile = load_profile()
         self.documents = load_documents(options.spec_path or find_example())
         self.sim_total = self.timescale.to_sim(options.duration)
@@ -277,7 +272,9 @@ class Demo:
         self.class_levels = {c.name: c.level for c in classes}
         self.class_targets = {c.name: c.ttft_target_seconds for c in classes}
         self.target_s = deployment.autoscaling.ttft_p95_target_seconds
-        self.workload = demo_workload(trace, self.shape, seed=options.seed, classes=self.class_levels or None)
+        self.workload = demo_workload(
+            self.trace, self.shape, seed=options.seed, classes=self.class_levels or None
+        )
         self.twin: Any = None
         self.watch: Any = None
         self.operator: Any = None

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from phoenix_operator.data import azure_trace
 from phoenix_operator.sim.bench import BenchReport, fmt_seconds, make_context, pct, run_bench, to_markdown
 from phoenix_operator.sim.controllers import DEFAULT_POLICIES, REGISTRY, BenchContext
 from phoenix_operator.sim.fleet import LB_POLICIES
@@ -39,17 +40,11 @@ QUICK_PEAK_TIMES = (120.0, 900.0, 600.0)
 #: ``--quick --scenario cold-peak`` replays this half hour of the trace (trace seconds): the
 #: request-count hump, at about the same load per static-avg replica as the full hour.
 QUICK_WINDOW = (900.0, 2700.0)
-TRACE_RELATIVE = Path("..") / "shared" / "traces" / "azure-llm-2023-conv.csv"
 
 
-def default_trace() -> Path | None:
-    """``../shared/traces/...`` next to the repository (or the working directory), if present."""
-    repo = Path(__file__).resolve().parents[3]
-    for base in (Path.cwd(), repo):
-        candidate = (base / TRACE_RELATIVE).resolve()
-        if candidate.is_file():
-            return candidate
-    return None
+def default_trace() -> Path:
+    """The Azure conversation trace that ships as package data (attribution in its README)."""
+    return azure_trace()
 
 
 def _parse_window(value: str | None) -> tuple[float, float] | None:
@@ -93,11 +88,6 @@ def build_workload(opts: WorkloadOptions, classes: dict[str, int]) -> Workload:
     """The workload the options describe, with the profile's (or a spec's) priority classes."""
     if opts.kind == "trace":
         path = opts.trace or default_trace()
-        if path is None:
-            raise click.UsageError(
-                f"no trace found at {TRACE_RELATIVE} (relative to the repository); pass --trace PATH "
-                "or use --workload diurnal|burst"
-            )
         if opts.scenario == "peak-hour":
             try:
                 shape = opts.peak_shape()
@@ -127,7 +117,7 @@ def workload_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
             default=None,
             help="CSV with TIMESTAMP, ContextTokens, GeneratedTokens "
-            "(default: ../shared/traces/azure-llm-2023-conv.csv).",
+            "(default: the Azure LLM 2023 conversation trace shipped with the package).",
         ),
         click.option(
             "--workload",

@@ -1067,7 +1067,7 @@ def _parse_floats(value: str) -> tuple[float, ...]:
     "trace",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="CSV trace to slice (default: ../shared/traces/azure-llm-2023-conv.csv if present).",
+    help="CSV trace to slice (default: the shipped Azure LLM 2023 conversation trace).",
 )
 @click.option("--no-trace", is_flag=True, help="Poisson cases only.")
 @click.option(

@@ -1,7 +1,7 @@
 """Serving profiles: every number the simulator uses for one model on one GPU, in one YAML file.
 
 Profiles ship inside the package (``sim/profiles/*.yaml``); each value carries its source in a
-comment there. Nothing here reads ``../shared`` at run time.
+comment there. Nothing here reads data from outside the package.
 """
 
 from __future__ import annotations
