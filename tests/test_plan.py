@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from phoenix_operator.api.models import PhoenixDeploymentSpec
-from phoenix_operator.cli import _COMMANDS, main
+from phoenix_operator.cli import COMMANDS, main
 from phoenix_operator.sim.controllers import REGISTRY
 from phoenix_operator.sim.plan import batcher_config
 
@@ -78,7 +78,7 @@ def _plan(*args: str) -> Any:
 
 
 def test_plan_is_a_phoenix_subcommand() -> None:
-    assert _COMMANDS["plan"] == "phoenix_operator.sim.plan:plan"
+    assert COMMANDS["plan"] == "phoenix_operator.sim.plan:plan"
 
 
 def test_plan_compares_candidates_in_benchs_table_and_json(tmp_path: Path) -> None:

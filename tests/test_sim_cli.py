@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from click.testing import CliRunner
 
-from phoenix_operator.cli import _COMMANDS, main
+from phoenix_operator.cli import COMMANDS, main
 
 
 def _trace(path: Path, n: int = 2400, seconds: float = 600.0) -> Path:
@@ -22,7 +22,7 @@ def _trace(path: Path, n: int = 2400, seconds: float = 600.0) -> Path:
 
 
 def test_bench_is_a_phoenix_subcommand() -> None:
-    assert _COMMANDS["bench"] == "phoenix_operator.sim.cli:bench"
+    assert COMMANDS["bench"] == "phoenix_operator.sim.cli:bench"
 
 
 FIGURES = (

@@ -575,6 +575,107 @@ class MaintenanceSpec(ApiModel):
 
 
 # --------------------------------------------------------------------------------------------
+# gateway (the request path)
+
+DEFAULT_GATEWAY_IMAGE = "ghcr.io/phoenix-operator/phoenix-operator:0.1.0"
+#: Header a client sets to choose its priority class, honoured only with allowClientPriority.
+PRIORITY_HEADER = "x-phoenix-priority-class"
+INTENT = r"^[A-Za-z0-9_.:-]+$"
+
+
+class IntentRoute(ApiModel):
+    """Requests whose intent is one of ``intents`` go to ``priorityClass``.
+
+    The route also fires when the intents' summed probability reaches ``minConfidence`` even if
+    another intent ranks first: missing an urgent request costs more than promoting a routine one.
+    """
+
+    priority_class: Name = Field(description="One of priority.classes.")
+    intents: list[Annotated[str, Field(min_length=1, max_length=128, pattern=INTENT)]] = Field(
+        min_length=1, max_length=256, description="Classifier intents (labels) routed to the class."
+    )
+    min_confidence: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Summed probability of these intents at which the route fires regardless of rank.",
+    )
+
+
+class ClassifierSource(ApiModel):
+    """Where the gateway loads its intent classifier from (``phoenix classifier train --out``)."""
+
+    __rules__ = (
+        Rule(
+            "!(has(self.pvc) && has(self.uri))",
+            "set at most one of classifier.pvc and classifier.uri",
+            check=lambda s: not (s.pvc is not None and s.uri is not None),
+        ),
+    )
+
+    pvc: PvcSource | None = Field(default=None, description="PVC holding the classifier directory.")
+    uri: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^https?://.+",
+        description="HTTP(S) URL of a classifier directory archive (.tar.gz).",
+    )
+
+
+class GatewaySpec(ApiModel):
+    """The chat endpoint: OpenAI-compatible API, intent-based priority, retrieval, streaming to Triton.
+
+    Without ``classifier`` the gateway uses the classifier built into its image (trained on
+    BANKING77's training split).
+    """
+
+    enabled: bool = Field(default=True, description="Deploy the gateway.")
+    image: str = Field(default=DEFAULT_GATEWAY_IMAGE, min_length=1, max_length=512)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    replicas: int = Field(default=2, ge=0, le=1000)
+    resources: Resources = Field(
+        default_factory=lambda: Resources(
+            requests={"cpu": "500m", "memory": "768Mi"}, limits={"memory": "1536Mi"}
+        )
+    )
+    node_selector: StringMap = Field(default_factory=dict)
+    served_model_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=MODEL_NAME,
+        description="Model id clients send and /v1/models lists (defaults to model.name).",
+    )
+    classifier: ClassifierSource = Field(default_factory=ClassifierSource)
+    routes: list[IntentRoute] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Intent-to-class routes, most urgent first; the rest use priority.defaultClass.",
+    )
+    allow_client_priority: bool = Field(
+        default=False,
+        description=f"Honour a client's {PRIORITY_HEADER} header instead of the classifier.",
+    )
+    top_k: int = Field(default=4, ge=1, le=64, description="Passages retrieved into each prompt.")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, le=67_108_864, description="Largest request body accepted."
+    )
+    max_output_tokens: int = Field(default=512, ge=1, le=131_072, description="Cap on max_tokens.")
+    request_timeout_seconds: float = Field(
+        default=120, gt=0, le=3600, description="Upstream deadline of one chat request."
+    )
+    retrieval_ttft_share: float = Field(
+        default=0.25,
+        gt=0,
+        lt=1,
+        description=(
+            "Share of the TTFT target that retrieval (embed + search) may take at p95 before the "
+            "deployment reports RetrievalSlow; more Triton replicas cannot fix slow retrieval."
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # autoscaling & monitoring
 
 
@@ -688,6 +789,16 @@ class PhoenixDeploymentSpec(ApiModel):
             ),
             field=".autoscaling.gpuBudget",
         ),
+        Rule(
+            "!has(self.gateway) || self.gateway.routes.all(r, has(self.priority)"
+            " && self.priority.classes.exists(c, c.name == r.priorityClass))",
+            "every gateway.routes[].priorityClass must name one of priority.classes",
+            check=lambda s: all(
+                s.priority is not None and any(c.name == r.priority_class for c in s.priority.classes)
+                for r in s.gateway.routes
+            ),
+            field=".gateway.routes",
+        ),
     )
 
     model: ModelSpec
@@ -697,6 +808,7 @@ class PhoenixDeploymentSpec(ApiModel):
         default=None, description="Request classes; without it Triton uses a single FIFO level."
     )
     retrieval: RetrievalSpec | None = None
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     maintenance: MaintenanceSpec | None = None
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)

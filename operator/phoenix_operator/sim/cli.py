@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from phoenix_operator.data import azure_trace
+from phoenix_operator.lazycli import LazyGroup
 from phoenix_operator.sim.bench import BenchReport, fmt_seconds, make_context, pct, run_bench, to_markdown
 from phoenix_operator.sim.controllers import DEFAULT_POLICIES, REGISTRY, BenchContext
 from phoenix_operator.sim.fleet import LB_POLICIES
@@ -376,7 +377,16 @@ def write_outputs(
             console.print(f"wrote {path}")
 
 
-@click.command("bench")
+#: ``phoenix bench NAME``: benchmarks of single components (the bare command is the fleet benchmark).
+BENCH_COMMANDS: dict[str, str] = {
+    "classifier": "phoenix_operator.ml.bench:bench_classifier",
+    "gateway": "phoenix_operator.gateway.bench:bench_gateway",
+}
+
+
+@click.group(
+    "bench", cls=LazyGroup, lazy_commands=BENCH_COMMANDS, invoke_without_command=True, no_args_is_help=False
+)
 @workload_options
 @click.option(
     "--policies", default=",".join(DEFAULT_POLICIES), show_default=True, help="Comma-separated policy names."
@@ -404,7 +414,9 @@ def write_outputs(
 )
 @output_options(json_help="Write the figures as JSON here.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.pass_context
 def bench(
+    ctx_click: click.Context,
     policies: str,
     slo_ttft: float,
     profile_name: str,
@@ -417,7 +429,12 @@ def bench(
     no_plots: bool,
     **workload: Any,
 ) -> None:
-    """Run the fleet policies on a peak-hour workload and compare SLO attainment and GPU cost."""
+    """Run the fleet policies on a peak-hour workload and compare SLO attainment and GPU cost.
+
+    ``phoenix bench classifier`` and ``phoenix bench gateway`` benchmark single components.
+    """
+    if ctx_click.invoked_subcommand is not None:
+        return
     console = report_console(150)
     started = time.perf_counter()
     opts = options_from(workload)

@@ -1,0 +1,1 @@
+"""The chat gateway: OpenAI-compatible endpoint, urgency flagging, retrieval, streaming to Triton."""

@@ -1,0 +1,1 @@
+"""The request path's models: the sentence embedder and the intent classifier."""
