@@ -35,6 +35,11 @@ def valid_doc(name: str = "chat") -> Doc:
                     {"name": "standard", "level": 2, "ttftTargetSeconds": 3},
                 ],
             },
+            "gateway": {
+                "routes": [
+                    {"priorityClass": "urgent", "intents": ["lost_or_stolen_card", "compromised_card"]}
+                ]
+            },
             "retrieval": {
                 "milvus": {"mode": "managed"},
                 "collection": {"name": "kb", "dimension": 384},
@@ -140,6 +145,56 @@ INVALID_CASES: list[Case] = [
     Case("ttft-target-zero", _set("spec.autoscaling.ttftP95TargetSeconds", 0), "ttftP95TargetSeconds"),
     Case("instances-outside-bounds", _set("spec.model.instanceCount", 3), "instanceCount"),
     Case("unknown-field", _set("spec.model.maxBatchsize", 8), "maxBatchsize"),
+    Case(
+        "route-class-unknown",
+        _set("spec.gateway.routes", [{"priorityClass": "vip", "intents": ["lost_or_stolen_card"]}]),
+        "routes",
+    ),
+    Case(
+        "intent-in-two-routes",
+        _set(
+            "spec.gateway.routes",
+            [
+                {"priorityClass": "urgent", "intents": ["lost_or_stolen_card", "compromised_card"]},
+                {"priorityClass": "standard", "intents": ["top_up_failed", "compromised_card"]},
+            ],
+        ),
+        "routes",
+    ),
+    Case(
+        "intent-repeated",
+        _set(
+            "spec.gateway.routes", [{"priorityClass": "urgent", "intents": ["card_arrival", "card_arrival"]}]
+        ),
+        "intents",
+    ),
+    Case(
+        "intent-invalid",
+        _set("spec.gateway.routes", [{"priorityClass": "urgent", "intents": ["lost card"]}]),
+        "intents",
+    ),
+    Case(
+        "route-confidence-zero",
+        _set(
+            "spec.gateway.routes",
+            [{"priorityClass": "urgent", "intents": ["card_arrival"], "minConfidence": 0}],
+        ),
+        "minConfidence",
+    ),
+    Case(
+        "served-model-name-invalid", _set("spec.gateway.servedModelName", "llama chat/v1"), "servedModelName"
+    ),
+    Case(
+        "classifier-pvc-and-uri",
+        _set(
+            "spec.gateway.classifier",
+            {"pvc": {"claimName": "classifier"}, "uri": "https://example.com/classifier.tar.gz"},
+        ),
+        "classifier",
+    ),
+    Case("classifier-uri-not-http", _set("spec.gateway.classifier", {"uri": "s3://b/c.tar.gz"}), "uri"),
+    Case("gateway-top-k-zero", _set("spec.gateway.topK", 0), "topK"),
+    Case("retrieval-share-whole", _set("spec.gateway.retrievalTtftShare", 1), "retrievalTtftShare"),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import signal
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from api_cases import INVALID_CASES, Case, invalid_doc, valid_doc
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
+from phoenix_operator.api.models import PhoenixDeploymentSpec
 from phoenix_operator.cluster.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -246,17 +248,16 @@ def test_operator_restart_mid_reconcile_converges_without_duplicates(
     _wait_condition(kube_cluster, ns, name, "Ready", "True", timeout=120)
     selector = f"{API_GROUP}/deployment={name}"
     apps = client.AppsV1Api(kube_cluster.api_client)
-    assert len(apps.list_namespaced_deployment(ns, label_selector=selector).items) == 1
-    assert len(apps.list_namespaced_replica_set(ns, label_selector=selector).items) == 1
+    deployments = apps.list_namespaced_deployment(ns, label_selector=selector).items
+    assert sorted(d.metadata.name for d in deployments) == [f"{name}-gateway", f"{name}-triton"]
+    assert len(apps.list_namespaced_replica_set(ns, label_selector=selector).items) == 2
     assert len(apps.list_namespaced_stateful_set(ns, label_selector=selector).items) == 1
-    assert (
-        len(
-            client.CoreV1Api(kube_cluster.api_client)
-            .list_namespaced_service(ns, label_selector=selector)
-            .items
-        )
-        == 2
-    )
+    services = client.CoreV1Api(kube_cluster.api_client).list_namespaced_service(ns, label_selector=selector)
+    assert sorted(s.metadata.name for s in services.items) == [
+        f"{name}-gateway",
+        f"{name}-milvus",
+        f"{name}-triton",
+    ]
 
 
 def test_kubectl_get_shows_printer_columns(
@@ -306,8 +307,20 @@ def test_converged_operator_makes_no_writes(
     import time
 
     ns, name = kube_namespace, "quiet"
-    _create(kube_cluster, ns, _off_mode(valid_doc(name)))
+    doc = _off_mode(valid_doc(name))
+    # Every gateway child and option that renders differently: routes, a classifier URI, a model name.
+    doc["spec"]["gateway"] |= {
+        "classifier": {"uri": "https://artifacts.example.com/classifier.tar.gz"},
+        "servedModelName": "llama-3-8b",
+        "replicas": 3,
+    }
+    _create(kube_cluster, ns, doc)
     _wait_condition(kube_cluster, ns, name, "Ready", "True", timeout=120)
+    _wait_condition(kube_cluster, ns, name, "GatewayReady", "True")
+    core = client.CoreV1Api(kube_cluster.api_client)
+    assert core.read_namespaced_config_map(f"{name}-gateway-spec", ns)
+    assert core.read_namespaced_service(f"{name}-gateway", ns)
+    assert _gateway_deployment(kube_cluster, ns, name).status.ready_replicas == 3
     # Let in-flight writes (the last status update, Events) land, then watch several resyncs.
     wait_for(
         lambda: not _operator_writes(kube_cluster, ns, time.time() - 4),
@@ -416,3 +429,186 @@ def test_milvus_operator_present_gets_a_milvus_resource(
         _wait_condition(kube_cluster, ns, name, "Ready", "True")
     finally:
         ext.delete_custom_resource_definition("milvuses.milvus.io")
+
+
+# ------------------------------------------------------------------------------------------------
+# gateway
+
+
+def _gateway_deployment(kube_cluster: Any, ns: str, name: str) -> client.V1Deployment:
+    return client.AppsV1Api(kube_cluster.api_client).read_namespaced_deployment(f"{name}-gateway", ns)
+
+
+def _gateway_spec_file(kube_cluster: Any, ns: str, name: str) -> dict[str, Any]:
+    cm = client.CoreV1Api(kube_cluster.api_client).read_namespaced_config_map(f"{name}-gateway-spec", ns)
+    spec: dict[str, Any] = yaml.safe_load(cm.data["spec.yaml"])
+    return spec
+
+
+def _patch(kube_cluster: Any, ns: str, name: str, spec: dict[str, Any]) -> None:
+    _custom(kube_cluster).patch_namespaced_custom_object(
+        API_GROUP, API_VERSION, ns, PLURAL, name, {"spec": spec}
+    )
+
+
+def _admitted_as_restricted(kube_cluster: Any, deployment: client.V1Deployment) -> str | None:
+    """Why the API server's Pod Security admission refuses the Deployment's pod as `restricted`, or None."""
+    core = client.CoreV1Api(kube_cluster.api_client)
+    ns = f"restricted-{uuid.uuid4().hex[:8]}"
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns, labels=labels)))
+    try:
+        pod = client.V1Pod(metadata=client.V1ObjectMeta(name="probe"), spec=deployment.spec.template.spec)
+        core.create_namespaced_pod(ns, pod, dry_run="All")
+        return None
+    except ApiException as exc:
+        return str(exc.body)
+    finally:
+        core.delete_namespace(ns)
+
+
+def test_gateway_children_are_applied_and_reported(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "gw"
+    _create(kube_cluster, ns, _off_mode(valid_doc(name)))
+    ready = _wait_condition(kube_cluster, ns, name, "GatewayReady", "True", timeout=120)
+    assert ready["reason"] == "Available" and ready["message"] == "2/2 gateway replicas available"
+    _wait_condition(kube_cluster, ns, name, "Ready", "True", timeout=120)
+
+    container = _gateway_deployment(kube_cluster, ns, name).spec.template.spec.containers[0]
+    assert container.args == [
+        "--spec=/etc/phoenix/spec.yaml",
+        f"--triton-url={name}-triton.{ns}.svc:8001",
+        f"--milvus-uri=http://{name}-milvus.{ns}.svc:19530",
+        "--host=0.0.0.0",
+        "--port=8000",
+        "--shutdown-timeout=120",
+    ]
+    service = client.CoreV1Api(kube_cluster.api_client).read_namespaced_service(f"{name}-gateway", ns)
+    (port,) = service.spec.ports
+    assert (port.name, port.port, port.target_port) == ("http", 80, "http")
+
+    # The file the gateway reads is the spec as the API server stored it (defaults included).
+    pd = _get_pd(kube_cluster, ns, name)
+    served = PhoenixDeploymentSpec.model_validate(_gateway_spec_file(kube_cluster, ns, name))
+    stored = PhoenixDeploymentSpec.model_validate(pd["spec"])
+    assert served.gateway == stored.gateway and served.priority == stored.priority
+    assert served.retrieval == stored.retrieval and served.model == stored.model
+
+    status = pd["status"]["gateway"]
+    assert status["endpoint"] == f"http://{name}-gateway.{ns}.svc:80"
+    assert _admitted_as_restricted(kube_cluster, _gateway_deployment(kube_cluster, ns, name)) is None
+    # The check can fail: Triton's pods (GPU images running as root) are not restricted.
+    assert "restricted" in (_admitted_as_restricted(kube_cluster, _deployment(kube_cluster, ns, name)) or "")
+    assert status["readyReplicas"] == 2 and status["embedderDimension"] == 384
+    compatible = _condition(pd, "EmbedderCompatible")
+    assert compatible is not None and compatible["status"] == "True"
+
+
+def test_gateway_spec_change_updates_its_file_and_rolls_it_but_triton_scaling_does_not(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "gwroll"
+    doc = _off_mode(valid_doc(name))
+    del doc["spec"]["retrieval"]
+    _create(kube_cluster, ns, doc)
+    _wait_condition(kube_cluster, ns, name, "GatewayReady", "True", timeout=120)
+    before = _gateway_deployment(kube_cluster, ns, name).spec.template.metadata.annotations
+
+    kube_cluster.kubectl("scale", "-n", ns, f"phx/{name}", "--replicas=2")
+    wait_for(
+        lambda: _deployment(kube_cluster, ns, name).spec.replicas == 2, timeout=60, description="Triton at 2"
+    )
+    assert _gateway_deployment(kube_cluster, ns, name).spec.template.metadata.annotations == before
+
+    _patch(kube_cluster, ns, name, {"gateway": {"topK": 9, "maxOutputTokens": 256}})
+    wait_for(
+        lambda: _gateway_spec_file(kube_cluster, ns, name)["gateway"]["topK"] == 9,
+        timeout=60,
+        description="the gateway's spec file to change",
+    )
+    assert _gateway_spec_file(kube_cluster, ns, name)["gateway"]["maxOutputTokens"] == 256
+    wait_for(
+        lambda: _gateway_deployment(kube_cluster, ns, name).spec.template.metadata.annotations != before,
+        timeout=60,
+        description="the gateway's pod template to change",
+    )
+    selector = f"{API_GROUP}/deployment={name},app.kubernetes.io/component=gateway"
+    apps = client.AppsV1Api(kube_cluster.api_client)
+    wait_for(
+        lambda: len(apps.list_namespaced_replica_set(ns, label_selector=selector).items) == 2,
+        timeout=60,
+        description="a second gateway ReplicaSet (the roll-out)",
+    )
+    _wait_condition(kube_cluster, ns, name, "GatewayReady", "True")
+
+
+def test_disabling_the_gateway_prunes_its_children(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "gwoff"
+    doc = _off_mode(valid_doc(name))
+    del doc["spec"]["retrieval"]
+    _create(kube_cluster, ns, doc)
+    _wait_condition(kube_cluster, ns, name, "GatewayReady", "True", timeout=120)
+    core, apps = client.CoreV1Api(kube_cluster.api_client), client.AppsV1Api(kube_cluster.api_client)
+    selector = f"{API_GROUP}/deployment={name},app.kubernetes.io/component=gateway"
+
+    def gateway_children() -> list[str]:
+        return [
+            f"{type(o).__name__}/{o.metadata.name}"
+            for listing in (
+                apps.list_namespaced_deployment(ns, label_selector=selector),
+                core.list_namespaced_service(ns, label_selector=selector),
+                core.list_namespaced_config_map(ns, label_selector=selector),
+                client.PolicyV1Api(kube_cluster.api_client).list_namespaced_pod_disruption_budget(
+                    ns, label_selector=selector
+                ),
+            )
+            for o in listing.items
+        ]
+
+    assert len(gateway_children()) == 4
+    _patch(kube_cluster, ns, name, {"gateway": {"enabled": False}})
+    wait_for(lambda: not gateway_children(), timeout=60, description="gateway children pruned")
+    wait_for(
+        lambda: _condition(_get_pd(kube_cluster, ns, name), "GatewayReady") is None,
+        timeout=30,
+        description="GatewayReady dropped",
+    )
+    pd = _get_pd(kube_cluster, ns, name)
+    assert "gateway" not in pd["status"]
+    assert _condition(pd, "Ready")["status"] == "True"  # type: ignore[index]
+    assert _deployment(kube_cluster, ns, name).status.ready_replicas == 1
+
+
+def test_embedder_dimension_mismatch_is_reported_and_the_rest_still_applied(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str
+) -> None:
+    ns, name = kube_namespace, "gwdim"
+    doc = _off_mode(valid_doc(name))
+    doc["spec"]["retrieval"]["collection"] = {"name": f"kb_{ns.replace('-', '_')}", "dimension": 768}
+    _create(kube_cluster, ns, doc)
+    mismatch = _wait_condition(kube_cluster, ns, name, "EmbedderCompatible", "False", timeout=60)
+    assert mismatch["reason"] == "DimensionMismatch"
+    assert "768" in mismatch["message"] and "384" in mismatch["message"]
+    degraded = _wait_condition(kube_cluster, ns, name, "Degraded", "True")
+    assert "768" in degraded["message"]
+    # Triton, Milvus and the gateway are all applied and come up regardless.
+    wait_for(
+        lambda: (_deployment(kube_cluster, ns, name).status.ready_replicas or 0) == 1,
+        timeout=90,
+        description="Triton ready",
+    )
+    assert client.CoreV1Api(kube_cluster.api_client).read_namespaced_config_map(f"{name}-triton-config", ns)
+    assert client.AppsV1Api(kube_cluster.api_client).read_namespaced_stateful_set(f"{name}-milvus", ns)
+    _wait_condition(kube_cluster, ns, name, "GatewayReady", "True")
+    _wait_condition(kube_cluster, ns, name, "RetrievalReady", "True")
+    events = (
+        client.CoreV1Api(kube_cluster.api_client)
+        .list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+        .items
+    )
+    warning = [e for e in events if e.reason == "EmbedderCompatibleFalse"]
+    assert warning and warning[0].type == "Warning" and "768" in warning[0].message

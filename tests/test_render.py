@@ -17,8 +17,28 @@ from tritonclient.grpc import model_config_pb2
 
 from phoenix_operator import yamlio
 from phoenix_operator.api.cli import parse_phoenix_deployments
-from phoenix_operator.api.models import PhoenixDeployment
-from phoenix_operator.render.objects import Capabilities, Target, render_all
+from phoenix_operator.api.models import (
+    ClassifierSource,
+    PhoenixDeployment,
+    PhoenixDeploymentSpec,
+    PvcSource,
+    TritonSpec,
+)
+from phoenix_operator.reconcile.reconciler import event_type
+from phoenix_operator.reconcile.status import (
+    DeploymentState,
+    Problem,
+    Snapshot,
+    desired_conditions,
+    embedder_state,
+)
+from phoenix_operator.render.objects import (
+    COMPONENT_LABEL,
+    SPEC_HASH_ANNOTATION,
+    Capabilities,
+    Target,
+    render_all,
+)
 from phoenix_operator.render.tritonconfig import (
     BatchingConfig,
     batching_of,
@@ -54,8 +74,14 @@ def test_golden(source: Path) -> None:
     assert rendered == golden.read_text()
 
 
-def _by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {o["kind"]: o for o in objects}
+def _by_kind(objects: list[dict[str, Any]], component: str | None = None) -> dict[str, dict[str, Any]]:
+    """Objects by kind; without ``component``, everything but the gateway's (Triton's Deployment...)."""
+    return {
+        o["kind"]: o
+        for o in objects
+        if (o["metadata"]["labels"][COMPONENT_LABEL] == component)
+        or (component is None and o["metadata"]["labels"][COMPONENT_LABEL] != "gateway")
+    }
 
 
 def test_pbtxt_parses_back_to_the_same_config() -> None:
@@ -146,3 +172,221 @@ def test_external_milvus_renders_no_workload_and_passes_the_token_by_reference()
     assert "StatefulSet" not in kinds and "Milvus" not in kinds
     cron = _by_kind(_render(pd)).get("CronJob")
     assert cron is None  # no refresh job in that example
+
+
+# --------------------------------------------------------------------------------------------
+# gateway
+
+
+def _gateway(pd: PhoenixDeployment, **caps: bool) -> dict[str, dict[str, Any]]:
+    return _by_kind(_render(pd, **caps), component="gateway")
+
+
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_gateway_args_point_at_this_deployments_triton_and_managed_milvus() -> None:
+    gateway = _gateway(_load(ROOT / "examples" / "production.yaml"))
+    container = _container(gateway["Deployment"])
+    assert container["command"] == ["phoenix", "gateway"]
+    assert container["args"] == [
+        "--spec=/etc/phoenix/spec.yaml",
+        "--triton-url=chat-prod-triton.default.svc:8001",
+        "--milvus-uri=http://chat-prod-milvus.default.svc:19530",
+        "--host=0.0.0.0",
+        "--port=8000",
+        "--shutdown-timeout=120",
+    ]
+    # The Triton address is the Triton Service's gRPC port.
+    triton_service = _by_kind(_render(_load(ROOT / "examples" / "production.yaml")), component="triton")[
+        "Service"
+    ]
+    assert triton_service["metadata"]["name"] == "chat-prod-triton"
+    assert {"name": "grpc", "port": 8001, "targetPort": "grpc", "protocol": "TCP"} in triton_service["spec"][
+        "ports"
+    ]
+
+
+def test_gateway_without_retrieval_gets_no_milvus_and_external_milvus_gets_its_uri_and_token() -> None:
+    minimal = _container(_gateway(_load(ROOT / "examples" / "minimal.yaml"))["Deployment"])
+    assert not any(a.startswith("--milvus-uri") for a in minimal["args"])
+    assert not any(e["name"] == "PHOENIX_MILVUS_TOKEN" for e in minimal["env"])
+
+    external = _container(_gateway(_load(ROOT / "examples" / "external-milvus.yaml"))["Deployment"])
+    assert "--milvus-uri=http://milvus.vector-db.svc:19530" in external["args"]
+    (token,) = [e for e in external["env"] if e["name"] == "PHOENIX_MILVUS_TOKEN"]
+    assert token == {
+        "name": "PHOENIX_MILVUS_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "milvus-credentials", "key": "token"}},
+    }
+    assert "root:Milvus" not in yamlio.dump_all(_render(_load(ROOT / "examples" / "external-milvus.yaml")))
+
+
+def test_gateway_classifier_from_a_pvc_is_mounted_and_from_a_uri_is_passed() -> None:
+    pd = _load(ROOT / "examples" / "production.yaml")
+    pd.spec.gateway.classifier = ClassifierSource(pvc=PvcSource(claim_name="intents", path="/v3/"))
+    deployment = _gateway(pd)["Deployment"]
+    container = _container(deployment)
+    assert "--classifier=/var/lib/phoenix/classifier/v3" in container["args"]
+    assert {"name": "classifier", "mountPath": "/var/lib/phoenix/classifier", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert {
+        "name": "classifier",
+        "persistentVolumeClaim": {"claimName": "intents", "readOnly": True},
+    } in deployment["spec"]["template"]["spec"]["volumes"]
+
+    pd.spec.gateway.classifier = ClassifierSource(uri="https://example.com/c.tar.gz")
+    container = _container(_gateway(pd)["Deployment"])
+    assert "--classifier-uri=https://example.com/c.tar.gz" in container["args"]
+    assert not any(a.startswith("--classifier=") for a in container["args"])
+    assert all(m["name"] != "classifier" for m in container["volumeMounts"])
+
+
+def test_gateway_spec_file_parses_back_to_the_deployments_spec() -> None:
+    for source in SOURCES:
+        pd = _load(source)
+        text = _gateway(pd)["ConfigMap"]["data"]["spec.yaml"]
+        served = PhoenixDeploymentSpec.model_validate(yaml.safe_load(text))
+        expected = pd.spec.model_copy(deep=True)
+        expected.triton.replicas = TritonSpec().replicas  # left out: scaling Triton must not roll the gateway
+        assert served == expected, source.stem
+
+
+def test_gateway_rolls_on_a_spec_change_but_not_on_triton_scaling_or_tuned_batching() -> None:
+    pd = _load(Path(__file__).parent / "data" / "cpu-pvc.yaml")
+    target = Target(name="cpu-pvc", namespace="team-a", uid="uid-1")
+
+    def template(spec: PhoenixDeploymentSpec, batching: BatchingConfig | None = None) -> Any:
+        return _by_kind(render_all(target, spec, batching), component="gateway")["Deployment"]["spec"][
+            "template"
+        ]
+
+    base = template(pd.spec)
+    scaled = pd.spec.model_copy(deep=True)
+    scaled.triton.replicas = 7
+    assert template(scaled) == base
+    assert template(pd.spec, BatchingConfig((16,), 9000, 1)) == base
+    routed = pd.spec.model_copy(deep=True)
+    routed.gateway.top_k = 8
+    changed = template(routed)
+    assert (
+        changed["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+        != base["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+    )
+    assert changed["spec"] == base["spec"]
+
+
+def test_gateway_pods_are_restricted_with_writable_tmp_and_cache_only() -> None:
+    deployment = _gateway(_load(ROOT / "examples" / "production.yaml"))["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = _container(deployment)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    ctx = container["securityContext"]
+    assert ctx["allowPrivilegeEscalation"] is False and ctx["readOnlyRootFilesystem"] is True
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    writable = {m["mountPath"] for m in container["volumeMounts"] if m["name"] in empty_dirs}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert writable == {"/tmp", env["PHOENIX_CACHE_DIR"]}
+    readonly = [m for m in container["volumeMounts"] if m["name"] not in empty_dirs]
+    assert all(m["readOnly"] for m in readonly)
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": "768Mi"},
+        "limits": {"memory": "1536Mi"},
+    }
+    assert deployment["spec"]["replicas"] == 2
+    # The kubelet must not kill the pod before the gateway's own drain (--shutdown-timeout) ends.
+    (drain,) = [a for a in container["args"] if a.startswith("--shutdown-timeout=")]
+    assert pod["terminationGracePeriodSeconds"] > float(drain.split("=", 1)[1])
+
+
+def test_gateway_service_forwards_port_80_to_the_containers_http_port() -> None:
+    gateway = _gateway(_load(ROOT / "examples" / "production.yaml"))
+    (port,) = gateway["Service"]["spec"]["ports"]
+    assert port["port"] == 80 and port["name"] == "http"
+    named = {p["name"]: p["containerPort"] for p in _container(gateway["Deployment"])["ports"]}
+    assert named[port["targetPort"]] == 8000
+    pod_labels = gateway["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert gateway["Service"]["spec"]["selector"].items() <= pod_labels.items()
+    # Triton's Service must not select gateway pods (nor the reverse).
+    triton_selector = _by_kind(_render(_load(ROOT / "examples" / "production.yaml")), component="triton")[
+        "Service"
+    ]["spec"]["selector"]
+    assert not triton_selector.items() <= pod_labels.items()
+
+
+def test_gateway_pod_monitor_only_with_the_prometheus_operator_and_disabled_gateway_renders_nothing() -> None:
+    pd = _load(ROOT / "examples" / "production.yaml")
+    assert "PodMonitor" not in _gateway(pd)
+    monitor = _gateway(pd, prometheus_operator=True)["PodMonitor"]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+    assert monitor["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
+    pd.spec.gateway.enabled = False
+    rendered = _render(pd, prometheus_operator=True)
+    assert not [o["metadata"]["name"] for o in rendered if "gateway" in o["metadata"]["name"]]
+    assert _by_kind(rendered)["Deployment"]["metadata"]["name"] == "chat-prod-triton"
+
+
+# --------------------------------------------------------------------------------------------
+# gateway conditions (pure: spec and observed Deployments -> conditions)
+
+
+def _conditions(snap: Snapshot) -> dict[str, dict[str, str]]:
+    return {c["type"]: c for c in desired_conditions(snap)}
+
+
+def test_embedder_dimension_mismatch_names_both_numbers_and_only_exists_with_gateway_and_retrieval() -> None:
+    pd = _load(ROOT / "examples" / "production.yaml")
+    assert pd.spec.retrieval is not None
+    match = embedder_state(pd.spec)
+    assert match is not None and match.compatible
+    pd.spec.retrieval.collection.dimension = 768
+    mismatch = embedder_state(pd.spec)
+    assert mismatch is not None and not mismatch.compatible
+    assert mismatch.reason == "DimensionMismatch"
+    assert "768" in mismatch.message and "384" in mismatch.message
+    pd.spec.gateway.enabled = False
+    assert embedder_state(pd.spec) is None
+    assert embedder_state(_load(ROOT / "examples" / "minimal.yaml").spec) is None
+
+
+def test_gateway_ready_follows_availability_and_gates_ready() -> None:
+    triton = DeploymentState(exists=True, desired=2, replicas=2, ready=2, available=2, updated=2)
+    # Rolling: the old pods still serve, so the gateway stays available.
+    rolling = DeploymentState(exists=True, desired=2, replicas=3, ready=3, available=2, updated=1)
+    conds = _conditions(Snapshot(triton=triton, gateway=rolling))
+    assert conds["GatewayReady"]["status"] == "True" and conds["GatewayReady"]["reason"] == "Available"
+    assert (
+        conds["Ready"]["status"] == "True" and "2/2 gateway replicas available" in conds["Ready"]["message"]
+    )
+
+    short = DeploymentState(exists=True, desired=2, replicas=2, ready=1, available=1, updated=2)
+    pending = [Problem("Unschedulable", "pod chat-gateway-x cannot be scheduled: 0/5 nodes")]
+    conds = _conditions(Snapshot(triton=triton, gateway=short, gateway_unschedulable=pending))
+    assert conds["GatewayReady"]["status"] == "False" and conds["GatewayReady"]["reason"] == "Unschedulable"
+    assert conds["Ready"]["reason"] == "GatewayNotReady"
+    assert conds["Degraded"]["status"] == "True" and "chat-gateway-x" in conds["Degraded"]["message"]
+
+    conds = _conditions(Snapshot(triton=triton, gateway=DeploymentState(exists=False)))
+    assert conds["GatewayReady"]["reason"] == "Creating"
+    assert "GatewayReady" not in _conditions(Snapshot(triton=triton))
+
+
+def test_embedder_mismatch_degrades_but_leaves_ready_alone() -> None:
+    triton = DeploymentState(exists=True, desired=1, replicas=1, ready=1, available=1, updated=1)
+    gateway = DeploymentState(exists=True, desired=2, replicas=2, ready=2, available=2, updated=2)
+    pd = _load(ROOT / "examples" / "production.yaml")
+    assert pd.spec.retrieval is not None
+    pd.spec.retrieval.collection.dimension = 768
+    conds = _conditions(Snapshot(triton=triton, gateway=gateway, embedder=embedder_state(pd.spec)))
+    assert conds["EmbedderCompatible"]["status"] == "False"
+    assert conds["Degraded"]["reason"] == "DimensionMismatch"
+    assert conds["Ready"]["status"] == "True"
+    assert event_type(conds["EmbedderCompatible"]) == "Warning"

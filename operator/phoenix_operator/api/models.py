@@ -581,6 +581,11 @@ DEFAULT_GATEWAY_IMAGE = "ghcr.io/phoenix-operator/phoenix-operator:0.1.0"
 #: Header a client sets to choose its priority class, honoured only with allowClientPriority.
 PRIORITY_HEADER = "x-phoenix-priority-class"
 INTENT = r"^[A-Za-z0-9_.:-]+$"
+#: Bounds of routes and their intents; they keep the cross-route CEL rule of GatewaySpec (every
+#: intent against every route) within the API server's cost budget.
+MAX_INTENT_LENGTH = 64
+MAX_ROUTE_INTENTS = 100
+MAX_ROUTES = 16
 
 
 class IntentRoute(ApiModel):
@@ -590,9 +595,20 @@ class IntentRoute(ApiModel):
     another intent ranks first: missing an urgent request costs more than promoting a routine one.
     """
 
+    __rules__ = (
+        Rule(
+            "self.intents.all(i, self.intents.exists_one(j, j == i))",
+            "a route must not list an intent twice",
+            check=lambda s: len(set(s.intents)) == len(s.intents),
+            field=".intents",
+        ),
+    )
+
     priority_class: Name = Field(description="One of priority.classes.")
-    intents: list[Annotated[str, Field(min_length=1, max_length=128, pattern=INTENT)]] = Field(
-        min_length=1, max_length=256, description="Classifier intents (labels) routed to the class."
+    intents: list[Annotated[str, Field(min_length=1, max_length=MAX_INTENT_LENGTH, pattern=INTENT)]] = Field(
+        min_length=1,
+        max_length=MAX_ROUTE_INTENTS,
+        description="Classifier intents (labels) routed to the class.",
     )
     min_confidence: float = Field(
         default=0.2,
@@ -629,6 +645,19 @@ class GatewaySpec(ApiModel):
     BANKING77's training split).
     """
 
+    __rules__ = (
+        Rule(
+            "self.routes.all(r, r.intents.all(i, self.routes.exists_one(s, i in s.intents)))",
+            "an intent may appear in only one of gateway.routes",
+            check=lambda s: all(
+                sum(intent in other.intents for other in s.routes) == 1
+                for route in s.routes
+                for intent in route.intents
+            ),
+            field=".routes",
+        ),
+    )
+
     enabled: bool = Field(default=True, description="Deploy the gateway.")
     image: str = Field(default=DEFAULT_GATEWAY_IMAGE, min_length=1, max_length=512)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -649,7 +678,7 @@ class GatewaySpec(ApiModel):
     classifier: ClassifierSource = Field(default_factory=ClassifierSource)
     routes: list[IntentRoute] = Field(
         default_factory=list,
-        max_length=16,
+        max_length=MAX_ROUTES,
         description="Intent-to-class routes, most urgent first; the rest use priority.defaultClass.",
     )
     allow_client_priority: bool = Field(
@@ -866,6 +895,17 @@ class RetrievalStatus(ApiModel):
     loaded: bool | None = None
 
 
+class GatewayStatus(ApiModel):
+    """The chat endpoint as clients reach it inside the cluster, and the embedder it runs."""
+
+    endpoint: str | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    available_replicas: int | None = None
+    embedder: str | None = None
+    embedder_dimension: int | None = None
+
+
 class JobStatus(ApiModel):
     schedule: str
     suspended: bool = False
@@ -891,6 +931,7 @@ class PhoenixDeploymentStatus(ApiModel):
     ttft_p95_seconds: float | None = None
     batching: BatchingStatus | None = None
     retrieval: RetrievalStatus | None = None
+    gateway: GatewayStatus | None = None
     jobs: dict[str, JobStatus] = Field(default_factory=dict)
     decisions: list[Decision] = Field(default_factory=list)
     last_decision_time: str | None = None

@@ -17,7 +17,12 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from phoenix_operator.api.models import AutoscalingMode, PhoenixDeploymentSpec, RetrievalStatus
+from phoenix_operator.api.models import (
+    AutoscalingMode,
+    GatewayStatus,
+    PhoenixDeploymentSpec,
+    RetrievalStatus,
+)
 from phoenix_operator.reconcile.kube import Kube, Manifest
 from phoenix_operator.reconcile.retrieval import TokenSecretError, ensure_collection, resolve_token
 from phoenix_operator.reconcile.settings import OperatorSettings
@@ -29,12 +34,17 @@ from phoenix_operator.reconcile.status import (
     StatusDraft,
     changed_conditions,
     desired_conditions,
+    embedder_state,
     merge_conditions,
     unschedulable_problems,
 )
 from phoenix_operator.render.objects import (
     DEPLOYMENT_LABEL,
+    EMBEDDER_DIMENSION,
+    EMBEDDER_NAME,
     Target,
+    gateway_endpoint,
+    gateway_name,
     milvus_name,
     render_all,
     retrieval_endpoint,
@@ -326,17 +336,26 @@ class Reconciler:
             else []
         )
         retrieval_state, retrieval_status = retrieval if retrieval else (None, None)
+        gateway, gateway_pods = self._observe_gateway(target, spec)
+        embedder = embedder_state(spec) if spec is not None else None
         snap = Snapshot(
             triton=triton,
             blocking=blocking,
             unschedulable=[*rejected, *unschedulable_problems(pods)],
             retrieval=retrieval_state,
+            gateway=gateway,
+            gateway_unschedulable=unschedulable_problems(gateway_pods),
+            embedder=embedder,
         )
 
         old_conditions = list(status.get("conditions") or [])
         drop: tuple[str, ...] = () if retrieval_state is not None else ("RetrievalReady",)
         if spec is not None and spec.autoscaling.mode == AutoscalingMode.OFF:
             drop += ("MetricsAvailable", "Autoscaling")  # the control loop's, stale once it stops
+        if spec is not None and gateway is None:
+            drop += ("GatewayReady",)
+        if spec is not None and embedder is None:
+            drop += ("EmbedderCompatible",)
         conditions = merge_conditions(
             old_conditions, desired_conditions(snap), now_rfc3339(), target.generation, drop
         )
@@ -356,6 +375,17 @@ class Reconciler:
             draft.fields["retrieval"] = retrieval_status.model_dump(by_alias=True, exclude_none=True)
         elif status.get("retrieval") is not None:
             draft.fields["retrieval"] = None
+        if gateway is not None:
+            draft.fields["gateway"] = GatewayStatus(
+                endpoint=gateway_endpoint(target.name, target.namespace),
+                replicas=gateway.desired if gateway.exists else None,
+                ready_replicas=gateway.ready if gateway.exists else None,
+                available_replicas=gateway.available if gateway.exists else None,
+                embedder=EMBEDDER_NAME,
+                embedder_dimension=EMBEDDER_DIMENSION,
+            ).model_dump(by_alias=True, exclude_none=True)
+        elif spec is not None and status.get("gateway") is not None:
+            draft.fields["gateway"] = None
         jobs = self._job_status(target, spec)
         if jobs or status.get("jobs"):
             draft.fields["jobs"] = jobs
@@ -364,6 +394,18 @@ class Reconciler:
             outcome.events.append(
                 (event_type(cond), f"{cond['type']}{cond['status']}", f"{cond['reason']}: {cond['message']}")
             )
+
+    def _observe_gateway(
+        self, target: Target, spec: PhoenixDeploymentSpec | None
+    ) -> tuple[DeploymentState | None, list[Manifest]]:
+        """The gateway Deployment and its pods; (None, []) when the spec has no gateway."""
+        if spec is None or not spec.gateway.enabled:
+            return None, []
+        deployment = self.kube.get("apps/v1", "Deployment", gateway_name(target.name), target.namespace)
+        if deployment is None:
+            return DeploymentState.from_object(None), []
+        pods = self.kube.list("v1", "Pod", target.namespace, selector_string(target, "gateway"))
+        return DeploymentState.from_object(deployment), pods
 
     def _job_status(self, target: Target, spec: PhoenixDeploymentSpec | None) -> dict[str, Any]:
         """Schedule and last runs of the knowledge-base refresh and retraining CronJobs."""
@@ -384,14 +426,24 @@ class Reconciler:
 
 
 #: Reasons that are a normal step on the way to Ready, not a problem worth a Warning.
-TRANSIENT_REASONS = {"Creating", "WaitingForReplicas", "WaitingForMilvus", "RetrievalNotReady", "Blocked"}
+#: GatewayNotReady is Ready's echo of GatewayReady, which warns on its own when it is a problem.
+TRANSIENT_REASONS = {
+    "Creating",
+    "WaitingForReplicas",
+    "WaitingForMilvus",
+    "RetrievalNotReady",
+    "GatewayNotReady",
+    "Blocked",
+}
 
 
 def event_type(cond: Mapping[str, Any]) -> str:
     """Warning for a new problem (Degraded, or not ready for a non-transient reason), else Normal."""
     if cond["type"] == "Degraded":
         return "Warning" if cond["status"] == "True" else "Normal"
-    if cond["type"] in {"Ready", "RetrievalReady"} and cond["status"] == "False":
+    if cond["type"] == "EmbedderCompatible":
+        return "Warning" if cond["status"] == "False" else "Normal"
+    if cond["type"] in {"Ready", "RetrievalReady", "GatewayReady"} and cond["status"] == "False":
         return "Normal" if cond["reason"] in TRANSIENT_REASONS else "Warning"
     return "Normal"
 

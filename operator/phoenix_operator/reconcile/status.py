@@ -11,7 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "RetrievalReady")
+from phoenix_operator.api.models import PhoenixDeploymentSpec
+from phoenix_operator.render.objects import EMBEDDER_DIMENSION, EMBEDDER_NAME
+
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "RetrievalReady", "GatewayReady", "EmbedderCompatible")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,37 @@ class RetrievalState:
 
 
 @dataclass(frozen=True)
+class EmbedderState:
+    compatible: bool
+    reason: str
+    message: str
+
+
+def embedder_state(spec: PhoenixDeploymentSpec) -> EmbedderState | None:
+    """Whether the gateway's query vectors fit the collection; None when the gateway searches none.
+
+    Reported, never blocking: the collection may be fixed (or a new one named) without touching
+    Triton, and the rest of the stack keeps serving meanwhile.
+    """
+    if not spec.gateway.enabled or spec.retrieval is None:
+        return None
+    dimension = spec.retrieval.collection.dimension
+    if dimension != EMBEDDER_DIMENSION:
+        return EmbedderState(
+            False,
+            "DimensionMismatch",
+            f"retrieval.collection.dimension is {dimension} but the gateway's embedder {EMBEDDER_NAME} "
+            f"produces {EMBEDDER_DIMENSION}-dimensional vectors: every search would fail; use a "
+            f"collection of dimension {EMBEDDER_DIMENSION}",
+        )
+    return EmbedderState(
+        True,
+        "DimensionMatches",
+        f"collection dimension {dimension} matches the gateway's embedder {EMBEDDER_NAME}",
+    )
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything the conditions depend on."""
 
@@ -71,6 +105,11 @@ class Snapshot:
     #: Pods the scheduler could not place, as problems (InsufficientGPU, Unschedulable).
     unschedulable: Sequence[Problem] = ()
     retrieval: RetrievalState | None = None
+    #: The gateway Deployment; None when the spec disables the gateway.
+    gateway: DeploymentState | None = None
+    #: Gateway pods the scheduler could not place.
+    gateway_unschedulable: Sequence[Problem] = ()
+    embedder: EmbedderState | None = None
 
 
 def unschedulable_problems(pods: Iterable[Mapping[str, Any]]) -> list[Problem]:
@@ -96,8 +135,26 @@ def _cond(type_: str, ok: bool, reason: str, message: str) -> dict[str, str]:
     return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message}
 
 
+def gateway_condition(snap: Snapshot) -> dict[str, str] | None:
+    """GatewayReady: every desired gateway replica available (old pods count during a roll-out)."""
+    g = snap.gateway
+    if g is None:
+        return None
+    if not g.exists:
+        if snap.blocking:
+            return _cond("GatewayReady", False, "Blocked", snap.blocking[0].message)
+        return _cond("GatewayReady", False, "Creating", "creating the gateway Deployment")
+    message = f"{g.available}/{g.desired} gateway replicas available"
+    if g.available >= g.desired:
+        return _cond("GatewayReady", True, "Available", message)
+    why = snap.gateway_unschedulable[0] if snap.gateway_unschedulable else None
+    if why is not None:
+        return _cond("GatewayReady", False, why.reason, f"{message}; {why.message}")
+    return _cond("GatewayReady", False, "WaitingForReplicas", message)
+
+
 def desired_conditions(snap: Snapshot) -> list[dict[str, str]]:
-    """Ready / Progressing / Degraded / RetrievalReady for a snapshot (no timestamps yet)."""
+    """Ready / Progressing / Degraded / RetrievalReady / GatewayReady / EmbedderCompatible (no timestamps)."""
     t = snap.triton
     problems = list(snap.blocking) + list(snap.unschedulable)
     if t.deadline_exceeded:
@@ -109,6 +166,12 @@ def desired_conditions(snap: Snapshot) -> list[dict[str, str]]:
         and retrieval.reason not in {"Pending", "WaitingForMilvus"}
     ):
         problems.append(Problem(retrieval.reason, retrieval.message))
+    problems += snap.gateway_unschedulable
+    if snap.gateway is not None and snap.gateway.deadline_exceeded:
+        problems.append(Problem("ProgressDeadlineExceeded", "the gateway Deployment stopped making progress"))
+    if snap.embedder is not None and not snap.embedder.compatible:
+        problems.append(Problem(snap.embedder.reason, snap.embedder.message))
+    gateway = gateway_condition(snap)
 
     rolled_out = t.exists and t.observed_current and t.updated >= t.desired and t.ready >= t.desired
     if snap.blocking:
@@ -126,12 +189,16 @@ def desired_conditions(snap: Snapshot) -> list[dict[str, str]]:
         )
     elif retrieval is not None and not retrieval.ready:
         ready = _cond("Ready", False, "RetrievalNotReady", retrieval.message)
+    elif gateway is not None and gateway["status"] != "True":
+        ready = _cond("Ready", False, "GatewayNotReady", gateway["message"])
     else:
         ready = _cond(
             "Ready",
             True,
             "AllReady",
-            f"{t.ready}/{t.desired} Triton replicas ready" + ("; retrieval ready" if retrieval else ""),
+            f"{t.ready}/{t.desired} Triton replicas ready"
+            + ("; retrieval ready" if retrieval else "")
+            + (f"; {gateway['message']}" if gateway else ""),
         )
 
     if not t.exists or rolled_out:
@@ -149,6 +216,11 @@ def desired_conditions(snap: Snapshot) -> list[dict[str, str]]:
     out = [ready, progressing, degraded]
     if retrieval is not None:
         out.append(_cond("RetrievalReady", retrieval.ready, retrieval.reason, retrieval.message))
+    if gateway is not None:
+        out.append(gateway)
+    if snap.embedder is not None:
+        e = snap.embedder
+        out.append(_cond("EmbedderCompatible", e.compatible, e.reason, e.message))
     return out
 
 

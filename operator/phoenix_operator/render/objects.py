@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from phoenix_operator import API_GROUP, API_VERSION, KIND
+from phoenix_operator import API_GROUP, API_VERSION, KIND, yamlio
 from phoenix_operator.api.models import (
     AutoscalingMode,
     JobSpec,
@@ -39,6 +40,22 @@ MODEL_VOLUME_DIR = "/models"
 DEPLOYMENT_LABEL = f"{API_GROUP}/deployment"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 CONFIG_HASH_ANNOTATION = f"{API_GROUP}/model-config-hash"
+SPEC_HASH_ANNOTATION = f"{API_GROUP}/spec-hash"
+
+GATEWAY_PORT = 8000
+GATEWAY_SERVICE_PORT = 80
+GATEWAY_SPEC_DIR = "/etc/phoenix"
+GATEWAY_SPEC_KEY = "spec.yaml"
+GATEWAY_CLASSIFIER_DIR = "/var/lib/phoenix/classifier"
+GATEWAY_CACHE_DIR = "/var/cache/phoenix"
+#: The user the operator image runs as (its Dockerfile's USER).
+GATEWAY_UID = 10001
+#: Environment the gateway reads: its cache (classifier, downloads) and the external Milvus token.
+CACHE_DIR_ENV = "PHOENIX_CACHE_DIR"
+MILVUS_TOKEN_ENV = "PHOENIX_MILVUS_TOKEN"
+#: The sentence embedder every gateway image runs; collections it searches need its dimension.
+EMBEDDER_NAME = "all-MiniLM-L6-v2"
+EMBEDDER_DIMENSION = 384
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,24 @@ def config_map_name(name: str) -> str:
 
 def milvus_name(name: str) -> str:
     return f"{name}-milvus"
+
+
+def gateway_name(name: str) -> str:
+    return f"{name}-gateway"
+
+
+def gateway_config_map_name(name: str) -> str:
+    return f"{name}-gateway-spec"
+
+
+def triton_grpc_address(name: str, namespace: str) -> str:
+    """In-cluster host:port of Triton's gRPC endpoint (the Triton Service)."""
+    return f"{triton_name(name)}.{namespace}.svc:{GRPC_PORT}"
+
+
+def gateway_endpoint(name: str, namespace: str) -> str:
+    """The chat endpoint clients inside the cluster call (the gateway Service)."""
+    return f"http://{gateway_name(name)}.{namespace}.svc:{GATEWAY_SERVICE_PORT}"
 
 
 def milvus_endpoint(name: str, namespace: str) -> str:
@@ -415,6 +450,17 @@ def retrieval_endpoint(target: Target, spec: PhoenixDeploymentSpec) -> str | Non
     return milvus_endpoint(target.name, target.namespace)
 
 
+def milvus_token_env(spec: PhoenixDeploymentSpec) -> list[Manifest]:
+    """The external Milvus token as an env var read from its Secret (never copied into a manifest)."""
+    retrieval = spec.retrieval
+    if retrieval is None or retrieval.milvus.mode != "external" or retrieval.milvus.external is None:
+        return []
+    ref = retrieval.milvus.external.token_secret_ref
+    if ref is None:
+        return []
+    return [{"name": MILVUS_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
 def milvus_custom_resource(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
     """A Milvus Operator ``Milvus`` (standalone); data kept when it is deleted (Retain)."""
     assert spec.retrieval is not None
@@ -520,6 +566,213 @@ def milvus_service(target: Target) -> Manifest:
             "ports": [
                 {"name": "grpc", "port": MILVUS_PORT, "targetPort": "grpc", "protocol": "TCP"},
                 {"name": "metrics", "port": 9091, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# gateway
+
+
+def gateway_spec_yaml(spec: PhoenixDeploymentSpec) -> str:
+    """The spec the gateway reads, every default filled in.
+
+    ``triton.replicas`` is left out: it changes whenever the Triton fleet is scaled through the
+    scale subresource, the gateway never reads it, and each change would roll the gateway.
+    """
+    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["triton"].pop("replicas", None)
+    return yamlio.dump(data)
+
+
+def gateway_classifier_arg(spec: PhoenixDeploymentSpec) -> list[str]:
+    classifier = spec.gateway.classifier
+    if classifier.pvc is not None:
+        path = classifier.pvc.path
+        return [f"--classifier={GATEWAY_CLASSIFIER_DIR}" + ("" if path == "/" else path.rstrip("/"))]
+    if classifier.uri is not None:
+        return [f"--classifier-uri={classifier.uri}"]
+    return []
+
+
+def gateway_args(target: Target, spec: PhoenixDeploymentSpec) -> list[str]:
+    """Arguments of ``phoenix gateway``; Milvus only when the spec has retrieval."""
+    args = [
+        f"--spec={GATEWAY_SPEC_DIR}/{GATEWAY_SPEC_KEY}",
+        f"--triton-url={triton_grpc_address(target.name, target.namespace)}",
+    ]
+    endpoint = retrieval_endpoint(target, spec)
+    if endpoint is not None:
+        args.append(f"--milvus-uri={endpoint}")
+    return [
+        *args,
+        *gateway_classifier_arg(spec),
+        "--host=0.0.0.0",
+        f"--port={GATEWAY_PORT}",
+        # SIGTERM lets the longest request finish; the pod's grace period adds a margin to this.
+        f"--shutdown-timeout={spec.gateway.request_timeout_seconds:g}",
+    ]
+
+
+def gateway_config_map(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(target, gateway_config_map_name(target.name), "gateway"),
+        "data": {GATEWAY_SPEC_KEY: gateway_spec_yaml(spec)},
+    }
+
+
+def gateway_deployment(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
+    """The gateway pods: restricted Pod Security, read-only root, rolled when the spec file changes."""
+    gateway = spec.gateway
+    annotations = {
+        # The spec is read once at start: a changed file must replace the pods.
+        SPEC_HASH_ANNOTATION: _stable_hash(gateway_config_map(target, spec)["data"]),
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(GATEWAY_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    volumes: list[Manifest] = [
+        {"name": "spec", "configMap": {"name": gateway_config_map_name(target.name)}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        {"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    mounts: list[Manifest] = [
+        {"name": "spec", "mountPath": GATEWAY_SPEC_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache", "mountPath": GATEWAY_CACHE_DIR},
+    ]
+    pvc = gateway.classifier.pvc
+    if pvc is not None:
+        volumes.append(
+            {
+                "name": "classifier",
+                "persistentVolumeClaim": {"claimName": pvc.claim_name, "readOnly": pvc.read_only},
+            }
+        )
+        mounts.append({"name": "classifier", "mountPath": GATEWAY_CLASSIFIER_DIR, "readOnly": pvc.read_only})
+
+    env: list[Manifest] = [
+        {"name": CACHE_DIR_ENV, "value": GATEWAY_CACHE_DIR},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        *milvus_token_env(spec),
+    ]
+    container: Manifest = {
+        "name": "gateway",
+        "image": gateway.image,
+        "imagePullPolicy": gateway.image_pull_policy,
+        "command": ["phoenix", "gateway"],
+        "args": gateway_args(target, spec),
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": _resources(gateway.resources),
+        # Loading the embedder (and training the built-in classifier into an empty cache) can take
+        # minutes on a small CPU request; liveness only starts counting once this passes.
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 60,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    }
+    pod_spec: Manifest = {
+        "containers": [container],
+        "volumes": volumes,
+        # The gateway never calls the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        # Streams in flight may finish (--shutdown-timeout), plus a margin.
+        "terminationGracePeriodSeconds": math.ceil(gateway.request_timeout_seconds) + 15,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": GATEWAY_UID,
+            "runAsGroup": GATEWAY_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if gateway.node_selector:
+        pod_spec["nodeSelector"] = dict(gateway.node_selector)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(target, gateway_name(target.name), "gateway"),
+        "spec": {
+            "replicas": gateway.replicas,
+            "selector": {"matchLabels": selector_labels(target, "gateway")},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "revisionHistoryLimit": 5,
+            "template": {
+                "metadata": {"labels": labels(target, "gateway", "gateway"), "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def gateway_service(target: Target) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(target, gateway_name(target.name), "gateway"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(target, "gateway"),
+            "ports": [
+                {"name": "http", "port": GATEWAY_SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def gateway_pdb(target: Target) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(target, gateway_name(target.name), "gateway"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(target, "gateway")}},
+    }
+
+
+def gateway_pod_monitor(target: Target) -> Manifest:
+    """Scrape the gateway's request metrics (per-class TTFT) with the deployment label."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _metadata(target, gateway_name(target.name), "gateway"),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(target, "gateway")},
+            "podMetricsEndpoints": [
+                {
+                    "port": "http",
+                    "path": "/metrics",
+                    "interval": "15s",
+                    "relabelings": [
+                        {
+                            "sourceLabels": ["__meta_kubernetes_pod_label_" + _prom_label(DEPLOYMENT_LABEL)],
+                            "targetLabel": "phoenix_deployment",
+                        }
+                    ],
+                }
             ],
         },
     }
@@ -640,14 +893,24 @@ def render_all(
     """Every child object, in apply order (config before the pods that mount it)."""
     capabilities = capabilities or Capabilities()
     batching = batching or BatchingConfig.from_spec(spec)
+    gateway = spec.gateway.enabled
     objects = [
         triton_config_map(target, spec, batching),
         triton_service(target),
         triton_deployment(target, spec, batching),
         triton_pdb(target),
     ]
+    if gateway:
+        objects += [
+            gateway_config_map(target, spec),
+            gateway_service(target),
+            gateway_deployment(target, spec),
+            gateway_pdb(target),
+        ]
     if capabilities.prometheus_operator:
         objects.append(triton_pod_monitor(target))
+        if gateway:
+            objects.append(gateway_pod_monitor(target))
         if spec.monitoring.prometheus_rule:
             objects.append(prometheus_rule(target, spec))
     retrieval = spec.retrieval
@@ -662,20 +925,8 @@ def render_all(
             env: list[Manifest] = [
                 {"name": "PHOENIX_MILVUS_URI", "value": endpoint},
                 {"name": "PHOENIX_COLLECTION", "value": retrieval.collection.name},
+                *milvus_token_env(spec),
             ]
-            ext = retrieval.milvus.external
-            if retrieval.milvus.mode == "external" and ext is not None and ext.token_secret_ref is not None:
-                env.append(
-                    {
-                        "name": "PHOENIX_MILVUS_TOKEN",
-                        "valueFrom": {
-                            "secretKeyRef": {
-                                "name": ext.token_secret_ref.name,
-                                "key": ext.token_secret_ref.key,
-                            }
-                        },
-                    }
-                )
             objects.append(cron_job(target, "kb-refresh", "knowledge-base", retrieval.refresh, env))
     if spec.maintenance is not None and spec.maintenance.retraining is not None:
         objects.append(cron_job(target, "retrain", "maintenance", spec.maintenance.retraining, []))
