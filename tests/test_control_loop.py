@@ -387,3 +387,93 @@ def test_a_reload_that_fails_is_reported_and_not_recorded_as_in_force(rig: Rig) 
     assert rig.served() == before
     # The policy forgot the failed step, so it proposes it again on a later interval (retry).
     assert loop.states[rig.body()["metadata"]["uid"]].trial is None
+
+
+def test_slow_retrieval_is_reported_and_scales_no_triton(
+    kube_cluster: Any, crds_installed: None, kube_namespace: str, tmp_path: Path
+) -> None:
+    """Triton-compatible metrics with slack plus the gateway's histograms with a 0.92 s retrieval
+    p95 (31 % of the 3 s target, limit 25 %), both scraped by a real Prometheus: the loop writes
+    RetrievalSlow=True naming the search stage, with a Warning Event, and orders no replica."""
+    from test_metrics_source import GatewayExporter
+
+    ns, name = kube_namespace, "slowrag"
+    labels = {"phoenix_deployment": name, "namespace": ns}
+    state = TritonMetricsState(model="llama-chat")
+    exporter = GatewayExporter()
+    from phoenix_operator.cluster.ports import pick_ports
+
+    (port,) = pick_ports(1)
+    with TritonMetricsServer([state], port):
+        prometheus = LocalPrometheus(
+            [
+                ScrapeTarget(f"127.0.0.1:{port}", labels, job="triton"),
+                ScrapeTarget(exporter.target, labels, job="gateway"),
+            ],
+            workdir=tmp_path / "prom",
+        ).start()
+        try:
+            prometheus.wait_for_targets_up()
+            stop_feeding = _feed_slack(state)
+            doc = copy.deepcopy(valid_doc(name))
+            del doc["spec"]["retrieval"]
+            doc["spec"]["autoscaling"] = {
+                "mode": "auto",
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "prometheusUrl": prometheus.url,
+                "intervalSeconds": 5,
+                "ttftP95TargetSeconds": 3,
+                "tuneBatching": False,
+            }
+            custom = client.CustomObjectsApi(kube_cluster.api_client)
+            custom.create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, doc)
+            kube = Kube(kube_cluster.api_client)
+            loop = ControlLoop(kube, OperatorSettings())
+            events: list[tuple[str, str, str]] = []
+
+            def step() -> Any:
+                body = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
+                result = loop.step(body)
+                events.extend(result.events)
+                if result.status_patch:
+                    kube.patch_status(name, ns, result.status_patch)
+                obs = result.observation
+                return result if obs is not None and obs.usable and obs.retrieval_p95_s else None
+
+            result = wait_for(step, timeout=60, interval=1.0, description="a usable observation")
+            stop_feeding()
+        finally:
+            prometheus.stop()
+            exporter.close()
+    status = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)["status"]
+    slow = {c["type"]: c for c in status["conditions"]}["RetrievalSlow"]
+    assert slow["status"] == "True" and slow["reason"] == "RetrievalOverShare", slow
+    assert slow["message"].startswith("retrieval p95 0.92 s is 31 % of the 3 s TTFT target (limit 25 %)")
+    assert "the search stage is the slow one" in slow["message"]
+    assert ("Warning", "RetrievalSlowTrue") in [(kind, reason) for kind, reason, _ in events]
+    # The urgent class is over its 1.5 s target only by retrieval's excess: no scale-up.
+    assert result.decision.replicas is None, result.decision
+    assert "not scaling Triton" in result.decision.reason
+
+
+def _feed_slack(state: TritonMetricsState) -> Any:
+    """Requests with a 0.5 s latency (TTFT with slack) and no class label: the class histogram
+    is the gateway's here."""
+    import threading
+
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.wait(0.1):
+            state.record_request(request_s=0.5, queue_s=0.1, compute_s=0.4)
+            state.record_batch(1)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+
+    def stop_feeding() -> None:
+        stop.set()
+        thread.join(timeout=5)
+
+    return stop_feeding

@@ -10,6 +10,7 @@ data), where values must be missing and the observation stale, never zeros.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,8 @@ from phoenix_operator.control.metrics import (
     Q_PROMPT_TOKENS,
     Q_QUEUE,
     Q_READY,
+    Q_RETRIEVAL,
+    Q_STAGES,
     Q_SUCCESS_RATE,
     Q_TARGETS,
     Q_TARGETS_UP,
@@ -54,6 +57,7 @@ from phoenix_operator.control.metrics import (
     scalar_value,
 )
 from phoenix_operator.control.observation import Observation
+from phoenix_operator.control.policy import check_retrieval
 from phoenix_operator.local._proc import wait_for
 from phoenix_operator.local.loadgen import LoadGenerator, LoadRun, TtftExporter, poisson_arrivals
 from phoenix_operator.local.models import EMULATED_LLM, emulated_llm_config
@@ -413,6 +417,64 @@ def test_any_vllm_answer_gives_a_known_source_and_finite_token_means(
 
 
 # ============================================================================================
+# Pure: the gateway's retrieval and stage histograms
+# ============================================================================================
+def test_retrieval_and_stage_queries_are_scoped_quantiles_over_rates() -> None:
+    queries = build_queries(SELECTOR, "llm", 30)
+    assert queries[Q_RETRIEVAL] == (
+        "histogram_quantile(0.95, sum by (le) "
+        f"(rate(phoenix_gateway_retrieval_seconds_bucket{{{SELECTOR}}}[30s])))"
+    )
+    assert queries[Q_STAGES] == (
+        "histogram_quantile(0.95, sum by (le, stage) "
+        f"(rate(phoenix_gateway_stage_seconds_bucket{{{SELECTOR}}}[30s])))"
+    )
+    # The per-class TTFT is the gateway's too (client-side, retrieval included).
+    assert f"phoenix_request_ttft_seconds_bucket{{{SELECTOR}}}[30s]" in queries[Q_CLASS_TTFT]
+
+
+def _gateway(retrieval: Value, stages: Mapping[str, float] | str | None) -> dict[str, QueryOutcome]:
+    found = outcomes({Q_RETRIEVAL: retrieval})
+    if isinstance(stages, str):
+        found[Q_STAGES] = QueryOutcome(Q_STAGES, error=stages)
+    elif stages is not None:
+        found[Q_STAGES] = QueryOutcome(
+            Q_STAGES, tuple(Sample({"stage": k}, v, NOW) for k, v in stages.items())
+        )
+    return found
+
+
+@pytest.mark.parametrize(
+    ("retrieval", "stages", "value", "reason", "stage_p95"),
+    [
+        (0.92, {"embed": 0.08, "search": 0.85}, 0.92, None, {"embed": 0.08, "search": 0.85}),
+        # An idle stage is NaN: left out, never a zero.
+        (0.2, {"embed": 0.1, "search": math.nan}, 0.2, None, {"embed": 0.1}),
+        (math.nan, None, None, "NaN (no requests in window)", {}),
+        (None, None, None, "no phoenix_gateway_retrieval_seconds series (gateway not scraped?)", {}),
+        ("HTTP 400: bad query", "HTTP 400", None, "query failed: HTTP 400: bad query", {}),
+    ],
+)
+def test_retrieval_figures_from_query_answers(
+    retrieval: Value,
+    stages: Mapping[str, float] | str | None,
+    value: float | None,
+    reason: str | None,
+    stage_p95: dict[str, float],
+) -> None:
+    obs = observe(_gateway(retrieval, stages))
+    assert obs.retrieval_p95_s == value
+    assert obs.missing.get("retrieval_p95_s") == reason
+    assert dict(obs.stage_p95_s) == stage_p95
+
+
+def test_stale_data_blanks_retrieval_too() -> None:
+    obs = observe(_gateway(0.92, {"search": 0.85}), now=NOW + 600)
+    assert obs.stale and obs.retrieval_p95_s is None and obs.stage_p95_s == {}
+    assert obs.missing["retrieval_p95_s"] == "stale"
+
+
+# ============================================================================================
 # Real Triton scraped by real Prometheus under load
 # ============================================================================================
 RATE = 60.0
@@ -577,3 +639,98 @@ def test_stopped_prometheus_gives_a_stale_observation(prometheus_factory: Promet
     assert all(getattr(obs, n) is None for n in VALUE_FIELDS if n != "ready_replicas")
     assert obs.ready_replicas == 2 and not obs.usable
     assert took < 2.0, f"fail-static took {took:.1f}s"  # one fast failure, not 16 slow retries
+
+
+# ============================================================================================
+# The gateway's histograms scraped by real Prometheus
+# ============================================================================================
+class GatewayExporter:
+    """The gateway's histograms (names and labels as the gateway exports them) on a free port.
+
+    Each tick records nine fast requests and one slow one, so the p95 falls halfway into the
+    slow bucket: with bucket bounds at ``slow - 0.01`` and ``slow + 0.01`` it *is* the slow value.
+    """
+
+    #: Fine below 100 ms, and bounds 10 ms either side of each slow figure below.
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.79, 0.81, 0.91, 0.93, 1.59, 1.61, 2.5, 5.0)
+    RETRIEVAL_SLOW = 0.92
+    SEARCH_SLOW = 0.80
+    EMBED_FAST = 0.02
+    #: Over the urgent class's 1.5 s target by less than retrieval's excess (0.92 - 0.75 s).
+    URGENT_SLOW = 1.60
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.retrieval = Histogram(
+            "phoenix_gateway_retrieval_seconds",
+            "embed + search",
+            buckets=self.BUCKETS,
+            registry=self.registry,
+        )
+        self.stages = Histogram(
+            "phoenix_gateway_stage_seconds",
+            "per stage",
+            ["stage", "priority_class"],
+            buckets=self.BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "phoenix_request_ttft_seconds",
+            "client TTFT",
+            ["priority_class"],
+            buckets=self.BUCKETS,
+            registry=self.registry,
+        )
+        # Freshness comes from Triton's per-model counter; a gauge exports the same name.
+        self.freshness = Gauge("nv_inference_count", "requests", ["model"], registry=self.registry)
+        self._server, self._thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        self.target = f"127.0.0.1:{self._server.server_port}"
+        self._stop = threading.Event()
+        self._feeder = threading.Thread(target=self._feed, daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        served = 0
+        while not self._stop.wait(0.05):
+            for slow in (*[False] * 9, True):
+                self.retrieval.observe(self.RETRIEVAL_SLOW if slow else 0.05)
+                self.stages.labels("search", "standard").observe(self.SEARCH_SLOW if slow else 0.03)
+                self.stages.labels("embed", "standard").observe(self.EMBED_FAST)
+                self.ttft.labels("urgent").observe(self.URGENT_SLOW if slow else 0.3)
+            served += 10
+            self.freshness.labels(EMULATED_LLM).set(served)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._feeder.join(timeout=5)
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.prometheus
+def test_real_prometheus_gives_the_retrieval_and_class_p95(prometheus_factory: PrometheusFactory) -> None:
+    exporter = GatewayExporter()
+    try:
+        labels = {"phoenix_deployment": "chat", "namespace": "default"}
+        prometheus = prometheus_factory([ScrapeTarget(exporter.target, labels, job="gateway")])
+        prometheus.wait_for_targets_up(timeout_s=30)
+        prometheus.wait_for_samples(
+            'phoenix_gateway_retrieval_seconds_count{phoenix_deployment="chat"}', samples=int(WINDOW_S) + 2
+        )
+        source = PrometheusMetricSource(prometheus.url)
+        obs = source.observe(SELECTOR, EMULATED_LLM, {"urgent": 1}, WINDOW_S, time.time(), stale_after_s=5)
+        source.close()
+    finally:
+        exporter.close()
+    assert not obs.stale, obs.stale_reason
+    assert obs.retrieval_p95_s == pytest.approx(GatewayExporter.RETRIEVAL_SLOW, abs=0.005)
+    assert obs.stage_p95_s["search"] == pytest.approx(GatewayExporter.SEARCH_SLOW, abs=0.005)
+    # Every embed in one bucket (0.01, 0.025]: the p95 is interpolated 95 % into it.
+    assert obs.stage_p95_s["embed"] == pytest.approx(0.01 + 0.95 * 0.015, abs=0.001)
+    assert obs.ttft_p95_by_class_s["urgent"] == pytest.approx(GatewayExporter.URGENT_SLOW, abs=0.005)
+    check = check_retrieval(obs.retrieval_p95_s, 3.0, 0.25, obs.stage_p95_s)
+    assert check.slow is True
+    assert check.message.startswith("retrieval p95 0.92 s is 31 % of the 3 s TTFT target (limit 25 %)")
+    assert "the search stage is the slow one" in check.message

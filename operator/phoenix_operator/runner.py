@@ -5,9 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import click
 import kopf
+
+log = logging.getLogger("phoenix_operator")
+
+PEERING_GROUP, PEERING_VERSION = "kopf.dev", "v1"
 
 
 def operator_modules() -> None:
@@ -19,6 +27,95 @@ def operator_modules() -> None:
     except ModuleNotFoundError as exc:  # the control loop lands separately
         if exc.name != "phoenix_operator.control.handlers":
             raise
+
+
+@dataclass(frozen=True)
+class PeeringCheck:
+    """What peering needs before Kopf can start handling anything, said in one line."""
+
+    #: The operator cannot work: exit with this line (the fix is in it).
+    fatal: str | None = None
+    #: The operator will wait (Kopf resumes by itself once the object exists): log this line.
+    waiting: str | None = None
+
+
+def _peering_kind(clusterwide: bool) -> tuple[str, str]:
+    return ("ClusterKopfPeering", "clusterkopfpeerings") if clusterwide else ("KopfPeering", "kopfpeerings")
+
+
+def judge_peering(
+    name: str, clusterwide: bool, crd_served: bool, missing_in: Sequence[str], unreadable: str | None = None
+) -> PeeringCheck:
+    """Turn what the API server said about peering into the line to log (pure).
+
+    Kopf with a named peering waits, silently and for ever, for a peering CRD that is not
+    installed, and handles nothing while its peering object does not exist (Kopf never creates
+    it). A missing CRD is fatal here (Kopf does not notice one installed later); a missing object
+    is waited for, because Helm creates it alongside the operator's pod.
+    """
+    kind, plural = _peering_kind(clusterwide)
+    if unreadable is not None:
+        return PeeringCheck(
+            waiting=f"could not check peering ({kind} {name!r}): {unreadable}; if the operator stays "
+            f"idle, check that {plural}.{PEERING_GROUP} is installed and the object exists"
+        )
+    if not crd_served:
+        return PeeringCheck(
+            fatal=f"peering is on (--peering {name}) but the cluster has no {kind} CRD "
+            f"({plural}.{PEERING_GROUP}): Kopf would wait for it for ever. Install it with "
+            f"`kubectl apply --server-side -f crds/` (or the chart), or pass --standalone to run "
+            f"a single replica without peering"
+        )
+    if missing_in:
+        where = "cluster-wide" if clusterwide else f"in namespace(s) {', '.join(missing_in)}"
+        return PeeringCheck(
+            waiting=f"waiting for {kind} {name!r} {where}: Kopf never creates it and handles nothing "
+            f"until it exists (the chart creates it; by hand: `kubectl apply -f` a {kind} named {name!r} "
+            f"{'' if clusterwide else 'in each watched namespace '}— see docs/operator.md), or pass "
+            f"--standalone"
+        )
+    return PeeringCheck()
+
+
+def check_peering(api_client: Any, name: str, namespaces: Sequence[str], clusterwide: bool) -> PeeringCheck:
+    """Ask the API server whether peering can work: is the CRD served, does the object exist.
+
+    Lists with a field selector (the chart's RBAC grants list/watch on peerings, not get);
+    a 404 on the list means the resource type is not served, i.e. the CRD is missing.
+    """
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    api = client.CustomObjectsApi(api_client)
+    _, plural = _peering_kind(clusterwide)
+    selector = f"metadata.name={name}"
+    missing: list[str] = []
+    try:
+        if clusterwide:
+            found = api.list_cluster_custom_object(
+                PEERING_GROUP, PEERING_VERSION, plural, field_selector=selector
+            )
+            if not _has_items(found):
+                missing.append("")
+        else:
+            # Kopf accepts glob patterns; only exact names can be looked up.
+            for namespace in (n for n in namespaces if not any(c in n for c in "*?[!")):
+                found = api.list_namespaced_custom_object(
+                    PEERING_GROUP, PEERING_VERSION, namespace, plural, field_selector=selector
+                )
+                if not _has_items(found):
+                    missing.append(namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return judge_peering(name, clusterwide, crd_served=False, missing_in=())
+        return judge_peering(name, clusterwide, True, (), unreadable=f"HTTP {exc.status} {exc.reason}")
+    except Exception as exc:  # unreachable API server etc.: Kopf will report it in its own words
+        return judge_peering(name, clusterwide, True, (), unreadable=f"{type(exc).__name__}: {exc}")
+    return judge_peering(name, clusterwide, crd_served=True, missing_in=missing)
+
+
+def _has_items(answer: object) -> bool:
+    return isinstance(answer, dict) and bool(answer.get("items"))
 
 
 @click.command("run")
@@ -68,7 +165,29 @@ def run(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from phoenix_operator.reconcile.settings import OperatorSettings
+
+    try:
+        OperatorSettings.from_env()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     operator_modules()
+    if not standalone:
+        from kubernetes import client as k8s_client
+
+        from phoenix_operator.reconcile.handlers import load_kube_config
+
+        try:
+            load_kube_config()
+        except Exception as exc:  # Kopf's own login then says what is wrong
+            peering = judge_peering(peering_name, all_namespaces, True, (), unreadable=str(exc))
+        else:
+            peering = check_peering(k8s_client.ApiClient(), peering_name, namespaces, all_namespaces)
+        if peering.fatal:
+            log.error(peering.fatal)
+            sys.exit(2)
+        if peering.waiting:
+            log.warning(peering.waiting)
     if metrics_port:
         from phoenix_operator.control import opmetrics
 

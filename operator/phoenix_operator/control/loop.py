@@ -2,8 +2,8 @@
 
 The decision itself is the pure `policy.decide`; this module only gathers its inputs (Prometheus,
 the Deployment, the batching in force), performs what `auto` mode allows, and reports: the
-decision in status (last N) and as an Event, the MetricsAvailable / Autoscaling conditions, and
-the operator's own Prometheus metrics. Like the reconciler it is Kopf-free, so tests step it
+decision in status (last N) and as an Event, the MetricsAvailable / Autoscaling / RetrievalSlow
+conditions, and the operator's own Prometheus metrics. Like the reconciler it is Kopf-free, so tests step it
 directly against real components.
 
 Writes happen only when something changes: a hold with the same reason, the same TTFT (within
@@ -26,7 +26,15 @@ from phoenix_operator.control import opmetrics
 from phoenix_operator.control.actuators import TritonModelControl, ready_endpoints
 from phoenix_operator.control.metrics import PrometheusMetricSource
 from phoenix_operator.control.observation import Observation
-from phoenix_operator.control.policy import Decision, FleetState, PolicyParams, PolicyState, decide
+from phoenix_operator.control.policy import (
+    Decision,
+    FleetState,
+    PolicyParams,
+    PolicyState,
+    RetrievalCheck,
+    check_retrieval,
+    decide,
+)
 from phoenix_operator.reconcile.kube import Kube
 from phoenix_operator.reconcile.reconciler import batching_in_force
 from phoenix_operator.reconcile.settings import OperatorSettings
@@ -34,7 +42,8 @@ from phoenix_operator.reconcile.status import DeploymentState, changed_condition
 from phoenix_operator.render.objects import Target, triton_config_map, triton_name
 from phoenix_operator.render.tritonconfig import BatchingConfig, model_config_dict, to_load_json
 
-CONTROL_CONDITIONS = ("MetricsAvailable", "Autoscaling")
+RETRIEVAL_SLOW = "RetrievalSlow"
+CONTROL_CONDITIONS = ("MetricsAvailable", "Autoscaling", RETRIEVAL_SLOW)
 
 
 @dataclass
@@ -132,8 +141,18 @@ class ControlLoop:
             ready_replicas=deployment.ready,
             batching=in_force,
         )
-        decision, new_state = decide(
-            PolicyParams.from_spec(spec), observation, fleet, self.states.get(uid, PolicyState()), now
+        params = PolicyParams.from_spec(spec)
+        decision, new_state = decide(params, observation, fleet, self.states.get(uid, PolicyState()), now)
+        retrieval = (
+            check_retrieval(
+                observation.retrieval_p95_s,
+                params.ttft_target_s,
+                params.retrieval_ttft_share,
+                observation.stage_p95_s,
+                observation.missing.get("retrieval_p95_s"),
+            )
+            if params.retrieval_ttft_share is not None
+            else None
         )
         result = StepResult(decision=decision, observation=observation)
         draft: dict[str, Any] = {}
@@ -154,7 +173,16 @@ class ControlLoop:
         self.states[uid] = new_state
 
         self._record(
-            result, decision, observation, status, auto.mode, now, draft, notes, self.settings.max_decisions
+            result,
+            decision,
+            observation,
+            retrieval,
+            status,
+            auto.mode,
+            now,
+            draft,
+            notes,
+            self.settings.max_decisions,
         )
         opmetrics.observe_step(name, namespace, observation, decision, result.applied, auto.mode)
         return result
@@ -194,6 +222,7 @@ class ControlLoop:
         result: StepResult,
         decision: Decision,
         observation: Observation,
+        retrieval: RetrievalCheck | None,
         status: Mapping[str, Any],
         mode: str,
         now: float,
@@ -242,15 +271,21 @@ class ControlLoop:
             draft["ttftP95Seconds"] = round(ttft, 3)
 
         current = list(status.get("conditions") or [])
-        merged = merge_conditions(current, self._conditions(observation, mode), _rfc3339(now), None)
+        wanted = self._conditions(observation, mode)
+        if retrieval is not None:
+            wanted.append(retrieval_condition(retrieval))
+        # No gateway, no retrieval in the TTFT: the condition would only mislead.
+        drop = () if retrieval is not None else (RETRIEVAL_SLOW,)
+        merged = merge_conditions(current, wanted, _rfc3339(now), None, drop=drop)
         if [_cond_key(c) for c in merged] != [_cond_key(c) for c in current]:
             draft["conditions"] = merged
+        before = {c.get("type"): c.get("status") for c in current}
         for cond in changed_conditions(current, merged):
-            if cond["type"] in CONTROL_CONDITIONS:
-                kind = "Warning" if cond["status"] == "False" else "Normal"
-                result.events.append(
-                    (kind, f"{cond['type']}{cond['status']}", f"{cond['reason']}: {cond['message']}")
-                )
+            if cond["type"] not in CONTROL_CONDITIONS:
+                continue
+            event = _condition_event(cond, before.get(cond["type"]))
+            if event is not None:
+                result.events.append(event)
         result.status_patch = draft
 
     @staticmethod
@@ -289,6 +324,29 @@ class ControlLoop:
                 + (" (proposals only)" if active == "Recommend" else ""),
             }
         return [metrics, loop]
+
+
+def retrieval_condition(check: RetrievalCheck) -> dict[str, str]:
+    """``RetrievalSlow``: True when retrieval's p95 is over its share of the TTFT target."""
+    status = "Unknown" if check.slow is None else "True" if check.slow else "False"
+    return {"type": RETRIEVAL_SLOW, "status": status, "reason": check.reason, "message": check.message}
+
+
+def _condition_event(cond: Mapping[str, Any], previous: str | None) -> tuple[str, str, str] | None:
+    """The Event for a changed control condition, or None when the change says nothing new.
+
+    RetrievalSlow is a problem when True (the others when False), and Unknown (no traffic, no
+    figure) is not worth an Event; its recovery is reported only after it was slow.
+    """
+    text = f"{cond['reason']}: {cond['message']}"
+    name = f"{cond['type']}{cond['status']}"
+    if cond["type"] == RETRIEVAL_SLOW:
+        if cond["status"] == "True":
+            return ("Warning", name, text)
+        if cond["status"] == "False" and previous == "True":
+            return ("Normal", name, text)
+        return None
+    return ("Warning" if cond["status"] == "False" else "Normal", name, text)
 
 
 def _cond_key(cond: Mapping[str, Any]) -> tuple[Any, ...]:

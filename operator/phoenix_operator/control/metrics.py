@@ -37,6 +37,11 @@ tokens are counted as they are produced, so over a window the ratio is the mean 
 in steady state (a rise shows in it a little late). Backends without these counters leave both
 missing, and the policy counts requests.
 
+Retrieval p95 (embed + search of one request) comes from the gateway's
+``phoenix_gateway_retrieval_seconds`` histogram and the p95 of each stage from
+``phoenix_gateway_stage_seconds{stage}``, the same ``histogram_quantile`` over ``rate`` as the
+TTFT histograms; the policy uses them to tell a breach retrieval causes from one Triton can fix.
+
 Per-class TTFT comes from the gateway/load generator histogram ``phoenix_request_ttft_seconds``
 (label ``priority_class``) because Triton's metrics carry no priority. Its p95 is capped at the
 largest finite bucket bound (10 s by default) when requests overflow it.
@@ -63,6 +68,8 @@ Q_OUTPUT_TOKENS = "mean_output_tokens"
 Q_TTFT_SUMMARY = "ttft_summary"
 Q_TTFT_COUNTERS = "ttft_counters"
 Q_CLASS_TTFT = "class_ttft"
+Q_RETRIEVAL = "retrieval_p95"
+Q_STAGES = "gateway_stages_p95"
 Q_QUEUE = "queue_time"
 Q_COMPUTE = "compute_time"
 Q_SUCCESS_RATE = "success_rate"
@@ -80,6 +87,9 @@ Q_NEWEST = "newest_sample"
 FRESHNESS_METRIC = "nv_inference_count"
 
 CLASS_TTFT_METRIC = "phoenix_request_ttft_seconds"
+#: The gateway's histograms: embed + search of one request, and each stage by priority class.
+RETRIEVAL_METRIC = "phoenix_gateway_retrieval_seconds"
+STAGE_METRIC = "phoenix_gateway_stage_seconds"
 #: Triton's vLLM backend (labels ``model``, ``version``).
 VLLM_TTFT_METRIC = "vllm:time_to_first_token_seconds"
 VLLM_PROMPT_TOKENS = "vllm:prompt_tokens_total"
@@ -98,6 +108,7 @@ VALUE_FIELDS: tuple[str, ...] = (
     "ready_replicas",
     "mean_prompt_tokens",
     "mean_output_tokens",
+    "retrieval_p95_s",
 )
 
 NO_TRAFFIC = "NaN (no requests in window)"
@@ -178,6 +189,11 @@ def build_queries(
         Q_CLASS_TTFT: (
             f"histogram_quantile({quantile}, sum by (le, priority_class) "
             f"(rate({CLASS_TTFT_METRIC}_bucket{s}[{w}])))"
+        ),
+        # The gateway's histograms carry no model label (one gateway per deployment).
+        Q_RETRIEVAL: f"histogram_quantile({quantile}, sum by (le) (rate({RETRIEVAL_METRIC}_bucket{s}[{w}])))",
+        Q_STAGES: (
+            f"histogram_quantile({quantile}, sum by (le, stage) (rate({STAGE_METRIC}_bucket{s}[{w}])))"
         ),
         Q_QUEUE: f"sum(rate(nv_inference_queue_duration_us{sm}[{w}])) / {success}",
         Q_COMPUTE: f"({compute}) / {success}",
@@ -340,6 +356,19 @@ def assemble_observation(
             if by_class[name] is None:
                 b.missing[key] = "NaN (no requests of this class in window)"
 
+    # --- retrieval at the gateway (part of the per-class TTFT, not of Triton's) -------------
+    retrieval, retrieval_reason = scalar_value(outcomes.get(Q_RETRIEVAL))
+    if retrieval_reason == "no data":
+        retrieval_reason = f"no {RETRIEVAL_METRIC} series (gateway not scraped?)"
+    b.put("retrieval_p95_s", retrieval, retrieval_reason)
+    stage_outcome = outcomes.get(Q_STAGES)
+    stages: dict[str, float] = {}
+    if stage_outcome is not None and stage_outcome.error is None:
+        for sample in stage_outcome.samples:
+            stage, value = sample.labels.get("stage"), Observation.clean(sample.value)
+            if stage and value is not None:
+                stages[stage] = value
+
     # --- per-request times, rates, batching ------------------------------------------------
     b.put("queue_time_s", *scalar_value(outcomes.get(Q_QUEUE), scale=1e-6))
     b.put("compute_time_s", *scalar_value(outcomes.get(Q_COMPUTE), scale=1e-6))
@@ -407,11 +436,13 @@ def assemble_observation(
             by_class[name] = None
             b.missing[class_missing_key(name)] = "stale"
         ttft_source = None
+        stages = {}
 
     return Observation(
         at=now,
         window_s=window_s,
         ttft_p95_by_class_s=by_class,
+        stage_p95_s=stages,
         ttft_source=ttft_source,
         missing=b.missing,
         stale=stale_reason is not None,

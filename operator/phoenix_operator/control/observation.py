@@ -48,6 +48,12 @@ class Observation:
     mean_prompt_tokens: float | None = None
     #: Mean generated tokens per request in the window (``vllm:generation_tokens_total`` likewise).
     mean_output_tokens: float | None = None
+    #: Retrieval (embed + search of one request) p95 at the gateway, which the per-class TTFT
+    #: includes and Triton's does not (``phoenix_gateway_retrieval_seconds``).
+    retrieval_p95_s: float | None = None
+    #: p95 per gateway stage (``classify``, ``embed``, ``search``, ``first_token``); absent key =
+    #: no data. Names the stage to blame when retrieval is slow.
+    stage_p95_s: Mapping[str, float] = field(default_factory=dict)
     #: Where the TTFT figure came from: ``histogram``, ``vllm-histogram``, ``summary``,
     #: ``counters`` or ``simulator``.
     ttft_source: str | None = None

@@ -22,6 +22,11 @@ OBSERVED_TTFT = Gauge("phoenix_observed_ttft_p95_seconds", "TTFT p95 the control
 OBSERVED_RATE = Gauge(
     "phoenix_observed_request_rate", "Request rate the control loop last observed (req/s)", _LABELS
 )
+OBSERVED_RETRIEVAL = Gauge(
+    "phoenix_observed_retrieval_p95_seconds",
+    "Retrieval (embed + search) p95 at the gateway the control loop last observed",
+    _LABELS,
+)
 METRICS_STALE = Gauge(
     "phoenix_metrics_stale", "1 while the loop holds still because metrics are stale", _LABELS
 )
@@ -46,6 +51,8 @@ def observe_step(
         OBSERVED_TTFT.labels(**labels).set(obs.ttft_p95_s)
     if obs.request_rate is not None:
         OBSERVED_RATE.labels(**labels).set(obs.request_rate)
+    if obs.retrieval_p95_s is not None:
+        OBSERVED_RETRIEVAL.labels(**labels).set(obs.retrieval_p95_s)
     METRICS_STALE.labels(**labels).set(0 if obs.usable else 1)
     DECISIONS.labels(**labels, action=decision.action, applied=str(applied).lower(), mode=str(mode)).inc()
     desired = decision.metrics.get("desired_replicas")

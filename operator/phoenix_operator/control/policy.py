@@ -148,6 +148,9 @@ class PolicyParams:
     #: Prior for a replica's capacity in requests/s (request-count mode) until the fleet has
     #: taught the policy better; in work mode the prior is one replica's worth of work.
     initial_capacity_rps: float | None = None
+    #: Share of the TTFT target retrieval (embed + search at the gateway) may take at p95
+    #: (``spec.gateway.retrievalTtftShare``); None = no gateway, so no retrieval in the TTFT.
+    retrieval_ttft_share: float | None = None
 
     @property
     def replica_cap(self) -> int:
@@ -200,6 +203,7 @@ class PolicyParams:
             max_instance_count=bounds.max_instance_count,
             inflight_batching=str(spec.model.backend) in INFLIGHT_BACKENDS,
             warmup_s=float(auto.replica_startup_seconds),
+            retrieval_ttft_share=spec.gateway.retrieval_ttft_share if spec.gateway.enabled else None,
         )
         return replace(params, **overrides)  # type: ignore[arg-type]
 
@@ -270,6 +274,60 @@ class Decision:
     @property
     def changes_something(self) -> bool:
         return self.replicas is not None or self.batching is not None
+
+
+@dataclass(frozen=True)
+class RetrievalCheck:
+    """Retrieval's p95 against its share of the TTFT target (``RetrievalSlow`` in status)."""
+
+    #: True: over its share; False: within; None: unknown (no figure, or no gateway).
+    slow: bool | None
+    #: Retrieval p95 beyond its allowance (share x target), seconds; 0 when within or unknown.
+    #: This much of a client-side TTFT is retrieval's doing, which no Triton replica can remove.
+    excess_s: float
+    reason: str
+    message: str
+
+
+def check_retrieval(
+    retrieval_p95_s: float | None,
+    ttft_target_s: float,
+    share: float | None,
+    stage_p95_s: Mapping[str, float] | None = None,
+    missing_reason: str | None = None,
+) -> RetrievalCheck:
+    """Judge retrieval's p95 (embed + search) against ``share`` x the TTFT target.
+
+    The slowest retrieval stage (``embed`` or ``search``) is named when the gateway's stage
+    histogram has it, so the message says where to look.
+    """
+    if share is None:
+        return RetrievalCheck(None, 0.0, "NoGateway", "the gateway is disabled: no retrieval in the TTFT")
+    limit_pct = f"{share * 100:.0f} %"
+    if retrieval_p95_s is None:
+        why = missing_reason or "no retrieval figure"
+        return RetrievalCheck(None, 0.0, "NoRetrievalData", f"retrieval p95 unknown ({why})")
+    allowance = share * ttft_target_s
+    pct = 100.0 * retrieval_p95_s / ttft_target_s
+    message = (
+        f"retrieval p95 {retrieval_p95_s:.2f} s is {pct:.0f} % of the {ttft_target_s:g} s TTFT target "
+        f"(limit {limit_pct})"
+    )
+    stages = {k: v for k, v in (stage_p95_s or {}).items() if k in RETRIEVAL_STAGES}
+    if stages:
+        slowest = max(stages, key=lambda k: stages[k])
+        message += "; " + ", ".join(
+            f"{k} p95 {stages[k]:.2f} s" for k in sorted(stages, key=lambda k: -stages[k])
+        )
+        if retrieval_p95_s > allowance:
+            message += f": the {slowest} stage is the slow one"
+    if retrieval_p95_s > allowance:
+        return RetrievalCheck(True, retrieval_p95_s - allowance, "RetrievalOverShare", message)
+    return RetrievalCheck(False, 0.0, "RetrievalWithinShare", message)
+
+
+#: The gateway stages that make up retrieval (``phoenix_gateway_stage_seconds{stage}``).
+RETRIEVAL_STAGES = ("embed", "search")
 
 
 def _ratio(value: float | None, target: float) -> float | None:
@@ -582,11 +640,24 @@ def decide(
 
     assert obs.ttft_p95_s is not None
     ratio = obs.ttft_p95_s / params.ttft_target_s
-    class_ratios = {
-        name: r
-        for name, target in params.class_targets.items()
-        if (r := _ratio(obs.ttft_p95_by_class_s.get(name), target)) is not None
+    # Class TTFTs are the gateway's (client-side, retrieval included); Triton's own TTFT is not.
+    # Retrieval beyond its share is taken out of the class figures before they are judged: more
+    # Triton replicas cannot make retrieval faster.
+    retrieval = check_retrieval(obs.retrieval_p95_s, params.ttft_target_s, params.retrieval_ttft_share)
+    if obs.retrieval_p95_s is not None:
+        metrics["retrieval_p95_s"] = obs.retrieval_p95_s
+        metrics["retrieval_excess_s"] = retrieval.excess_s
+    class_ttft = {
+        name: value
+        for name in params.class_targets
+        if (value := obs.ttft_p95_by_class_s.get(name)) is not None
     }
+    raw_class_ratios = {name: value / params.class_targets[name] for name, value in class_ttft.items()}
+    class_ratios = {
+        name: max(0.0, value - retrieval.excess_s) / params.class_targets[name]
+        for name, value in class_ttft.items()
+    }
+    explained = [n for n, r in raw_class_ratios.items() if r > 1.0 and class_ratios[n] <= 1.0]
     urgent = params.urgent_class
     urgent_ratio = class_ratios.get(urgent) if urgent else None
     worst_class = max(class_ratios.items(), key=lambda item: item[1], default=None)
@@ -630,6 +701,14 @@ def decide(
         breach_who = f"TTFT p95 {obs.ttft_p95_s:.2f}s at {ratio:.2f}x the {params.ttft_target_s:g}s target"
     elif worst_class is not None and worst_class[1] > 1.0:
         breach_who = f"class {worst_class[0]} at {worst_class[1]:.2f}x its target"
+    if explained:
+        # Said in every decision's reason (a hold's, or one made for another cause).
+        retrieval_note = (
+            f"class {', '.join(explained)} over target only by retrieval's excess "
+            f"({retrieval.message}): not scaling Triton for it"
+        )
+    else:
+        retrieval_note = ""
     slack = ratio < params.scale_down_band and all(r < params.scale_down_band for r in class_ratios.values())
     if breach_who is not None:
         covered = needed is not None and current >= needed
@@ -723,6 +802,8 @@ def decide(
         new_state = replace(new_state, scale_down_window_s=relaxed, last_regret_at=now)
     if target != current:
         action = "scale-up" if target > current else "scale-down"
+        if retrieval_note:
+            reason = f"{reason}; {retrieval_note}"
         new_state = replace(new_state, last_scale_at=now)
         if target < current:
             new_state = replace(new_state, last_scale_down_at=now)
@@ -747,6 +828,8 @@ def decide(
     hold_reason = reason or f"TTFT p95 {obs.ttft_p95_s:.2f}s ({ratio:.2f}x target) within band; {up_text}"
     if worst_class is not None:
         hold_reason += f"; worst class {worst_class[0]} at {worst_class[1]:.2f}x its target"
+    if retrieval_note:
+        hold_reason += f"; {retrieval_note}"
     return Decision("hold", f"hold at {current} replicas", hold_reason, metrics=metrics), new_state
 
 

@@ -54,7 +54,7 @@ def reconciler() -> Reconciler:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     # Progress and diff-base in annotations: the status schema is strict (no `status.kopf`).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -68,12 +68,19 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 30
-    settings.execution.max_workers = 8
+    # Threads for the synchronous handlers below (create/update/resume and the resync timer),
+    # each held for one pass only. The control loop's daemons are async and never hold one of
+    # these (they use their own pool of PHOENIX_CONTROL_WORKERS threads per step).
+    settings.execution.max_workers = SETTINGS.reconcile_workers
     # Least privilege: without this Kopf lists namespaces and watches CRDs cluster-wide (runtime
     # discovery), which a namespaced install (Role/RoleBinding only) must not need. The CRDs are
     # installed before the operator (the chart's crds/) and namespaces are named exactly.
     settings.scanning.disabled = True
     reconciler()
+    logger.info(
+        f"reconciler: {SETTINGS.reconcile_workers} handler thread(s) (PHOENIX_RECONCILE_WORKERS), "
+        f"resync every {SETTINGS.resync_seconds:g}s"
+    )
 
 
 class _Result(Protocol):

@@ -351,7 +351,7 @@ class Reconciler:
         old_conditions = list(status.get("conditions") or [])
         drop: tuple[str, ...] = () if retrieval_state is not None else ("RetrievalReady",)
         if spec is not None and spec.autoscaling.mode == AutoscalingMode.OFF:
-            drop += ("MetricsAvailable", "Autoscaling")  # the control loop's, stale once it stops
+            drop += ("MetricsAvailable", "Autoscaling", "RetrievalSlow")  # the control loop's, stale once it stops
         if spec is not None and gateway is None:
             drop += ("GatewayReady",)
         if spec is not None and embedder is None:

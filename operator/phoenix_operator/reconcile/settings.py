@@ -21,6 +21,13 @@ class OperatorSettings:
     max_decisions: int = 10
     #: How long discovery of optional APIs (Milvus Operator, Prometheus Operator) is cached.
     capabilities_ttl_seconds: float = 60.0
+    #: Kopf's executor: threads for the synchronous handlers (reconcile on create/update/resume
+    #: and the resync timer), each held only for one pass.
+    reconcile_workers: int = 8
+    #: Threads that run control-loop steps (Prometheus queries, Triton reloads, Kubernetes
+    #: patches). The loops themselves are asyncio daemons that hold no thread while they wait,
+    #: so this bounds concurrent steps, not deployments.
+    control_workers: int = 4
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -35,6 +42,8 @@ class OperatorSettings:
             capabilities_ttl_seconds=float(
                 os.environ.get("PHOENIX_CAPABILITIES_TTL_SECONDS", cls.capabilities_ttl_seconds)
             ),
+            reconcile_workers=_positive_int("PHOENIX_RECONCILE_WORKERS", cls.reconcile_workers),
+            control_workers=_positive_int("PHOENIX_CONTROL_WORKERS", cls.control_workers),
         )
 
     def resolve(self, uri: str) -> str:
@@ -47,3 +56,17 @@ class OperatorSettings:
         if target is None:
             return uri
         return urlunsplit(parts._replace(netloc=target)) if "://" in uri else target
+
+
+def _positive_int(name: str, default: int) -> int:
+    """An integer ≥ 1 from the environment; anything else is a start-up error naming the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value

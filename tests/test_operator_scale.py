@@ -1,0 +1,447 @@
+"""The operator with many deployments, and what its start-up waits for.
+
+* The control loop holds no thread between steps: a dozen deployments in `recommend` mode all
+  report their metrics, and a further deployment is still rendered at once (the whole operator
+  process against the local cluster, real Prometheus scraping Triton-compatible metrics).
+* Steps run on a fixed grid (no drift), every Kopf daemon is a coroutine.
+* `phoenix run` with peering (the default) says what it waits for: a missing peering CRD is a
+  clear error with the fix, a missing peering object a clear warning (its own bare cluster, so
+  the shared one keeps its CRDs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import inspect
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from api_cases import valid_doc
+from fixtures.operator import CRD_DIR, ROOT
+from phoenix_operator import API_GROUP, API_VERSION, PLURAL
+from phoenix_operator.cluster import build
+from phoenix_operator.cluster.local import LocalCluster, tail
+from phoenix_operator.cluster.manifests import NodeSpec
+from phoenix_operator.cluster.ports import pick_ports
+from phoenix_operator.cluster.waiting import wait_for
+from phoenix_operator.control.handlers import run_periodically
+from phoenix_operator.control.schedule import missed_slots, next_start
+from phoenix_operator.local.prometheus import LocalPrometheus, ScrapeTarget
+from phoenix_operator.local.triton_metrics import TritonMetricsServer, TritonMetricsState
+from phoenix_operator.runner import judge_peering, operator_modules
+
+
+# ============================================================================================
+# Scheduling (pure)
+# ============================================================================================
+@pytest.mark.parametrize(
+    ("planned", "interval", "now", "expected"),
+    [
+        (100.0, 10.0, 100.5, 110.0),  # a quick step: the next slot, measured from the planned start
+        (100.0, 10.0, 109.9, 110.0),  # a slow step that still fits
+        (100.0, 10.0, 110.0, 110.0),  # due right now
+        (100.0, 10.0, 110.1, 120.0),  # overran by a little: the missed slot is skipped
+        (100.0, 10.0, 135.0, 140.0),  # overran by three slots: no burst of catch-up steps
+        (100.0, 5.0, 99.0, 105.0),  # a clock read before the planned start still moves forward
+        (100.0, 30.0, 101.0, 130.0),  # a spec edit's new interval applies from the last slot
+    ],
+)
+def test_next_start_is_on_the_grid_of_planned_starts(
+    planned: float, interval: float, now: float, expected: float
+) -> None:
+    assert next_start(planned, interval, now) == pytest.approx(expected)
+
+
+def test_missed_slots_and_bad_intervals() -> None:
+    assert missed_slots(100.0, 10.0, 110.0) == 0
+    assert missed_slots(100.0, 10.0, 140.0) == 3
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="interval"):
+            next_start(0.0, bad, 1.0)
+
+
+def test_steps_do_not_drift_when_each_takes_most_of_the_interval() -> None:
+    """Real asyncio and a real clock: 6 steps of 0.12 s every 0.2 s start 0.2 s apart, not 0.32 s."""
+    interval, work, steps = 0.2, 0.12, 6
+    starts: list[float] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def step() -> None:
+            starts.append(time.monotonic())
+            await asyncio.to_thread(time.sleep, work)  # blocking I/O, off the event loop
+            if len(starts) == steps:
+                stop.set()
+
+        async def wait(seconds: float) -> bool:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+            return stop.is_set()
+
+        await run_periodically(step, lambda: interval, wait)
+
+    asyncio.run(main())
+    assert len(starts) == steps
+    offsets = [s - starts[0] for s in starts]
+    for k, offset in enumerate(offsets):
+        # Slack for a loaded machine, far below the 0.12 s per step a drifting loop would add.
+        assert offset == pytest.approx(k * interval, abs=0.06), offsets
+
+
+def test_many_loops_share_a_few_threads() -> None:
+    """Twenty loops waiting on the event loop need no thread each: all step, on two threads."""
+    loops, rounds, pool_size = 20, 3, 2
+    steps: dict[int, int] = {}
+    threads: set[str] = set()
+
+    def blocking(loop_id: int) -> None:
+        threads.add(threading.current_thread().name)
+        time.sleep(0.005)
+        steps[loop_id] = steps.get(loop_id, 0) + 1
+
+    async def main() -> None:
+        done = asyncio.Event()
+        pool = ThreadPoolExecutor(max_workers=pool_size)
+
+        def make(loop_id: int) -> Callable[[], Awaitable[None]]:
+            async def step() -> None:
+                await asyncio.get_running_loop().run_in_executor(pool, blocking, loop_id)
+                if len(steps) == loops and min(steps.values()) >= rounds:
+                    done.set()
+
+            return step
+
+        async def wait(seconds: float) -> bool:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), seconds)
+            return done.is_set()
+
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(run_periodically(make(i), lambda: 0.1, wait) for i in range(loops))), 10
+            )
+        finally:
+            pool.shutdown()
+
+    asyncio.run(main())
+    assert len(steps) == loops and min(steps.values()) >= rounds
+    assert len(threads) <= pool_size
+
+
+# ============================================================================================
+# Kopf wiring (the handlers registered by `phoenix run`)
+# ============================================================================================
+def test_every_daemon_is_a_coroutine_so_none_holds_an_executor_thread() -> None:
+    import kopf
+    from kopf._core.intents.handlers import DaemonHandler  # Kopf keeps no public list of daemons
+
+    operator_modules()
+    spawning = kopf.get_default_registry()._spawning.get_all_handlers()
+    daemons = [h for h in spawning if isinstance(h, DaemonHandler)]
+    assert daemons, "the control loop's daemon is registered"
+    for handler in daemons:
+        assert inspect.iscoroutinefunction(handler.fn), f"{handler.id} is a synchronous daemon"
+
+
+# ============================================================================================
+# Peering at start-up (pure judgement, CRD files)
+# ============================================================================================
+@pytest.mark.parametrize(
+    ("clusterwide", "served", "missing", "unreadable", "fatal", "waiting"),
+    [
+        (False, True, [], None, None, None),
+        (False, False, [], None, "no KopfPeering CRD (kopfpeerings.kopf.dev)", None),
+        (True, False, [], None, "no ClusterKopfPeering CRD (clusterkopfpeerings.kopf.dev)", None),
+        (
+            False,
+            True,
+            ["a", "b"],
+            None,
+            None,
+            "waiting for KopfPeering 'phoenix-operator' in namespace(s) a, b",
+        ),
+        (True, True, [""], None, None, "waiting for ClusterKopfPeering 'phoenix-operator' cluster-wide"),
+        (False, True, [], "HTTP 403 Forbidden", None, "could not check peering"),
+    ],
+)
+def test_peering_judgement(
+    clusterwide: bool,
+    served: bool,
+    missing: list[str],
+    unreadable: str | None,
+    fatal: str | None,
+    waiting: str | None,
+) -> None:
+    check = judge_peering("phoenix-operator", clusterwide, served, missing, unreadable)
+    if fatal is None:
+        assert check.fatal is None
+    else:
+        assert check.fatal is not None and fatal in check.fatal
+        assert "kubectl apply --server-side -f crds/" in check.fatal and "--standalone" in check.fatal
+        assert "\n" not in check.fatal
+    if waiting is None:
+        assert check.waiting is None
+    else:
+        assert check.waiting is not None and waiting in check.waiting and "\n" not in check.waiting
+
+
+def test_crds_folder_carries_kopfs_peering_crds_as_the_chart_does() -> None:
+    chart = [
+        d
+        for d in yaml.safe_load_all(
+            (ROOT / "charts/phoenix-operator/crds/kopf.dev_peerings.yaml").read_text()
+        )
+        if d
+    ]
+    ours = {p.name: yaml.safe_load(p.read_text()) for p in sorted(CRD_DIR.glob("kopf.dev_*.yaml"))}
+    assert sorted(d["metadata"]["name"] for d in ours.values()) == [
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    ]
+    assert sorted(ours.values(), key=lambda d: d["metadata"]["name"]) == sorted(
+        chart, key=lambda d: d["metadata"]["name"]
+    )
+
+
+# ============================================================================================
+# Many deployments against the whole operator
+# ============================================================================================
+RECOMMENDING = 12
+
+
+def _fleet_doc(name: str, namespace: str, prometheus_url: str | None) -> dict[str, Any]:
+    doc = copy.deepcopy(valid_doc(name))
+    del doc["spec"]["retrieval"]
+    if prometheus_url is None:
+        doc["spec"]["autoscaling"] = {"mode": "off"}
+    else:
+        doc["spec"]["autoscaling"] = {
+            "mode": "recommend",
+            "prometheusUrl": prometheus_url,
+            "intervalSeconds": 5,
+            # Every deployment reads the one metrics server below.
+            "metricsSelector": f'phoenix_deployment="fleet",namespace="{namespace}"',
+        }
+    return doc
+
+
+def _feed(state: TritonMetricsState) -> Callable[[], None]:
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.wait(0.1):
+            state.record_request(request_s=0.4, queue_s=0.1, compute_s=0.3, priority_class="standard")
+            state.record_batch(1)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+
+    def stop_feeding() -> None:
+        stop.set()
+        thread.join(timeout=5)
+
+    return stop_feeding
+
+
+@pytest.mark.integration
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_a_dozen_recommending_loops_report_and_a_new_deployment_is_still_rendered(
+    kube_cluster: Any, operator_process: Any, kube_namespace: str, tmp_path: Path
+) -> None:
+    ns = kube_namespace
+    custom = client.CustomObjectsApi(kube_cluster.api_client)
+    apps = client.AppsV1Api(kube_cluster.api_client)
+    state = TritonMetricsState(model="llama-chat")
+    (port,) = pick_ports(1)
+    with TritonMetricsServer([state], port):
+        stop_feeding = _feed(state)
+        prometheus = LocalPrometheus(
+            [ScrapeTarget(f"127.0.0.1:{port}", {"phoenix_deployment": "fleet", "namespace": ns})],
+            workdir=tmp_path / "prom",
+        ).start()
+        try:
+            prometheus.wait_for_targets_up()
+            names = [f"loop-{i:02d}" for i in range(RECOMMENDING)]
+            began = time.monotonic()
+            for name in names:
+                custom.create_namespaced_custom_object(
+                    API_GROUP, API_VERSION, ns, PLURAL, _fleet_doc(name, ns, prometheus.url)
+                )
+
+            def reporting() -> dict[str, str]:
+                out = {}
+                for item in custom.list_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL)["items"]:
+                    for cond in (item.get("status") or {}).get("conditions") or []:
+                        if cond["type"] == "MetricsAvailable":
+                            out[item["metadata"]["name"]] = cond["status"]
+                return out
+
+            report = wait_for(
+                lambda: (r := reporting()) and all(r.get(n) == "True" for n in names) and r,
+                timeout=120,
+                interval=1.0,
+                description=f"all {RECOMMENDING} recommending deployments reporting fresh metrics",
+            )
+            all_reporting_s = time.monotonic() - began
+            assert sorted(report) == names
+
+            # The loops keep stepping; a deployment with autoscaling off is rendered regardless.
+            created = time.monotonic()
+            custom.create_namespaced_custom_object(
+                API_GROUP, API_VERSION, ns, PLURAL, _fleet_doc("extra", ns, None)
+            )
+            wait_for(
+                lambda: apps.read_namespaced_deployment("extra-triton", ns) is not None,
+                timeout=30,
+                interval=0.1,
+                max_interval=0.1,
+                description="the extra deployment's Triton Deployment",
+            )
+            render_s = time.monotonic() - created
+            print(
+                f"\n{RECOMMENDING} recommending deployments all reported fresh metrics after "
+                f"{all_reporting_s:.1f}s; the extra deployment was rendered {render_s:.2f}s after it "
+                "was applied"
+            )
+            assert render_s < 5.0, f"rendering the extra deployment took {render_s:.1f}s"
+            # Still stepping afterwards: every loop writes one decision or condition at least.
+            pd = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, names[-1])
+            kinds = {c["type"] for c in pd["status"]["conditions"]}
+            assert {"MetricsAvailable", "Autoscaling"} <= kinds
+        finally:
+            stop_feeding()
+            prometheus.stop()
+
+
+# ============================================================================================
+# Start-up against a cluster without the peering CRD (its own bare cluster)
+# ============================================================================================
+@pytest.fixture
+def bare_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A fresh control plane with no CRDs at all (4 s to start): the shared one has Kopf's."""
+    local = LocalCluster(tmp_path / "bare", NodeSpec(count=1), die_with_parent=True, quiet=True)
+    local.up(timeout=120)
+    try:
+        yield local
+    finally:
+        local.down()
+
+
+def _kubectl(local: LocalCluster, *args: str, input: str | None = None) -> str:
+    env = dict(os.environ, KUBECONFIG=str(local.kubeconfig))
+    done = subprocess.run(
+        [str(build.binary_path("kubectl")), *args],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+def _phoenix_run(local: LocalCluster, log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, KUBECONFIG=str(local.kubeconfig), PYTHONUNBUFFERED="1", PHOENIX_RESYNC_SECONDS="2")
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "phoenix_operator.cli", "run", "--metrics-port", "0", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_start_up_says_what_peering_it_waits_for(bare_cluster: LocalCluster, tmp_path: Path) -> None:
+    ns = "shop"
+    log_path = tmp_path / "operator.log"
+
+    # 1. No peering CRD: one clear line with the fix, and a non-zero exit (not a silent wait).
+    began = time.monotonic()
+    proc = _phoenix_run(bare_cluster, log_path, "--namespace", ns)
+    try:
+        code = proc.wait(timeout=60)
+    finally:
+        _stop(proc)
+    text = log_path.read_text()
+    assert code == 2, text
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, text
+    assert "no KopfPeering CRD (kopfpeerings.kopf.dev)" in errors[0]
+    assert "kubectl apply --server-side -f crds/" in errors[0] and "--standalone" in errors[0]
+    print(f"\nexited {code} after {time.monotonic() - began:.1f}s: {errors[0]}")
+
+    # 2. The fix as the line says: crds/ now holds Kopf's CRDs. The peering object is missing:
+    #    the operator starts, says what it waits for, and handles nothing yet.
+    _kubectl(bare_cluster, "apply", "--server-side", "-f", str(CRD_DIR))
+    _kubectl(
+        bare_cluster,
+        "wait",
+        "--for=condition=Established",
+        "crd/kopfpeerings.kopf.dev",
+        f"crd/{PLURAL}.{API_GROUP}",
+        "--timeout=60s",
+    )
+    _kubectl(bare_cluster, "create", "namespace", ns)
+    (port,) = pick_ports(1)
+    proc = _phoenix_run(
+        bare_cluster, log_path, "--namespace", ns, "--liveness", f"http://127.0.0.1:{port}/healthz"
+    )
+    try:
+        wait_for(
+            lambda: "waiting for KopfPeering 'phoenix-operator' in namespace(s) shop" in log_path.read_text(),
+            timeout=60,
+            abort=lambda: None if proc.poll() is None else f"exited {proc.returncode}:\n{tail(log_path, 30)}",
+            description="the operator's line about the missing peering object",
+        )
+        doc = _fleet_doc("paused", ns, None)
+        doc["metadata"]["namespace"] = ns
+        _kubectl(bare_cluster, "apply", "-f", "-", input=yaml.safe_dump(doc))
+        time.sleep(3)  # several resync periods: a paused operator renders nothing
+        assert "paused-triton" not in _kubectl(bare_cluster, "get", "deployments", "-n", ns, "-o", "name")
+
+        # 3. Once the object exists Kopf resumes by itself (no restart) and the deployment is rendered.
+        peering = {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": "phoenix-operator", "namespace": ns},
+        }
+        _kubectl(bare_cluster, "apply", "-f", "-", input=yaml.safe_dump(peering))
+        wait_for(
+            lambda: "paused-triton" in _kubectl(bare_cluster, "get", "deployments", "-n", ns, "-o", "name"),
+            timeout=90,
+            interval=0.5,
+            abort=lambda: None if proc.poll() is None else f"exited {proc.returncode}",
+            description="the deployment rendered once the peering object exists",
+        )
+    finally:
+        _stop(proc)
