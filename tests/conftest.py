@@ -6,4 +6,5 @@ pytest_plugins: list[str] = [
     "fixtures.prometheus",
     "fixtures.milvus",
     "fixtures.operator",
+    "fixtures.gateway",
 ]

@@ -9,12 +9,20 @@ PhoenixDeployment spec and :func:`write_model_repository` writes whatever it is 
 emulated model the text needs ``backend: "python"``, an ``INT32`` input ``PROMPT_TOKENS`` with
 ``dims: [1]`` and an ``INT32`` output ``TOKENS`` with ``dims: [1]``;
 :func:`emulated_llm_config` builds such a config around any ``dynamic_batching`` block.
+
+``emulated_chat`` (``emulated_chat_model.py``) is the decoupled, token-streaming model the chat
+gateway is tested and benchmarked against; its config is rendered from a spec by
+:func:`emulated_chat_config`.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from phoenix_operator.api.models import PhoenixDeploymentSpec
 
 #: Name the model is registered under by default.
 EMULATED_LLM = "emulated_llm"
@@ -89,3 +97,59 @@ def write_model_repository(
     source = model_source if model_source is not None else emulated_llm_model_source()
     (version_dir / "model.py").write_text(source)
     return model_dir
+
+
+#: Name of the streaming chat model (``emulated_chat_model.py``) the gateway is tested against.
+EMULATED_CHAT = "emulated_chat"
+
+
+def emulated_chat_model_source() -> str:
+    """Source of the decoupled chat model's ``model.py`` (shipped inside this package)."""
+    return resources.files(__package__).joinpath("emulated_chat_model.py").read_text()
+
+
+def emulated_chat_spec(
+    spec: PhoenixDeploymentSpec,
+    *,
+    prefill_ms: float = 50.0,
+    per_token_ms: float = 10.0,
+    default_max_tokens: int = 16,
+    events_path: Path | None = None,
+) -> PhoenixDeploymentSpec:
+    """``spec`` with its model replaced by ``emulated_chat`` on CPU (name kept from ``spec.model``).
+
+    Batching, priority classes, queue policies, max batch size and instance count stay the
+    spec's, so :func:`emulated_chat_config` renders them with the operator's own renderer and
+    the gateway and Triton read one spec. Triton 2.51 (the local build) predates
+    ``model_metrics``, hence no TTFT buckets.
+    """
+    from phoenix_operator.api.models import TensorSpec
+
+    params = {
+        "prefill_ms": str(prefill_ms),
+        "per_token_ms": str(per_token_ms),
+        "default_max_tokens": str(default_max_tokens),
+    }
+    if events_path is not None:
+        params["events_path"] = str(events_path)
+    model = spec.model.model_copy(
+        update={
+            "backend": "python",
+            "decoupled": True,
+            "parameters": params,
+            "inputs": [
+                TensorSpec(name="PROMPT", data_type="TYPE_STRING", dims=[1]),
+                TensorSpec(name="MAX_TOKENS", data_type="TYPE_INT32", dims=[1], optional=True),
+            ],
+            "outputs": [TensorSpec(name="TEXT_OUTPUT", data_type="TYPE_STRING", dims=[1])],
+        }
+    )
+    triton = spec.triton.model_copy(update={"gpus_per_replica": 0, "ttft_buckets_ms": []})
+    return spec.model_copy(update={"model": model, "triton": triton})
+
+
+def emulated_chat_config(spec: PhoenixDeploymentSpec) -> str:
+    """``config.pbtxt`` of an :func:`emulated_chat_spec` spec, rendered by ``render.tritonconfig``."""
+    from phoenix_operator.render.tritonconfig import model_config_dict, to_pbtxt
+
+    return to_pbtxt(model_config_dict(spec))
