@@ -227,7 +227,43 @@ def test_no_traffic_is_missing_not_zero() -> None:
     assert obs.ttft_p95_by_class_s == {"urgent": None, "standard": None}
     assert "NaN" in obs.missing[class_missing_key("urgent")]
     assert "no phoenix_request_ttft_seconds series" in obs.missing[class_missing_key("standard")]
-    assert not obs.usable
+    assert not obs.idle and not obs.usable  # 4 requests still pending: stuck, not idle
+
+
+#: (id, query answers, idle?, usable?): zero load is fresh counters standing still, nothing else.
+IDLE_TABLE: list[tuple[str, dict[str, Value], bool, bool]] = [
+    ("no-requests", {Q_SUCCESS_RATE: 0.0, Q_FAILURE_RATE: 0.0, Q_PENDING: 0.0}, True, True),
+    ("no-pending-gauge", {Q_SUCCESS_RATE: 0.0, Q_FAILURE_RATE: None, Q_PENDING: None}, True, True),
+    (
+        "histogram-nan",
+        {Q_TTFT_HISTOGRAM: math.nan, Q_SUCCESS_RATE: 0.0, Q_FAILURE_RATE: 0.0, Q_PENDING: 0.0},
+        True,
+        True,
+    ),
+    ("stuck-queue", {Q_SUCCESS_RATE: 0.0, Q_FAILURE_RATE: 0.0, Q_PENDING: 3.0}, False, False),
+    ("only-failures", {Q_SUCCESS_RATE: 0.0, Q_FAILURE_RATE: 2.0, Q_PENDING: 0.0}, False, False),
+    ("counters-missing", {Q_SUCCESS_RATE: None, Q_FAILURE_RATE: None, Q_PENDING: 0.0}, False, False),
+    (
+        "old-scrape",
+        {Q_SUCCESS_RATE: 0.0, Q_FAILURE_RATE: 0.0, Q_PENDING: 0.0, Q_NEWEST: NOW - 60.0},
+        False,
+        False,
+    ),
+    ("no-scrape", {Q_SUCCESS_RATE: 0.0, Q_PENDING: 0.0, Q_NEWEST: None}, False, False),
+    ("traffic", {}, False, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("answers", "idle", "usable"), [c[1:] for c in IDLE_TABLE], ids=[c[0] for c in IDLE_TABLE]
+)
+def test_idle_is_fresh_counters_standing_still(answers: dict[str, Value], idle: bool, usable: bool) -> None:
+    # The summary only answers for replicas that served requests in the window (see build_queries).
+    no_ttft: dict[str, Value] = {Q_TTFT_SUMMARY: None, Q_TTFT_COUNTERS: math.nan} if answers else {}
+    obs = observe(outcomes(no_ttft | answers, classes={}))
+    assert (obs.idle, obs.usable) == (idle, usable), obs
+    if idle:
+        assert obs.request_rate == 0.0 and obs.ttft_p95_s is None and not obs.stale
 
 
 def test_gpu_utilisation_sources() -> None:
@@ -734,3 +770,47 @@ def test_real_prometheus_gives_the_retrieval_and_class_p95(prometheus_factory: P
     assert check.slow is True
     assert check.message.startswith("retrieval p95 0.92 s is 31 % of the 3 s TTFT target (limit 25 %)")
     assert "the search stage is the slow one" in check.message
+
+
+@pytest.mark.prometheus
+def test_real_prometheus_scraping_an_idle_triton_says_idle_not_stale(
+    prometheus_factory: PrometheusFactory,
+) -> None:
+    """Triton-compatible counters that served requests earlier and now stand still: the
+    observation is idle (fresh, zero load) and usable; once the exporter is gone it is stale."""
+    from phoenix_operator.cluster.ports import pick_ports
+    from phoenix_operator.local.triton_metrics import TritonMetricsServer, TritonMetricsState
+
+    state = TritonMetricsState(model=EMULATED_LLM)
+    for _ in range(50):  # traffic before the window: the counters exist and are non-zero
+        state.record_request(request_s=0.2, queue_s=0.05, compute_s=0.15)
+        state.record_batch(1)
+    (port,) = pick_ports(1)
+    labels = {"phoenix_deployment": "chat", "namespace": "default"}
+    server = TritonMetricsServer([state], port).start()
+    try:
+        prometheus = prometheus_factory([ScrapeTarget(f"127.0.0.1:{port}", labels, job="triton")])
+        prometheus.wait_for_targets_up(timeout_s=30)
+        prometheus.wait_for_samples(
+            f'nv_inference_count{{phoenix_deployment="chat",model="{EMULATED_LLM}"}}',
+            samples=int(WINDOW_S) + 2,
+        )
+        source = PrometheusMetricSource(prometheus.url)
+        obs = source.observe(SELECTOR, EMULATED_LLM, {}, WINDOW_S, time.time(), stale_after_s=5)
+    finally:
+        server.stop()
+    assert not obs.stale, obs.stale_reason
+    assert obs.idle and obs.usable, obs
+    assert obs.request_rate == 0.0 and obs.ttft_p95_s is None and obs.pending_requests == 0.0
+    # The exporter gone: Prometheus marks its series stale, and so is the observation.
+    gone = wait_for(
+        lambda: (
+            (o := source.observe(SELECTOR, EMULATED_LLM, {}, WINDOW_S, time.time(), stale_after_s=5)).stale
+            and o
+        ),
+        30,
+        interval_s=1.0,
+        what="a stale observation",
+    )
+    source.close()
+    assert not gone.idle and not gone.usable

@@ -255,6 +255,8 @@ def test_stale_or_missing_metrics_hold_everything(
     args = _obs_args(signal)
     if not args["stale"]:
         args["ttft"] = None
+        if not args["rate"] and not args["pending"]:
+            args["rate"] = None  # a fresh scrape of zero traffic is idle (zero load), not missing data
     state = with_state(capacity=state_capacity, recommendations=((0.0, 3),))
     decision, new_state = decide(
         params, make_obs(15.0, **args), make_fleet(4, batching=BATCHING), state, 15.0

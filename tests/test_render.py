@@ -330,7 +330,10 @@ def test_gateway_pod_monitor_only_with_the_prometheus_operator_and_disabled_gate
     assert monitor["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
     pd.spec.gateway.enabled = False
     rendered = _render(pd, prometheus_operator=True)
-    assert not [o["metadata"]["name"] for o in rendered if "gateway" in o["metadata"]["name"]]
+    # Only the spec file stays: the refresh and evaluation jobs of the operator's image read it.
+    assert [o["metadata"]["name"] for o in rendered if "gateway" in o["metadata"]["name"]] == [
+        "chat-prod-gateway-spec"
+    ]
     assert _by_kind(rendered)["Deployment"]["metadata"]["name"] == "chat-prod-triton"
 
 

@@ -26,7 +26,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema
 
 from phoenix_operator import API_GROUP, API_VERSION, KIND, PLURAL, SHORT_NAMES, SINGULAR
-from phoenix_operator.api.models import PhoenixDeploymentSpec, PhoenixDeploymentStatus
+from phoenix_operator.api.models import NAME_RULES, PhoenixDeploymentSpec, PhoenixDeploymentStatus
 
 Schema = dict[str, Any]
 
@@ -178,6 +178,8 @@ def build_crd() -> Schema:
             "and keeps its time-to-first-token under target by scaling and retuning batching."
         ),
         "required": ["spec"],
+        # Only the root sees metadata: the limits children's names put on the deployment's name.
+        "x-kubernetes-validations": [r.as_crd() for r in NAME_RULES],
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},

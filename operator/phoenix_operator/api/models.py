@@ -10,13 +10,15 @@ Field names are camelCase on the wire (Kubernetes convention) and snake_case in 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.alias_generators import to_camel, to_snake
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -24,10 +26,60 @@ from pydantic_core import CoreSchema
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: Triton model names become directory names in the model repository.
 MODEL_NAME = r"^[A-Za-z0-9_.-]+$"
-#: Five-field cron (CronJob syntax) or a @macro; full parsing is left to the CronJob controller.
-CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
-#: Kubernetes resource quantity (e.g. 500m, 4Gi, 1.5).
-QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+
+
+def _any_case(word: str) -> str:
+    """``jan`` -> ``[jJ][aA][nN]``: cron names are case-insensitive, and a ``(?i)`` flag is not
+    read the same by every regex engine the pattern meets (pydantic's, the API server's)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" for c in word)
+
+
+def _cron_field(number: str, names: tuple[str, ...] = (), any_mark: str = r"\*") -> str:
+    """One cron field as robfig/cron (the CronJob controller's parser) reads it: ``*``, a value or
+    a range, each with an optional ``/step`` (step >= 1), in a comma-separated list."""
+    value = "(" + "|".join([number, *(_any_case(n) for n in names)]) + ")"
+    item = f"({any_mark}|{value}(-{value})?)(/0*[1-9][0-9]{{0,2}})?"
+    return f"{item}(,{item})*"
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+#: Five-field cron (minute 0-59, hour 0-23, day 1-31, month 1-12 or jan-dec, weekday 0-6 or
+#: sun-sat) or a @macro: what the CronJob's parser accepts, so a schedule never passes here only
+#: to fail when the CronJob is created. (A range written backwards, e.g. ``5-1``, is not caught.)
+CRON = (
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+    + r"[ \t]+".join(
+        [
+            _cron_field(r"[0-5]?[0-9]"),
+            _cron_field(r"[01]?[0-9]|2[0-3]"),
+            _cron_field(r"0?[1-9]|[12][0-9]|3[01]", any_mark=r"\*|\?"),
+            _cron_field(r"0?[1-9]|1[0-2]", _MONTHS),
+            _cron_field(r"[0-6]", _WEEKDAYS, any_mark=r"\*|\?"),
+        ]
+    )
+    + r")$"
+)
+#: Kubernetes resource quantity without a sign (e.g. 500m, 4Gi, 1.5, 2e3): requests, limits and
+#: sizes are never negative.
+QUANTITY = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+#: A quantity above zero (a volume's size).
+POSITIVE_QUANTITY = (
+    r"^([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+)
+#: DNS-1123 subdomain (Secret, PriorityClass, ServiceAccount, StorageClass names); length <= 253.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: Label/annotation key: an optional DNS-subdomain prefix and ``/``, then a name of at most 63
+#: characters (alphanumerics at both ends; ``-``, ``_``, ``.`` inside).
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+#: Label value: empty, or at most 63 characters with the label-name syntax.
+LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+#: Longest label key (253-character prefix, ``/``, 63-character name).
+MAX_LABEL_KEY_LENGTH = 317
+_LABEL_KEY_RE = re.compile(LABEL_KEY)
 
 
 @dataclass(frozen=True)
@@ -88,7 +140,68 @@ class ApiModel(BaseModel):
 
 
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+#: Names Kubernetes checks as DNS-1123 subdomains (PriorityClass, ServiceAccount, StorageClass).
+Subdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
 StringMap = dict[str, Annotated[str, Field(max_length=4096)]]
+#: Most entries in a label/annotation/selector map: bounds the CEL rule that checks its keys.
+MAX_MAP_ENTRIES = 64
+LabelMap = Annotated[
+    dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]], Field(max_length=MAX_MAP_ENTRIES)
+]
+AnnotationMap = Annotated[StringMap, Field(max_length=MAX_MAP_ENTRIES)]
+
+
+def iana_time_zones() -> tuple[str, ...]:
+    """Every IANA time-zone name, from the pinned ``tzdata`` package (not the host's zoneinfo,
+    so the generated CRD is the same on every machine)."""
+    from importlib.resources import files
+
+    text = files("tzdata").joinpath("zones").read_text(encoding="utf-8")
+    return tuple(sorted(line.strip() for line in text.splitlines() if line.strip()))
+
+
+_TIME_ZONES = frozenset(iana_time_zones())
+TIME_ZONE_MESSAGE = "must be an IANA time zone name such as Europe/Berlin or UTC (as CronJob.spec.timeZone)"
+
+
+def _check_time_zone(value: str) -> str:
+    if value not in _TIME_ZONES:
+        raise ValueError(TIME_ZONE_MESSAGE)
+    return value
+
+
+#: CronJob ``timeZone``: the CronJob controller refuses names the Go time package cannot load.
+TimeZone = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self in [" + ", ".join(f"'{z}'" for z in sorted(_TIME_ZONES)) + "]",
+                    "message": TIME_ZONE_MESSAGE,
+                }
+            ]
+        },
+    ),
+    AfterValidator(_check_time_zone),
+]
+
+
+def label_keys_rule(field: str, what: str) -> Rule:
+    """Every key of map ``field`` (camelCase) is a label key: ``prefix/name``, name <= 63 characters."""
+    attribute = to_snake(field)
+    return Rule(
+        f"!has(self.{field}) || self.{field}.all(k, size(k) <= {MAX_LABEL_KEY_LENGTH}"
+        f" && k.matches(r'{LABEL_KEY}'))",
+        f"every {what} key must be a label key: an optional DNS-subdomain prefix and '/', then at most "
+        "63 characters (letters, digits, '-', '_', '.'; alphanumeric at both ends)",
+        check=lambda s: all(
+            len(k) <= MAX_LABEL_KEY_LENGTH and _LABEL_KEY_RE.match(k) for k in getattr(s, attribute)
+        ),
+        field=f".{field}",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,11 +316,32 @@ class ModelSpec(ApiModel):
 
 
 class Toleration(ApiModel):
-    """A pod toleration (same fields as core/v1 Toleration)."""
+    """A pod toleration (same fields and checks as core/v1 Toleration)."""
 
-    key: str | None = Field(default=None, max_length=317)
+    __rules__ = (
+        Rule(
+            "self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            "value must be empty when operator is Exists",
+            check=lambda s: s.operator != "Exists" or not s.value,
+            field=".value",
+        ),
+        Rule(
+            "has(self.key) || self.operator == 'Exists'",
+            "operator must be Exists when key is empty (a toleration of every taint)",
+            check=lambda s: s.key is not None or s.operator == "Exists",
+            field=".operator",
+        ),
+        Rule(
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "effect must be NoExecute when tolerationSeconds is set",
+            check=lambda s: s.toleration_seconds is None or s.effect == "NoExecute",
+            field=".tolerationSeconds",
+        ),
+    )
+
+    key: str | None = Field(default=None, max_length=MAX_LABEL_KEY_LENGTH, pattern=LABEL_KEY)
     operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = Field(default=None, max_length=63)
+    value: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = Field(default=None, ge=0)
 
@@ -217,6 +351,52 @@ class EnvVar(ApiModel):
 
     name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
     value: str = Field(default="", max_length=32768)
+
+
+_QUANTITY_SUFFIXES = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9))},
+    **{s: Decimal(10) ** e for s, e in (("T", 12), ("P", 15), ("E", 18), ("", 0))},
+}
+_QUANTITY_RE = re.compile(QUANTITY)
+
+
+def parse_quantity(text: str) -> Decimal:
+    """The value of a resource quantity (``500m`` -> 0.5, ``1Gi`` -> 1073741824), to compare two."""
+    match = _QUANTITY_RE.match(text)
+    if match is None:
+        raise ValueError(f"not a quantity: {text!r}")
+    suffix = match.group(3) or ""
+    if suffix[:1] in ("e", "E"):
+        return Decimal(match.group(1)) * Decimal(10) ** int(suffix[1:])
+    return Decimal(match.group(1)) * _QUANTITY_SUFFIXES[suffix]
+
+
+#: Resource names a container may set without a domain prefix.
+STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+
+
+def _resource_names_rule(field: str) -> Rule:
+    """Resource names as the API server allows them: cpu, memory, ephemeral-storage, hugepages-<size>
+    or a vendor's ``domain/name`` (e.g. example.com/fpga)."""
+    standard = ", ".join(f"'{n}'" for n in STANDARD_RESOURCES)
+
+    def check(s: Any) -> bool:
+        return all(
+            k in STANDARD_RESOURCES
+            or k.startswith("hugepages-")
+            or ("/" in k and len(k) <= MAX_LABEL_KEY_LENGTH and _LABEL_KEY_RE.match(k) is not None)
+            for k in getattr(s, field)
+        )
+
+    return Rule(
+        f"!has(self.{field}) || self.{field}.all(k, k in [{standard}] || k.startsWith('hugepages-')"
+        f" || (k.contains('/') && size(k) <= {MAX_LABEL_KEY_LENGTH} && k.matches(r'{LABEL_KEY}')))",
+        f"{field} names must be cpu, memory, ephemeral-storage, hugepages-<size> or a domain-prefixed "
+        "name such as example.com/fpga",
+        check=check,
+        field=f".{field}",
+    )
 
 
 class Resources(ApiModel):
@@ -235,10 +415,28 @@ class Resources(ApiModel):
             check=lambda s: "nvidia.com/gpu" not in s.limits,
             field=".limits",
         ),
+        _resource_names_rule("requests"),
+        _resource_names_rule("limits"),
+        Rule(
+            "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits)"
+            " || !isQuantity(self.requests[k]) || !isQuantity(self.limits[k])"
+            " || quantity(self.requests[k]).compareTo(quantity(self.limits[k])) <= 0)",
+            "every request must be <= its limit (as the API server requires of a container)",
+            check=lambda s: all(
+                parse_quantity(v) <= parse_quantity(s.limits[k])
+                for k, v in s.requests.items()
+                if k in s.limits
+            ),
+            field=".requests",
+        ),
     )
 
-    requests: dict[str, Annotated[str, Field(pattern=QUANTITY, max_length=64)]] = Field(default_factory=dict)
-    limits: dict[str, Annotated[str, Field(pattern=QUANTITY, max_length=64)]] = Field(default_factory=dict)
+    requests: dict[str, Annotated[str, Field(pattern=QUANTITY, max_length=64)]] = Field(
+        default_factory=dict, max_length=16
+    )
+    limits: dict[str, Annotated[str, Field(pattern=QUANTITY, max_length=64)]] = Field(
+        default_factory=dict, max_length=16
+    )
 
 
 DEFAULT_TTFT_BUCKETS_MS = (
@@ -266,6 +464,12 @@ DEFAULT_GPU_TOLERATION = Toleration(key="nvidia.com/gpu", operator="Exists", eff
 class TritonSpec(ApiModel):
     """The Triton Inference Server pods."""
 
+    __rules__ = (
+        label_keys_rule("nodeSelector", "nodeSelector"),
+        label_keys_rule("podLabels", "podLabels"),
+        label_keys_rule("podAnnotations", "podAnnotations"),
+    )
+
     image: str = Field(default=DEFAULT_TRITON_IMAGE, min_length=1, max_length=512)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     image_pull_secrets: list[Name] = Field(default_factory=list, max_length=16)
@@ -283,7 +487,7 @@ class TritonSpec(ApiModel):
         # wrote, never a default limit mixed into their requests.
         default_factory=lambda: Resources(requests={"cpu": "4", "memory": "32Gi"}, limits={"memory": "32Gi"})
     )
-    node_selector: StringMap = Field(default_factory=dict)
+    node_selector: LabelMap = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(
         default_factory=lambda: [DEFAULT_GPU_TOLERATION],
         max_length=32,
@@ -292,14 +496,14 @@ class TritonSpec(ApiModel):
     affinity: dict[str, Any] | None = Field(
         default=None, description="core/v1 Affinity, passed to the pods unchanged."
     )
-    priority_class_name: str | None = Field(default=None, max_length=253)
-    service_account_name: str | None = Field(default=None, max_length=253)
+    priority_class_name: Subdomain | None = None
+    service_account_name: Subdomain | None = None
     args: list[Annotated[str, Field(max_length=1024)]] = Field(
         default_factory=list, max_length=64, description="Extra tritonserver arguments."
     )
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
-    pod_annotations: StringMap = Field(default_factory=dict)
-    pod_labels: StringMap = Field(default_factory=dict)
+    pod_annotations: AnnotationMap = Field(default_factory=dict)
+    pod_labels: LabelMap = Field(default_factory=dict)
     startup_timeout_seconds: int = Field(
         default=1800, ge=30, le=7200, description="How long a pod may take to load the model."
     )
@@ -457,7 +661,7 @@ class PrioritySpec(ApiModel):
 
 class SecretKeyRef(ApiModel):
     name: Name
-    key: str = Field(default="token", min_length=1, max_length=253)
+    key: str = Field(default="token", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
 
 
 class ExternalMilvus(ApiModel):
@@ -474,8 +678,8 @@ class ManagedMilvus(ApiModel):
     """A Milvus the operator runs (Milvus Operator CR when installed, else a standalone StatefulSet)."""
 
     image: str = Field(default="milvusdb/milvus:v2.5.4", min_length=1, max_length=512)
-    storage_size: str = Field(default="20Gi", pattern=QUANTITY, max_length=64)
-    storage_class_name: str | None = Field(default=None, max_length=253)
+    storage_size: str = Field(default="20Gi", pattern=POSITIVE_QUANTITY, max_length=64)
+    storage_class_name: Subdomain | None = None
     resources: Resources = Field(
         default_factory=lambda: Resources(requests={"cpu": "2", "memory": "8Gi"}, limits={"memory": "8Gi"})
     )
@@ -551,13 +755,96 @@ class JobSpec(ApiModel):
     """A scheduled job Phoenix creates and reports (it does not implement the work itself)."""
 
     schedule: str = Field(pattern=CRON, max_length=128, description="Cron schedule (CronJob syntax).")
-    image: str = Field(min_length=1, max_length=512)
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Your own image (its command and args); omitted: the operator's image runs Phoenix's.",
+    )
     command: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=32)
     args: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=64)
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     resources: Resources | None = None
     suspend: bool = False
-    time_zone: str | None = Field(default=None, max_length=64)
+    time_zone: TimeZone | None = Field(default=None, description="IANA time zone of the schedule.")
+
+
+class FileOnClaim(ApiModel):
+    claim_name: Name = Field(description="Name of the PVC in the PhoenixDeployment's namespace.")
+    path: str = Field(
+        max_length=1024,
+        pattern=r"^/([^/]+/)*[^/]+$",
+        description="Path of the file inside the volume.",
+    )
+
+
+class FileSource(ApiModel):
+    """A file the operator's jobs read: a path on a PVC (mounted read-only) or an HTTP(S) URL."""
+
+    __rules__ = (
+        Rule(
+            "has(self.url) != has(self.pvc)",
+            "set exactly one of url and pvc",
+            check=lambda s: (s.url is None) != (s.pvc is None),
+        ),
+    )
+
+    url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://.+", description="A URL.")
+    pvc: FileOnClaim | None = Field(default=None, description="A file on a PersistentVolumeClaim.")
+
+
+class RefreshJobSpec(JobSpec):
+    """The knowledge-base refresh: ``phoenix kb ingest --source`` by default, or your own image."""
+
+    __rules__ = (
+        Rule(
+            "has(self.image) || has(self.source)",
+            "refresh.source is required when refresh.image is omitted (the default job ingests it)",
+            check=lambda s: s.image is not None or s.source is not None,
+            field=".source",
+        ),
+    )
+
+    source: FileSource | None = Field(
+        default=None, description="Documents (JSONL or CSV: id, text, metadata) the default job ingests."
+    )
+    max_hit_at_k_drop: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="QualityGate: a refresh reporting hit@k more than this below the current one fails.",
+    )
+
+
+class RetrainingJobSpec(JobSpec):
+    """Classifier retraining: ``phoenix classifier train`` + ``phoenix eval`` by default, or your own image.
+
+    The job writes a candidate classifier directory and reports its figures in its termination
+    message; the operator promotes it (the gateway loads it) only if it passes the QualityGate.
+    """
+
+    __rules__ = (
+        Rule(
+            "has(self.image) || has(self.data)",
+            "retraining.data is required when retraining.image is omitted (the default job trains on it)",
+            check=lambda s: s.image is not None or s.data is not None,
+            field=".data",
+        ),
+    )
+
+    data: FileSource | None = Field(
+        default=None, description="Labelled conversations (CSV text,label) the default job trains on."
+    )
+    eval_data: FileSource | None = Field(
+        default=None,
+        description="Held-out labelled CSV the candidate is measured on (default: evaluation.data).",
+    )
+    max_f1_drop: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="QualityGate: a candidate more than this below the current macro-F1 is not promoted.",
+    )
 
 
 class RetrievalSpec(ApiModel):
@@ -565,13 +852,13 @@ class RetrievalSpec(ApiModel):
 
     milvus: MilvusSpec = Field(default_factory=MilvusSpec)
     collection: CollectionSpec
-    refresh: JobSpec | None = Field(default=None, description="Knowledge-base refresh job.")
+    refresh: RefreshJobSpec | None = Field(default=None, description="Knowledge-base refresh job.")
 
 
 class MaintenanceSpec(ApiModel):
-    """Scheduled fine-tuning/retraining (Phoenix schedules and reports it)."""
+    """Scheduled retraining of the intent classifier, promoted through the QualityGate."""
 
-    retraining: JobSpec | None = None
+    retraining: RetrainingJobSpec | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -656,6 +943,7 @@ class GatewaySpec(ApiModel):
             ),
             field=".routes",
         ),
+        label_keys_rule("nodeSelector", "gateway.nodeSelector"),
     )
 
     enabled: bool = Field(default=True, description="Deploy the gateway.")
@@ -667,7 +955,7 @@ class GatewaySpec(ApiModel):
             requests={"cpu": "500m", "memory": "768Mi"}, limits={"memory": "1536Mi"}
         )
     )
-    node_selector: StringMap = Field(default_factory=dict)
+    node_selector: LabelMap = Field(default_factory=dict)
     served_model_name: str | None = Field(
         default=None,
         min_length=1,
@@ -762,8 +1050,51 @@ class AutoscalingSpec(ApiModel):
     )
 
 
+#: Staleness bound of the quality figures when neither maxAgeSeconds nor a macro schedule says more.
+DEFAULT_EVALUATION_MAX_AGE_SECONDS = 2 * 86_400
+_MACRO_PERIOD_SECONDS = {
+    "@hourly": 3_600,
+    "@daily": 86_400,
+    "@midnight": 86_400,
+    "@weekly": 7 * 86_400,
+    "@monthly": 31 * 86_400,
+    "@yearly": 366 * 86_400,
+    "@annually": 366 * 86_400,
+}
+
+
+class EvaluationSpec(ApiModel):
+    """The scheduled offline evaluation (``phoenix eval``) whose figures become status.quality."""
+
+    schedule: str = Field(pattern=CRON, max_length=128, description="Cron schedule (CronJob syntax).")
+    data: FileSource = Field(description="Labelled CSV text,label[,doc_id] (held out from training).")
+    image: str = Field(
+        default=DEFAULT_GATEWAY_IMAGE, min_length=1, max_length=512, description="Image with `phoenix eval`."
+    )
+    resources: Resources | None = None
+    suspend: bool = False
+    time_zone: TimeZone | None = Field(default=None, description="IANA time zone of the schedule.")
+    hit_at_k: bool = Field(
+        default=False,
+        description="Also measure retrieval hit@k through the knowledge-base alias (data needs doc_id).",
+    )
+    max_age_seconds: int | None = Field(
+        default=None,
+        ge=60,
+        le=31_622_400,
+        description="Figures older than this are Stale (default: 2 periods of a @macro schedule, or 2 days).",
+    )
+
+    def max_age(self) -> int:
+        """The staleness bound in seconds."""
+        if self.max_age_seconds is not None:
+            return self.max_age_seconds
+        period = _MACRO_PERIOD_SECONDS.get(self.schedule.strip())
+        return 2 * period if period else DEFAULT_EVALUATION_MAX_AGE_SECONDS
+
+
 class MonitoringSpec(ApiModel):
-    """Alert thresholds rendered into a PrometheusRule."""
+    """Alert thresholds rendered into a PrometheusRule, and the evaluation that measures F1."""
 
     ttft_p95_alert_seconds: float | None = Field(
         default=None, gt=0, le=600, description="Defaults to autoscaling.ttftP95TargetSeconds."
@@ -771,10 +1102,50 @@ class MonitoringSpec(ApiModel):
     error_rate_alert: float = Field(default=0.01, ge=0, le=1)
     min_f1: float = Field(default=0.8, ge=0, le=1, description="F1 floor from the offline evaluation.")
     prometheus_rule: bool = Field(default=True, description="Create a PrometheusRule when its CRD exists.")
+    evaluation: EvaluationSpec | None = Field(
+        default=None, description="Scheduled offline evaluation; its figures are status.quality and metrics."
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # top level
+
+#: CronJob names may have at most 52 characters: each Job it starts appends 11 (``-<minutes>``)
+#: and a Job's name ends up in a 63-character label.
+CRONJOB_NAME_LIMIT = 52
+#: The longest suffix Phoenix appends to a deployment's name for a child: the knowledge-base
+#: refresh CronJob ``<name>-kb-refresh``. Every other child fits with room to spare: Services
+#: (``-gateway``, ``-triton``, ``-milvus``) are DNS-1035 labels of <= 63, the Milvus
+#: StatefulSet's pods carry ``<name>-milvus-<revision hash>`` (<= 63) in a label, ConfigMaps
+#: (``-triton-config``, ``-gateway-spec``) allow 253.
+LONGEST_CRONJOB_SUFFIX = "-kb-refresh"
+MAX_DEPLOYMENT_NAME_LENGTH = CRONJOB_NAME_LIMIT - len(LONGEST_CRONJOB_SUFFIX)
+#: A deployment's name starts the names of its Services, so it is a DNS-1035 label (letter first).
+DEPLOYMENT_NAME = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+_DEPLOYMENT_NAME_RE = re.compile(DEPLOYMENT_NAME)
+
+
+def _name_of(doc: Any) -> str | None:
+    name = (doc.metadata or {}).get("name")
+    return name if isinstance(name, str) else None
+
+
+#: Rules on ``metadata.name``, attached at the CRD's root (the only level that sees metadata).
+NAME_RULES: tuple[Rule, ...] = (
+    Rule(
+        f"size(self.metadata.name) <= {MAX_DEPLOYMENT_NAME_LENGTH}",
+        f"metadata.name may have at most {MAX_DEPLOYMENT_NAME_LENGTH} characters: the children are named "
+        f"after it, and the longest, the CronJob <name>{LONGEST_CRONJOB_SUFFIX}, may have at most "
+        f"{CRONJOB_NAME_LIMIT} (its Jobs append 11)",
+        check=lambda d: (name := _name_of(d)) is None or len(name) <= MAX_DEPLOYMENT_NAME_LENGTH,
+    ),
+    Rule(
+        f"self.metadata.name.matches(r'{DEPLOYMENT_NAME}')",
+        "metadata.name must start with a letter and hold only lowercase letters, digits and '-': "
+        "it begins the names of the deployment's Services, which are DNS-1035 labels",
+        check=lambda d: (name := _name_of(d)) is None or _DEPLOYMENT_NAME_RE.match(name) is not None,
+    ),
+)
 
 
 class PhoenixDeploymentSpec(ApiModel):
@@ -827,6 +1198,35 @@ class PhoenixDeploymentSpec(ApiModel):
                 for r in s.gateway.routes
             ),
             field=".gateway.routes",
+        ),
+        Rule(
+            "!has(self.maintenance) || !has(self.maintenance.retraining)"
+            " || has(self.maintenance.retraining.image)"
+            " || (has(self.gateway) && has(self.gateway.classifier) && has(self.gateway.classifier.pvc))",
+            "the default retraining writes candidates to gateway.classifier.pvc: set it, or an image",
+            check=lambda s: (
+                s.maintenance is None
+                or s.maintenance.retraining is None
+                or s.maintenance.retraining.image is not None
+                or s.gateway.classifier.pvc is not None
+            ),
+            field=".maintenance.retraining",
+        ),
+        Rule(
+            "!has(self.maintenance) || !has(self.maintenance.retraining)"
+            " || has(self.maintenance.retraining.image)"
+            " || has(self.maintenance.retraining.evalData)"
+            " || (has(self.monitoring) && has(self.monitoring.evaluation))",
+            "the default maintenance.retraining needs held-out data: set retraining.evalData or"
+            " monitoring.evaluation",
+            check=lambda s: (
+                s.maintenance is None
+                or s.maintenance.retraining is None
+                or s.maintenance.retraining.image is not None
+                or s.maintenance.retraining.eval_data is not None
+                or s.monitoring.evaluation is not None
+            ),
+            field=".maintenance.retraining.evalData",
         ),
     )
 
@@ -913,6 +1313,44 @@ class JobStatus(ApiModel):
     last_successful_time: str | None = None
 
 
+class QualityGateStatus(ApiModel):
+    """The last QualityGate decision on a retraining or refresh candidate."""
+
+    kind: Literal["retraining", "refresh"]
+    job_name: str
+    candidate: str | None = None
+    passed: bool
+    reason: str
+    message: str
+    candidate_macro_f1: float | None = None
+    current_macro_f1: float | None = None
+    candidate_hit_at_k: float | None = None
+    current_hit_at_k: float | None = None
+    decided_at: str
+
+
+class QualityStatus(ApiModel):
+    """Figures of the last offline evaluation (its Job's termination message), and the gate's state."""
+
+    macro_f1: float | None = None
+    accuracy: float | None = None
+    urgent_recall: float | None = None
+    urgent_precision: float | None = None
+    hit_at_k: float | None = None
+    examples: int | None = None
+    evaluated_at: str | None = Field(default=None, description="When the evaluation's container finished.")
+    job_name: str | None = None
+    source: str | None = Field(default=None, description="The labelled data it was measured on.")
+    classifier: str | None = Field(
+        default=None, description="Promoted retraining candidate the gateway loads (none: the spec's)."
+    )
+    gate: QualityGateStatus | None = None
+    last_error: str | None = Field(default=None, description="Why the last report could not be read.")
+    seen_jobs: dict[str, str] = Field(
+        default_factory=dict, description="Last Job whose report was read, per kind (each is read once)."
+    )
+
+
 class PhoenixDeploymentStatus(ApiModel):
     """Observed state, written by the operator only."""
 
@@ -933,6 +1371,7 @@ class PhoenixDeploymentStatus(ApiModel):
     retrieval: RetrievalStatus | None = None
     gateway: GatewayStatus | None = None
     jobs: dict[str, JobStatus] = Field(default_factory=dict)
+    quality: QualityStatus | None = None
     decisions: list[Decision] = Field(default_factory=list)
     last_decision_time: str | None = None
 
@@ -947,3 +1386,12 @@ class PhoenixDeployment(BaseModel):
     metadata: dict[str, Any]
     spec: PhoenixDeploymentSpec
     status: PhoenixDeploymentStatus | None = None
+
+    @model_validator(mode="after")
+    def _check_name(self) -> Self:
+        """The API server's root-level rules on ``metadata.name`` (NAME_RULES), for files read
+        without one (`phoenix render -f`)."""
+        for rule in NAME_RULES:
+            if not rule.check(self):
+                raise ValueError(rule.message)
+        return self

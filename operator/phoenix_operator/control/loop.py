@@ -6,13 +6,17 @@ decision in status (last N) and as an Event, the MetricsAvailable / Autoscaling 
 conditions, and the operator's own Prometheus metrics. Like the reconciler it is Kopf-free, so tests step it
 directly against real components.
 
-Writes happen only when something changes: a hold with the same reason, the same TTFT (within
-10 %) and the same conditions writes nothing, so a converged deployment costs the API server
-only reads.
+Writes happen only when something changes, in every mode: a decision that changes (or proposes)
+something, a condition whose status or reason moves, a TTFT that leaves its coarse band (see
+`ttft_worth_writing`). Steady state — holds, figures jittering inside their band, condition
+messages quoting slightly different numbers — writes nothing, so a converged deployment costs
+the API server only reads. Figures in messages and ``ttftP95Seconds`` are refreshed whenever
+something else is written anyway.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -44,6 +48,26 @@ from phoenix_operator.render.tritonconfig import BatchingConfig, model_config_di
 
 RETRIEVAL_SLOW = "RetrievalSlow"
 CONTROL_CONDITIONS = ("MetricsAvailable", "Autoscaling", RETRIEVAL_SLOW)
+#: Edges (TTFT p95 / target) of the bands ``status.ttftP95Seconds`` is rewritten across.
+TTFT_BAND_EDGES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+#: How far past a band's edge the TTFT must go before it counts as having left the band, so a
+#: figure hovering at an edge does not rewrite status every interval.
+TTFT_BAND_HYSTERESIS = 0.1
+
+
+def ttft_worth_writing(new_s: float, written_s: float | None, target_s: float) -> bool:
+    """Whether a TTFT p95 differs enough from the one in status to rewrite it (pure).
+
+    Status is for people and dashboards (Prometheus has the exact series): the figure is
+    rewritten when it moves to another band of the target — below a quarter, half, three
+    quarters, at or over target, 1.5x, 2x, 4x — with some hysteresis at each edge.
+    """
+    if written_s is None:
+        return True
+    old, new = written_s / target_s, new_s / target_s
+    lower = max((e for e in TTFT_BAND_EDGES if e <= old), default=0.0)
+    upper = min((e for e in TTFT_BAND_EDGES if e > old), default=math.inf)
+    return new < lower * (1 - TTFT_BAND_HYSTERESIS) or new >= upper * (1 + TTFT_BAND_HYSTERESIS)
 
 
 @dataclass
@@ -183,6 +207,7 @@ class ControlLoop:
             draft,
             notes,
             self.settings.max_decisions,
+            params.ttft_target_s,
         )
         opmetrics.observe_step(name, namespace, observation, decision, result.applied, auto.mode)
         return result
@@ -229,6 +254,7 @@ class ControlLoop:
         draft: dict[str, Any],
         notes: list[str],
         settings_n: int,
+        ttft_target_s: float,
     ) -> None:
         previous = list(status.get("decisions") or [])
         last = previous[-1] if previous else None
@@ -265,11 +291,6 @@ class ControlLoop:
                 )
             )
 
-        ttft = observation.ttft_p95_s
-        old_ttft = status.get("ttftP95Seconds")
-        if ttft is not None and (old_ttft is None or abs(ttft - old_ttft) > 0.1 * max(old_ttft, 0.01)):
-            draft["ttftP95Seconds"] = round(ttft, 3)
-
         current = list(status.get("conditions") or [])
         wanted = self._conditions(observation, mode)
         if retrieval is not None:
@@ -277,7 +298,24 @@ class ControlLoop:
         # No gateway, no retrieval in the TTFT: the condition would only mislead.
         drop = () if retrieval is not None else (RETRIEVAL_SLOW,)
         merged = merge_conditions(current, wanted, _rfc3339(now), None, drop=drop)
-        if [_cond_key(c) for c in merged] != [_cond_key(c) for c in current]:
+        # A message that only quotes new figures (same status and reason) is not worth a write
+        # of its own; it rides along with any other.
+        sticky = merge_conditions(current, _keep_messages(current, wanted), _rfc3339(now), None, drop=drop)
+        conditions_moved = [_cond_key(c) for c in sticky] != [_cond_key(c) for c in current]
+
+        ttft = observation.ttft_p95_s
+        old_ttft = status.get("ttftP95Seconds")
+        if observation.idle:
+            if old_ttft is not None:
+                draft["ttftP95Seconds"] = None  # no requests, no TTFT: an old figure would mislead
+        elif (
+            ttft is not None
+            and round(ttft, 3) != old_ttft
+            and (draft or conditions_moved or ttft_worth_writing(ttft, old_ttft, ttft_target_s))
+        ):
+            draft["ttftP95Seconds"] = round(ttft, 3)
+        moved = [_cond_key(c) for c in merged] != [_cond_key(c) for c in current]
+        if moved and (draft or conditions_moved):
             draft["conditions"] = merged
         before = {c.get("type"): c.get("status") for c in current}
         for cond in changed_conditions(current, merged):
@@ -296,6 +334,13 @@ class ControlLoop:
                 "status": "False",
                 "reason": "MetricsStale",
                 "message": observation.stale_reason or "metrics are stale",
+            }
+        elif observation.idle:
+            metrics = {
+                "type": "MetricsAvailable",
+                "status": "True",
+                "reason": "Idle",
+                "message": "fresh metrics, no requests in the window: zero load",
             }
         elif observation.ttft_p95_s is None:
             why = observation.missing.get("ttft_p95_s", "no TTFT series")
@@ -347,6 +392,17 @@ def _condition_event(cond: Mapping[str, Any], previous: str | None) -> tuple[str
             return ("Normal", name, text)
         return None
     return ("Warning" if cond["status"] == "False" else "Normal", name, text)
+
+
+def _keep_messages(current: list[dict[str, Any]], wanted: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``wanted`` with the messages now in status wherever status and reason stay the same."""
+    before = {c.get("type"): c for c in current}
+    kept = []
+    for cond in wanted:
+        old = before.get(cond["type"])
+        same = old is not None and (old.get("status"), old.get("reason")) == (cond["status"], cond["reason"])
+        kept.append({**cond, "message": str(old.get("message", ""))} if same and old is not None else cond)
+    return kept
 
 
 def _cond_key(cond: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -4,7 +4,8 @@ The same type is produced by the Prometheus metric source (production), by the s
 simulator (benchmarks, `phoenix plan`) and by the demo's digital twin, so the policies run
 unchanged on all three. Missing, NaN or stale data is explicit (``None`` plus a reason in
 ``missing``) and never a zero: a zero TTFT would read as "plenty of slack" and trigger a
-scale-down exactly when the metrics pipeline is broken.
+scale-down exactly when the metrics pipeline is broken. Zero load is told apart from that by
+``idle``: fresh counters that stood still.
 """
 
 from __future__ import annotations
@@ -65,9 +66,26 @@ class Observation:
     stale_reason: str | None = None
 
     @property
+    def idle(self) -> bool:
+        """Fresh metrics that saw no request: zero load, not missing data.
+
+        The counters are there and current but stood still over the window (request rate 0), so
+        there is no TTFT to measure and nothing waits in a queue. Only a stale or missing scrape
+        is a reason to hold still; an idle fleet is one to shrink.
+        """
+        return (
+            not self.stale
+            and self.ttft_p95_s is None
+            and self.request_rate is not None
+            and self.request_rate <= 0
+            and not self.pending_requests
+        )
+
+    @property
     def usable(self) -> bool:
-        """Whether a policy may act on this observation (fail-static otherwise)."""
-        return not self.stale and self.ttft_p95_s is not None
+        """Whether a policy may act on this observation (fail-static otherwise): fresh, and
+        either a TTFT to judge or an idle window (zero load)."""
+        return not self.stale and (self.ttft_p95_s is not None or self.idle)
 
     @staticmethod
     def clean(value: float | None) -> float | None:

@@ -6,10 +6,15 @@ so the decisions the operator explains in status and Events are also on a dashbo
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from prometheus_client import Counter, Gauge, start_http_server
 
+from phoenix_operator.api.models import QualityStatus
 from phoenix_operator.control.observation import Observation
 from phoenix_operator.control.policy import Decision
+from phoenix_operator.reconcile.quality import parse_time
 
 _LABELS = ("namespace", "deployment")
 
@@ -65,5 +70,38 @@ def observe_step(
         LARGEST_PREFERRED.labels(**labels).set(max(decision.batching.preferred_batch_sizes, default=0))
 
 
-def serve(port: int, address: str = "0.0.0.0") -> None:
-    start_http_server(port, addr=address)
+def serve(port: int, address: str | None = None) -> None:
+    """Serve /metrics; ``PHOENIX_METRICS_ADDRESS`` narrows the bind address (tests use 127.0.0.1)."""
+    start_http_server(port, addr=address or os.environ.get("PHOENIX_METRICS_ADDRESS", "0.0.0.0"))
+
+
+EVAL_F1 = Gauge("phoenix_eval_f1", "Macro-F1 of the last offline evaluation (status.quality)", _LABELS)
+EVAL_ACCURACY = Gauge("phoenix_eval_accuracy", "Accuracy of the last offline evaluation", _LABELS)
+EVAL_URGENT_RECALL = Gauge(
+    "phoenix_eval_urgent_recall", "Recall of routing to the most urgent class, last evaluation", _LABELS
+)
+EVAL_HIT_AT_K = Gauge("phoenix_eval_hit_at_k", "Retrieval hit@k of the last evaluation", _LABELS)
+EVAL_TIMESTAMP = Gauge(
+    "phoenix_eval_timestamp_seconds", "Unix time the last offline evaluation finished", _LABELS
+)
+
+
+def observe_quality(name: str, namespace: str, quality: QualityStatus | None) -> None:
+    """Export status.quality; a figure the last evaluation did not report is removed, never kept stale."""
+    labels = {"namespace": namespace, "deployment": name}
+    figures = quality.model_dump() if quality is not None else {}
+    evaluated = parse_time(quality.evaluated_at) if quality is not None else None
+    figures["evaluated_at"] = evaluated.timestamp() if evaluated is not None else None
+    for gauge, key in (
+        (EVAL_F1, "macro_f1"),
+        (EVAL_ACCURACY, "accuracy"),
+        (EVAL_URGENT_RECALL, "urgent_recall"),
+        (EVAL_HIT_AT_K, "hit_at_k"),
+        (EVAL_TIMESTAMP, "evaluated_at"),
+    ):
+        value = figures.get(key)
+        if value is None:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels.values())
+        else:
+            gauge.labels(**labels).set(value)

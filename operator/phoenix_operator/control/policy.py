@@ -433,7 +433,7 @@ def _load(
     params: PolicyParams, obs: Observation, fleet: FleetState, state: PolicyState, now: float
 ) -> tuple[_Load, PolicyState]:
     """Measure load, learn capacity, forecast over the warm-up, size the fleet."""
-    assert obs.ttft_p95_s is not None
+    assert obs.ttft_p95_s is not None or obs.idle
     # Token means of this window (the mix moves within a minute); a window without data keeps
     # the last known means.
     prompt = _blend(state.mean_prompt_tokens, obs.mean_prompt_tokens, params.token_mean_weight)
@@ -472,8 +472,9 @@ def _load(
         noise = max(2.0 * serving, 0.05 * (rate or 0.0) * obs.window_s)
         growing = pending - state.pending > noise
         shrinking = state.pending - pending > noise
-    ratio = obs.ttft_p95_s / params.ttft_target_s
-    if load is not None and serving > 0 and fleet.warming == 0 and state.serving in (None, serving):
+    ratio = (obs.ttft_p95_s or 0.0) / params.ttft_target_s
+    # An idle window proves nothing about capacity (no load was served).
+    if load and serving > 0 and fleet.warming == 0 and state.serving in (None, serving):
         # Evidence moves capacity part of the way (one window's load estimate is noisy); without
         # a prior, the first evidence is taken as it is.
         per_replica = load / serving
@@ -546,6 +547,10 @@ def _load(
             if confirmed or _surprise(loads, now, latest, params):
                 sizes.append(_replicas_for(forecast_up, capacity, up_util))
             needed_up = max(sizes)
+        elif sustained == 0 and not pending:
+            # Nothing arrived for the whole sustained window: no capacity figure is needed to
+            # know that the smallest fleet carries it.
+            needed_up = 0
     new_state = replace(
         state,
         loads=loads,
@@ -638,8 +643,10 @@ def decide(
         why = obs.stale_reason or obs.missing.get("ttft_p95_s") or "no TTFT data"
         return Decision("hold", "holding: metrics unusable", f"fail-static: {why}", metrics=metrics), state
 
-    assert obs.ttft_p95_s is not None
-    ratio = obs.ttft_p95_s / params.ttft_target_s
+    idle = obs.idle
+    ttft = obs.ttft_p95_s if obs.ttft_p95_s is not None else 0.0  # idle: no request waited
+    ratio = ttft / params.ttft_target_s
+    metrics["idle"] = 1.0 if idle else 0.0
     # Class TTFTs are the gateway's (client-side, retrieval included); Triton's own TTFT is not.
     # Retrieval beyond its share is taken out of the class figures before they are judged: more
     # Triton replicas cannot make retrieval faster.
@@ -698,7 +705,7 @@ def decide(
             f"most urgent class {urgent} at {urgent_ratio:.2f}x its {params.class_targets[urgent]:g}s target"
         )
     elif ratio > 1.0:
-        breach_who = f"TTFT p95 {obs.ttft_p95_s:.2f}s at {ratio:.2f}x the {params.ttft_target_s:g}s target"
+        breach_who = f"TTFT p95 {ttft:.2f}s at {ratio:.2f}x the {params.ttft_target_s:g}s target"
     elif worst_class is not None and worst_class[1] > 1.0:
         breach_who = f"class {worst_class[0]} at {worst_class[1]:.2f}x its target"
     if explained:
@@ -749,7 +756,10 @@ def decide(
             )
         elif slack:
             recommendation = needed
-            reason = f"TTFT p95 at {ratio:.2f}x target leaves slack; {down_text}"
+            why = (
+                "idle: no requests in the window" if idle else f"TTFT p95 at {ratio:.2f}x target leaves slack"
+            )
+            reason = f"{why}; {down_text}"
         else:
             reason = f"{down_text}, but TTFT p95 ({ratio:.2f}x target) leaves no slack to scale down"
     recommendation = _clamp(recommendation, params)
@@ -819,13 +829,19 @@ def decide(
     # ---- batching (only with a stable fleet) ---------------------------------------------
     # Never while replicas warm up or in the interval of a scaling action; during a breach that
     # replicas cannot fix (at the cap, or already covered) only the narrowing steps apply.
-    if params.tune_batching and fleet.warming == 0:
+    # Nor while idle: with no request served there is nothing to judge a batching step by.
+    if params.tune_batching and fleet.warming == 0 and not idle:
         decision, new_state = _batching_step(
             params, obs, fleet, new_state, now, ratio, metrics, breach=breach_who is not None
         )
         if decision is not None:
             return decision, new_state
-    hold_reason = reason or f"TTFT p95 {obs.ttft_p95_s:.2f}s ({ratio:.2f}x target) within band; {up_text}"
+    within = (
+        "idle: no requests in the window"
+        if idle
+        else f"TTFT p95 {ttft:.2f}s ({ratio:.2f}x target) within band"
+    )
+    hold_reason = reason or f"{within}; {up_text}"
     if worst_class is not None:
         hold_reason += f"; worst class {worst_class[0]} at {worst_class[1]:.2f}x its target"
     if retrieval_note:

@@ -44,6 +44,15 @@ def _load_deployment(spec_file: str, name: str | None) -> PhoenixDeployment:
     except yaml.YAMLError as exc:
         raise click.ClickException(f"{spec_file} is not YAML: {exc}") from None
     deployments = parse_phoenix_deployments(docs)
+    if not deployments and len(docs) == 1 and "model" in docs[0]:
+        # A bare spec, as the operator mounts it into its jobs (the gateway's spec file).
+        try:
+            spec = PhoenixDeploymentSpec.model_validate(docs[0])
+        except ValueError as exc:
+            raise click.ClickException(f"{spec_file} is not a valid PhoenixDeployment spec:\n{exc}") from None
+        return PhoenixDeployment.model_validate(
+            {"apiVersion": "", "kind": "", "metadata": {"name": name or "deployment"}, "spec": spec}
+        )
     if name is not None:
         deployments = [d for d in deployments if d.metadata.get("name") == name]
     if not deployments:
@@ -370,6 +379,11 @@ def _default_termination_log() -> Path | None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the headline figures as compact JSON here (default /dev/termination-log if writable).",
 )
+@click.option(
+    "--candidate",
+    default=None,
+    help="Name of the retraining candidate being measured, reported beside its figures.",
+)
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Embedder threads.")
 def evaluate(
     data: str,
@@ -380,6 +394,7 @@ def evaluate(
     token_env: str | None,
     json_path: Path | None,
     termination_log: Path | None,
+    candidate: str | None,
     threads: int,
 ) -> None:
     """Offline figures: macro-F1, accuracy, urgent recall/precision, per-class F1, retrieval hit@k."""
@@ -443,6 +458,6 @@ def evaluate(
     target = termination_log or _default_termination_log()
     if target is not None:
         try:
-            target.write_text(termination_message(report))
+            target.write_text(termination_message(report, {"candidate": candidate} if candidate else None))
         except OSError as exc:
             raise click.ClickException(f"cannot write the termination message to {target}: {exc}") from None

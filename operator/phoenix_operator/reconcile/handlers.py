@@ -130,6 +130,7 @@ def _run(body: kopf.Body, from_timer: bool) -> Outcome | None:
     result = "blocked" if outcome.retry_reason else "invalid" if outcome.invalid else "ok"
     opmetrics.RECONCILES.labels(**labels, result=result).inc()
     opmetrics.CHILD_WRITES.labels(**labels).inc(len(outcome.writes))
+    opmetrics.observe_quality(meta["name"], meta["namespace"], outcome.quality)
     if outcome.retry_reason and not from_timer:
         raise kopf.TemporaryError(outcome.retry_reason, delay=SETTINGS.resync_seconds)
     return outcome

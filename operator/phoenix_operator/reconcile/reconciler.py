@@ -21,8 +21,10 @@ from phoenix_operator.api.models import (
     AutoscalingMode,
     GatewayStatus,
     PhoenixDeploymentSpec,
+    QualityStatus,
     RetrievalStatus,
 )
+from phoenix_operator.reconcile import quality as qual
 from phoenix_operator.reconcile.kube import Kube, Manifest
 from phoenix_operator.reconcile.retrieval import TokenSecretError, ensure_collection, resolve_token
 from phoenix_operator.reconcile.settings import OperatorSettings
@@ -39,9 +41,13 @@ from phoenix_operator.reconcile.status import (
     unschedulable_problems,
 )
 from phoenix_operator.render.objects import (
+    COMPONENT_LABEL,
     DEPLOYMENT_LABEL,
     EMBEDDER_DIMENSION,
     EMBEDDER_NAME,
+    EVALUATION_JOB,
+    REFRESH_JOB,
+    RETRAIN_JOB,
     Target,
     gateway_endpoint,
     gateway_name,
@@ -82,6 +88,8 @@ class Outcome:
     #: Set when the pass could not complete and should be retried soon (e.g. a missing Secret).
     retry_reason: str | None = None
     invalid: bool = False
+    #: status.quality after this pass (the operator's phoenix_eval_* metrics are set from it).
+    quality: QualityStatus | None = None
 
 
 def now_rfc3339() -> str:
@@ -169,8 +177,12 @@ class Reconciler:
         blocking = self._preflight(target, spec)
         batching = batching_in_force(spec, status)
         rejected: list[Problem] = []
+        # Reports first: a retraining candidate that passes the gate is rolled out in this pass.
+        quality = self._observe_quality(target, spec, status)
+        outcome.quality = quality.quality
+        promoted = quality.quality.classifier if quality.quality else None
         if not blocking:
-            outcome.writes = self._apply_children(target, spec, batching, status, rejected)
+            outcome.writes = self._apply_children(target, spec, batching, status, rejected, promoted)
             if outcome.writes:
                 outcome.events.append(("Normal", "Applied", "applied " + ", ".join(outcome.writes)))
         else:
@@ -179,9 +191,38 @@ class Reconciler:
         for action in actions:
             outcome.events.append(("Normal", "Retrieval", action))
         self._finish(
-            outcome, target, status, blocking, spec, batching, (retrieval, retrieval_status), rejected
+            outcome,
+            target,
+            status,
+            blocking,
+            spec,
+            batching,
+            (retrieval, retrieval_status),
+            rejected,
+            quality,
         )
         return outcome
+
+    def _observe_quality(
+        self, target: Target, spec: PhoenixDeploymentSpec, status: Mapping[str, Any]
+    ) -> qual.QualityOutcome:
+        """Read the reports of the deployment's finished quality jobs from their pods."""
+        try:
+            previous = QualityStatus.model_validate(status["quality"]) if status.get("quality") else None
+        except ValidationError:
+            previous = None
+        refresh = spec.retrieval.refresh if spec.retrieval else None
+        retraining = spec.maintenance.retraining if spec.maintenance else None
+        if spec.monitoring.evaluation is None and refresh is None and retraining is None:
+            return qual.QualityOutcome(previous, [])
+        components = ",".join(c for _, c in (EVALUATION_JOB, RETRAIN_JOB, REFRESH_JOB))
+        pods = self.kube.list(
+            "v1",
+            "Pod",
+            target.namespace,
+            f"{DEPLOYMENT_LABEL}={target.name},{COMPONENT_LABEL} in ({components})",
+        )
+        return qual.apply_reports(spec, previous, qual.finished_jobs(pods), now_rfc3339())
 
     # ---------------------------------------------------------------- steps
 
@@ -212,10 +253,11 @@ class Reconciler:
         batching: BatchingConfig,
         status: Mapping[str, Any],
         rejected: list[Problem],
+        promoted: str | None = None,
     ) -> list[str]:
         """Apply what differs; children the API server refuses are added to ``rejected``."""
         caps = self.kube.capabilities(self.settings.capabilities_ttl_seconds)
-        desired = render_all(target, spec, batching, caps)
+        desired = render_all(target, spec, batching, caps, promoted)
         writes = []
         for obj in desired:
             what = f"{obj['kind']}/{obj['metadata']['name']}"
@@ -327,6 +369,7 @@ class Reconciler:
         batching: BatchingConfig | None,
         retrieval: tuple[RetrievalState | None, RetrievalStatus | None] | None,
         rejected: list[Problem],
+        quality: qual.QualityOutcome | None = None,
     ) -> None:
         deployment = self.kube.get("apps/v1", "Deployment", triton_name(target.name), target.namespace)
         triton = DeploymentState.from_object(deployment)
@@ -351,14 +394,24 @@ class Reconciler:
         old_conditions = list(status.get("conditions") or [])
         drop: tuple[str, ...] = () if retrieval_state is not None else ("RetrievalReady",)
         if spec is not None and spec.autoscaling.mode == AutoscalingMode.OFF:
-            drop += ("MetricsAvailable", "Autoscaling", "RetrievalSlow")  # the control loop's, stale once it stops
+            # The control loop's conditions, stale once it stops.
+            drop += ("MetricsAvailable", "Autoscaling", "RetrievalSlow")
         if spec is not None and gateway is None:
             drop += ("GatewayReady",)
         if spec is not None and embedder is None:
             drop += ("EmbedderCompatible",)
-        conditions = merge_conditions(
-            old_conditions, desired_conditions(snap), now_rfc3339(), target.generation, drop
-        )
+        desired = desired_conditions(snap)
+        jobs = self._job_status(target, spec)
+        if spec is not None:
+            quality_status = quality.quality if quality else None
+            scheduled = (jobs.get("evaluation") or {}).get("createdAt")
+            measured = qual.measured_condition(
+                spec, quality_status, datetime.now(UTC), scheduled, quality.error if quality else None
+            )
+            gate = qual.gate_condition(quality_status)
+            desired += [c for c in (measured, gate) if c is not None]
+            drop += (() if measured else ("QualityMeasured",)) + (() if gate else ("QualityGate",))
+        conditions = merge_conditions(old_conditions, desired, now_rfc3339(), target.generation, drop)
         draft = StatusDraft()
         draft.fields["observedGeneration"] = target.generation
         draft.fields["conditions"] = conditions
@@ -386,9 +439,14 @@ class Reconciler:
             ).model_dump(by_alias=True, exclude_none=True)
         elif spec is not None and status.get("gateway") is not None:
             draft.fields["gateway"] = None
-        jobs = self._job_status(target, spec)
+        jobs = {k: {f: v for f, v in job.items() if f != "createdAt"} for k, job in jobs.items()}
         if jobs or status.get("jobs"):
             draft.fields["jobs"] = jobs
+        if quality is not None and quality.quality is not None:
+            compact = quality.quality.model_dump(by_alias=True, exclude_none=True)
+            if status.get("quality") != compact:
+                draft.fields["quality"] = with_removals(status.get("quality") or {}, compact)
+            outcome.events += quality.events
         outcome.status_patch = draft.diff(status)
         for cond in changed_conditions(old_conditions, conditions):
             outcome.events.append(
@@ -412,12 +470,18 @@ class Reconciler:
         if spec is None:
             return {}
         out: dict[str, Any] = {}
-        for key, suffix in (("knowledgeBaseRefresh", "kb-refresh"), ("retraining", "retrain")):
+        for key, (suffix, _) in (
+            ("knowledgeBaseRefresh", REFRESH_JOB),
+            ("retraining", RETRAIN_JOB),
+            ("evaluation", EVALUATION_JOB),
+        ):
             cron = self.kube.get("batch/v1", "CronJob", f"{target.name}-{suffix}", target.namespace)
             if cron is None:
                 continue
             cron_status = cron.get("status") or {}
             entry = {"schedule": cron["spec"]["schedule"], "suspended": bool(cron["spec"].get("suspend"))}
+            # For QualityMeasured only (no run within the bound since the CronJob exists: Stale).
+            entry["createdAt"] = cron["metadata"].get("creationTimestamp")
             for field_name in ("lastScheduleTime", "lastSuccessfulTime"):
                 if cron_status.get(field_name):
                     entry[field_name] = cron_status[field_name]
@@ -443,9 +507,23 @@ def event_type(cond: Mapping[str, Any]) -> str:
         return "Warning" if cond["status"] == "True" else "Normal"
     if cond["type"] == "EmbedderCompatible":
         return "Warning" if cond["status"] == "False" else "Normal"
+    if cond["type"] in {"QualityMeasured", "QualityGate"}:
+        return "Warning" if cond["status"] == "False" else "Normal"
     if cond["type"] in {"Ready", "RetrievalReady", "GatewayReady"} and cond["status"] == "False":
         return "Normal" if cond["reason"] in TRANSIENT_REASONS else "Warning"
     return "Normal"
+
+
+def with_removals(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``new`` as a merge patch over ``old``: keys ``new`` lacks become null, so they are removed."""
+    out: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            out[key] = with_removals(before, value)
+        else:
+            out[key] = value
+    return out
 
 
 def _pod_gpus(pod: Mapping[str, Any]) -> int:

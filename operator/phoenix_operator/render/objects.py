@@ -19,6 +19,7 @@ from typing import Any
 from phoenix_operator import API_GROUP, API_VERSION, KIND, yamlio
 from phoenix_operator.api.models import (
     AutoscalingMode,
+    FileSource,
     JobSpec,
     PhoenixDeploymentSpec,
     Resources,
@@ -53,6 +54,15 @@ GATEWAY_UID = 10001
 #: Environment the gateway reads: its cache (classifier, downloads) and the external Milvus token.
 CACHE_DIR_ENV = "PHOENIX_CACHE_DIR"
 MILVUS_TOKEN_ENV = "PHOENIX_MILVUS_TOKEN"
+#: Directory of retraining candidates at the root of the classifier volume (one per Job name).
+CLASSIFIER_CANDIDATES_DIR = "phoenix-candidates"
+#: Where the operator's jobs mount the PVCs of their data files.
+JOB_DATA_DIR = "/var/lib/phoenix/data"
+TERMINATION_LOG = "/dev/termination-log"
+#: The operator's CronJobs: (name suffix, component label) — the reconciler finds their pods by these.
+REFRESH_JOB = ("kb-refresh", "knowledge-base")
+RETRAIN_JOB = ("retrain", "maintenance")
+EVALUATION_JOB = ("evaluate", "evaluation")
 #: The sentence embedder every gateway image runs; collections it searches need its dimension.
 EMBEDDER_NAME = "all-MiniLM-L6-v2"
 EMBEDDER_DIMENSION = 384
@@ -586,8 +596,16 @@ def gateway_spec_yaml(spec: PhoenixDeploymentSpec) -> str:
     return yamlio.dump(data)
 
 
-def gateway_classifier_arg(spec: PhoenixDeploymentSpec) -> list[str]:
+def promoted_classifier_dir(candidate: str) -> str:
+    """Where a promoted retraining candidate lies in the gateway's classifier volume."""
+    return f"{GATEWAY_CLASSIFIER_DIR}/{CLASSIFIER_CANDIDATES_DIR}/{candidate}"
+
+
+def gateway_classifier_arg(spec: PhoenixDeploymentSpec, promoted: str | None = None) -> list[str]:
+    """The classifier the gateway loads: a promoted candidate on the PVC, else the spec's source."""
     classifier = spec.gateway.classifier
+    if classifier.pvc is not None and promoted:
+        return [f"--classifier={promoted_classifier_dir(promoted)}"]
     if classifier.pvc is not None:
         path = classifier.pvc.path
         return [f"--classifier={GATEWAY_CLASSIFIER_DIR}" + ("" if path == "/" else path.rstrip("/"))]
@@ -596,7 +614,7 @@ def gateway_classifier_arg(spec: PhoenixDeploymentSpec) -> list[str]:
     return []
 
 
-def gateway_args(target: Target, spec: PhoenixDeploymentSpec) -> list[str]:
+def gateway_args(target: Target, spec: PhoenixDeploymentSpec, promoted: str | None = None) -> list[str]:
     """Arguments of ``phoenix gateway``; Milvus only when the spec has retrieval."""
     args = [
         f"--spec={GATEWAY_SPEC_DIR}/{GATEWAY_SPEC_KEY}",
@@ -607,7 +625,7 @@ def gateway_args(target: Target, spec: PhoenixDeploymentSpec) -> list[str]:
         args.append(f"--milvus-uri={endpoint}")
     return [
         *args,
-        *gateway_classifier_arg(spec),
+        *gateway_classifier_arg(spec, promoted),
         "--host=0.0.0.0",
         f"--port={GATEWAY_PORT}",
         # SIGTERM lets the longest request finish; the pod's grace period adds a margin to this.
@@ -624,8 +642,11 @@ def gateway_config_map(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
     }
 
 
-def gateway_deployment(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
-    """The gateway pods: restricted Pod Security, read-only root, rolled when the spec file changes."""
+def gateway_deployment(target: Target, spec: PhoenixDeploymentSpec, promoted: str | None = None) -> Manifest:
+    """The gateway pods: restricted Pod Security, read-only root, rolled when the spec file changes.
+
+    ``promoted`` is the retraining candidate the QualityGate passed; changing it rolls the pods.
+    """
     gateway = spec.gateway
     annotations = {
         # The spec is read once at start: a changed file must replace the pods.
@@ -666,7 +687,7 @@ def gateway_deployment(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
         "image": gateway.image,
         "imagePullPolicy": gateway.image_pull_policy,
         "command": ["phoenix", "gateway"],
-        "args": gateway_args(target, spec),
+        "args": gateway_args(target, spec, promoted),
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         "env": env,
         "resources": _resources(gateway.resources),
@@ -687,12 +708,7 @@ def gateway_deployment(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": restricted_container_security(),
         "volumeMounts": mounts,
     }
     pod_spec: Manifest = {
@@ -703,12 +719,7 @@ def gateway_deployment(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
         "enableServiceLinks": False,
         # Streams in flight may finish (--shutdown-timeout), plus a margin.
         "terminationGracePeriodSeconds": math.ceil(gateway.request_timeout_seconds) + 15,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": GATEWAY_UID,
-            "runAsGroup": GATEWAY_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_pod_security(),
     }
     if gateway.node_selector:
         pod_spec["nodeSelector"] = dict(gateway.node_selector)
@@ -726,6 +737,25 @@ def gateway_deployment(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
                 "spec": pod_spec,
             },
         },
+    }
+
+
+def restricted_container_security() -> Manifest:
+    """Restricted Pod Security for a container of the operator's image (read-only root)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def restricted_pod_security() -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": GATEWAY_UID,
+        "runAsGroup": GATEWAY_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -785,6 +815,7 @@ def gateway_pod_monitor(target: Target) -> Manifest:
 def cron_job(
     target: Target, suffix: str, component: str, job: JobSpec, extra_env: list[Manifest]
 ) -> Manifest:
+    """A bring-your-own-image job: the user's image, command and args, run on the schedule."""
     container: Manifest = {"name": suffix, "image": job.image}
     if job.command:
         container["command"] = list(job.command)
@@ -795,9 +826,29 @@ def cron_job(
         container["env"] = env
     if job.resources is not None:
         container["resources"] = _resources(job.resources)
+    return _cron_manifest(
+        target,
+        suffix,
+        component,
+        job.schedule,
+        job.suspend,
+        job.time_zone,
+        {"restartPolicy": "Never", "containers": [container]},
+    )
+
+
+def _cron_manifest(
+    target: Target,
+    suffix: str,
+    component: str,
+    schedule: str,
+    suspend: bool,
+    time_zone: str | None,
+    pod_spec: Manifest,
+) -> Manifest:
     cron_spec: Manifest = {
-        "schedule": job.schedule,
-        "suspend": job.suspend,
+        "schedule": schedule,
+        "suspend": suspend,
         "concurrencyPolicy": "Forbid",
         "successfulJobsHistoryLimit": 3,
         "failedJobsHistoryLimit": 3,
@@ -805,21 +856,269 @@ def cron_job(
             "metadata": {"labels": labels(target, component)},
             "spec": {
                 "backoffLimit": 2,
-                "template": {
-                    "metadata": {"labels": labels(target, component)},
-                    "spec": {"restartPolicy": "Never", "containers": [container]},
-                },
+                "template": {"metadata": {"labels": labels(target, component)}, "spec": pod_spec},
             },
         },
     }
-    if job.time_zone:
-        cron_spec["timeZone"] = job.time_zone
+    if time_zone:
+        cron_spec["timeZone"] = time_zone
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": _metadata(target, f"{target.name}-{suffix}", component),
         "spec": cron_spec,
     }
+
+
+@dataclass
+class _PhoenixJob:
+    """Volumes, mounts and env of a job that runs the operator's own image."""
+
+    volumes: list[Manifest] = field(default_factory=list)
+    mounts: list[Manifest] = field(default_factory=list)
+
+    def file(self, source: FileSource, slot: str) -> str:
+        """The path or URL the command reads ``source`` from (its PVC mounted read-only)."""
+        if source.url is not None:
+            return source.url
+        assert source.pvc is not None  # guaranteed by FileSource's rule
+        name = f"data-{slot}"
+        self.volumes.append(
+            {"name": name, "persistentVolumeClaim": {"claimName": source.pvc.claim_name, "readOnly": True}}
+        )
+        self.mounts.append({"name": name, "mountPath": f"{JOB_DATA_DIR}/{slot}", "readOnly": True})
+        return f"{JOB_DATA_DIR}/{slot}{source.pvc.path}"
+
+    def classifier_volume(self, spec: PhoenixDeploymentSpec, read_only: bool) -> bool:
+        """Mount the gateway's classifier PVC (where candidates live); False when it has none."""
+        pvc = spec.gateway.classifier.pvc
+        if pvc is None:
+            return False
+        self.volumes.append(
+            {
+                "name": "classifier",
+                "persistentVolumeClaim": {"claimName": pvc.claim_name, "readOnly": read_only},
+            }
+        )
+        self.mounts.append({"name": "classifier", "mountPath": GATEWAY_CLASSIFIER_DIR, "readOnly": read_only})
+        return True
+
+    def pod_spec(
+        self,
+        target: Target,
+        name: str,
+        image: str,
+        command: list[str],
+        args: list[str],
+        env: list[Manifest],
+        resources: Resources | None,
+    ) -> Manifest:
+        volumes = [
+            {"name": "spec", "configMap": {"name": gateway_config_map_name(target.name)}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}},
+            *self.volumes,
+        ]
+        mounts = [
+            {"name": "spec", "mountPath": GATEWAY_SPEC_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "cache", "mountPath": GATEWAY_CACHE_DIR},
+            *self.mounts,
+        ]
+        container: Manifest = {
+            "name": name,
+            "image": image,
+            "command": command,
+            "args": args,
+            "env": [
+                {"name": CACHE_DIR_ENV, "value": GATEWAY_CACHE_DIR},
+                {"name": "HOME", "value": "/tmp"},
+                {"name": "PYTHONUNBUFFERED", "value": "1"},
+                {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                *env,
+            ],
+            # The figures are the termination message the operator reads (never the log's tail).
+            "terminationMessagePath": TERMINATION_LOG,
+            "terminationMessagePolicy": "File",
+            "securityContext": restricted_container_security(),
+            "volumeMounts": mounts,
+        }
+        if resources is not None:
+            container["resources"] = _resources(resources)
+        return {
+            "restartPolicy": "Never",
+            "containers": [container],
+            "volumes": volumes,
+            # The jobs never call the Kubernetes API: the operator reads their pods.
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": restricted_pod_security(),
+        }
+
+
+SPEC_FILE = f"{GATEWAY_SPEC_DIR}/{GATEWAY_SPEC_KEY}"
+
+
+def evaluation_cron_job(target: Target, spec: PhoenixDeploymentSpec, promoted: str | None = None) -> Manifest:
+    """``phoenix eval`` of the classifier the gateway serves; figures in the termination message."""
+    evaluation = spec.monitoring.evaluation
+    assert evaluation is not None
+    job = _PhoenixJob()
+    args = [f"--data={job.file(evaluation.data, 'labelled')}", f"--spec={SPEC_FILE}"]
+    env: list[Manifest] = []
+    if job.classifier_volume(spec, read_only=True):
+        args += gateway_classifier_arg(spec, promoted)
+    endpoint = retrieval_endpoint(target, spec)
+    if evaluation.hit_at_k and endpoint is not None:
+        args.append(f"--milvus-uri={endpoint}")
+        token = milvus_token_env(spec)
+        if token:
+            args.append(f"--token-env={MILVUS_TOKEN_ENV}")
+            env += token
+    args.append(f"--termination-log={TERMINATION_LOG}")
+    suffix, component = EVALUATION_JOB
+    pod = job.pod_spec(target, suffix, evaluation.image, ["phoenix", "eval"], args, env, evaluation.resources)
+    return _cron_manifest(
+        target, suffix, component, evaluation.schedule, evaluation.suspend, evaluation.time_zone, pod
+    )
+
+
+def refresh_cron_job(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
+    """The knowledge-base refresh: the user's image, or ``phoenix kb ingest`` of ``refresh.source``."""
+    retrieval = spec.retrieval
+    assert retrieval is not None and retrieval.refresh is not None
+    refresh = retrieval.refresh
+    endpoint = retrieval_endpoint(target, spec) or ""
+    suffix, component = REFRESH_JOB
+    if refresh.image is not None:
+        env: list[Manifest] = [
+            {"name": "PHOENIX_MILVUS_URI", "value": endpoint},
+            {"name": "PHOENIX_COLLECTION", "value": retrieval.collection.name},
+            *milvus_token_env(spec),
+        ]
+        return cron_job(target, suffix, component, refresh, env)
+    assert refresh.source is not None  # guaranteed by RefreshJobSpec's rule
+    job = _PhoenixJob()
+    args = [
+        f"--source={job.file(refresh.source, 'documents')}",
+        f"--milvus-uri={endpoint}",
+        f"--spec={SPEC_FILE}",
+        *refresh.args,
+    ]
+    token = milvus_token_env(spec)
+    if token:
+        args.append(f"--token-env={MILVUS_TOKEN_ENV}")
+    user_env = [{"name": e.name, "value": e.value} for e in refresh.env]
+    pod = job.pod_spec(
+        target,
+        suffix,
+        spec.gateway.image,
+        list(refresh.command) or ["phoenix", "kb", "ingest"],
+        args,
+        [*token, *user_env],
+        refresh.resources,
+    )
+    return _cron_manifest(
+        target, suffix, component, refresh.schedule, refresh.suspend, refresh.time_zone, pod
+    )
+
+
+#: The default retraining: train into ``<candidates>/<job name>``, then measure it on held-out data;
+#: ``phoenix eval --candidate`` puts the candidate's name beside its figures.
+RETRAIN_SCRIPT = """\
+set -eu
+out="$CANDIDATES/$JOB_NAME"
+train="$TRAIN_DATA"
+case "$train" in
+  http://*|https://*)
+    python -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+      "$train" /tmp/train.csv
+    train=/tmp/train.csv ;;
+esac
+phoenix classifier train --data "$train" --out "$out" --force
+phoenix eval --data "$EVAL_DATA" --classifier "$out" --spec "$SPEC" --candidate "$JOB_NAME" \
+  --termination-log /dev/termination-log
+"""
+
+
+def retrain_cron_job(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
+    """Classifier retraining: the user's image, or train + evaluate a candidate on the classifier PVC."""
+    maintenance = spec.maintenance
+    assert maintenance is not None and maintenance.retraining is not None
+    retraining = maintenance.retraining
+    suffix, component = RETRAIN_JOB
+    if retraining.image is not None:
+        return cron_job(target, suffix, component, retraining, [])
+    held_out = retraining.eval_data or (
+        spec.monitoring.evaluation.data if spec.monitoring.evaluation else None
+    )
+    assert retraining.data is not None and held_out is not None  # guaranteed by the spec's rules
+    job = _PhoenixJob()
+    train = job.file(retraining.data, "train")
+    evaluate = job.file(held_out, "held-out")
+    job.classifier_volume(spec, read_only=False)
+    env: list[Manifest] = [
+        {"name": "CANDIDATES", "value": f"{GATEWAY_CLASSIFIER_DIR}/{CLASSIFIER_CANDIDATES_DIR}"},
+        {
+            "name": "JOB_NAME",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}},
+        },
+        {"name": "TRAIN_DATA", "value": train},
+        {"name": "EVAL_DATA", "value": evaluate},
+        {"name": "SPEC", "value": SPEC_FILE},
+        *({"name": e.name, "value": e.value} for e in retraining.env),
+    ]
+    pod = job.pod_spec(
+        target,
+        suffix,
+        spec.gateway.image,
+        list(retraining.command) or ["sh", "-c", RETRAIN_SCRIPT],
+        list(retraining.args),
+        env,
+        retraining.resources,
+    )
+    return _cron_manifest(
+        target, suffix, component, retraining.schedule, retraining.suspend, retraining.time_zone, pod
+    )
+
+
+def needs_spec_config_map(spec: PhoenixDeploymentSpec) -> bool:
+    """Jobs of the operator's image read the gateway's spec file, even with the gateway disabled."""
+    refresh = spec.retrieval.refresh if spec.retrieval else None
+    retraining = spec.maintenance.retraining if spec.maintenance else None
+    return (
+        spec.monitoring.evaluation is not None
+        or (refresh is not None and refresh.image is None)
+        or (retraining is not None and retraining.image is None)
+    )
+
+
+def evaluation_alerts(target: Target, spec: PhoenixDeploymentSpec) -> list[Manifest]:
+    """The quality figures' age: too old, or never reported, once an evaluation is scheduled.
+
+    The operator exports ``phoenix_eval_*{namespace,deployment}`` from status.quality.
+    """
+    evaluation = spec.monitoring.evaluation
+    if evaluation is None:
+        return []
+    max_age = evaluation.max_age()
+    sel = f'deployment="{target.name}",namespace="{target.namespace}"'
+    return [
+        {
+            "alert": "PhoenixEvaluationStale",
+            "expr": f"time() - max(phoenix_eval_timestamp_seconds{{{sel}}}) > {max_age}",
+            "for": "0m",
+            "labels": {"severity": "warning"},
+            "annotations": {"summary": f"Last offline evaluation of {target.name} is older than {max_age}s"},
+        },
+        {
+            "alert": "PhoenixEvaluationMissing",
+            "expr": f"absent(phoenix_eval_timestamp_seconds{{{sel}}})",
+            "for": f"{max_age}s",
+            "labels": {"severity": "warning"},
+            "annotations": {"summary": f"No offline evaluation of {target.name} reported for {max_age}s"},
+        },
+    ]
 
 
 def prometheus_rule(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
@@ -862,6 +1161,7 @@ def prometheus_rule(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
             "labels": {"severity": "warning"},
             "annotations": {"summary": f"Offline-evaluation F1 of {target.name} below {mon.min_f1:g}"},
         },
+        *evaluation_alerts(target, spec),
         {
             "alert": "PhoenixMetricsStale",
             "expr": f"absent_over_time(nv_inference_request_success{{{sel}}}[10m])",
@@ -889,8 +1189,12 @@ def render_all(
     spec: PhoenixDeploymentSpec,
     batching: BatchingConfig | None = None,
     capabilities: Capabilities | None = None,
+    promoted_classifier: str | None = None,
 ) -> list[Manifest]:
-    """Every child object, in apply order (config before the pods that mount it)."""
+    """Every child object, in apply order (config before the pods that mount it).
+
+    ``promoted_classifier`` is the retraining candidate the QualityGate last passed (status.quality).
+    """
     capabilities = capabilities or Capabilities()
     batching = batching or BatchingConfig.from_spec(spec)
     gateway = spec.gateway.enabled
@@ -904,9 +1208,11 @@ def render_all(
         objects += [
             gateway_config_map(target, spec),
             gateway_service(target),
-            gateway_deployment(target, spec),
+            gateway_deployment(target, spec, promoted_classifier),
             gateway_pdb(target),
         ]
+    elif needs_spec_config_map(spec):
+        objects.append(gateway_config_map(target, spec))
     if capabilities.prometheus_operator:
         objects.append(triton_pod_monitor(target))
         if gateway:
@@ -921,13 +1227,9 @@ def render_all(
             else:
                 objects += [milvus_service(target), milvus_statefulset(target, spec)]
         if retrieval.refresh is not None:
-            endpoint = retrieval_endpoint(target, spec) or ""
-            env: list[Manifest] = [
-                {"name": "PHOENIX_MILVUS_URI", "value": endpoint},
-                {"name": "PHOENIX_COLLECTION", "value": retrieval.collection.name},
-                *milvus_token_env(spec),
-            ]
-            objects.append(cron_job(target, "kb-refresh", "knowledge-base", retrieval.refresh, env))
+            objects.append(refresh_cron_job(target, spec))
     if spec.maintenance is not None and spec.maintenance.retraining is not None:
-        objects.append(cron_job(target, "retrain", "maintenance", spec.maintenance.retraining, []))
+        objects.append(retrain_cron_job(target, spec))
+    if spec.monitoring.evaluation is not None:
+        objects.append(evaluation_cron_job(target, spec, promoted_classifier))
     return objects
