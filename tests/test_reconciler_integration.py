@@ -191,12 +191,17 @@ def test_more_gpus_than_nodes_have_is_degraded_with_the_reason(
     assert "nvidia.com/gpu" in degraded["message"]
     ready = _condition(_get_pd(kube_cluster, ns, name), "Ready")
     assert ready is not None and ready["status"] == "False" and ready["reason"] == "InsufficientGPU"
-    events = (
-        client.CoreV1Api(kube_cluster.api_client)
-        .list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
-        .items
-    )
-    assert any(e.reason == "DegradedTrue" and e.type == "Warning" for e in events)
+
+    def warned() -> bool:
+        # Kopf posts Events from a background queue, so one can land just after the status patch.
+        events = (
+            client.CoreV1Api(kube_cluster.api_client)
+            .list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+            .items
+        )
+        return any(e.reason == "DegradedTrue" and e.type == "Warning" for e in events)
+
+    wait_for(warned, timeout=30, interval=0.5, description="a DegradedTrue Warning Event")
 
 
 def test_missing_secret_is_reported_and_children_stay(
