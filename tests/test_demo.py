@@ -8,11 +8,13 @@ Lite, the operator, the twin — and reads back its summary JSON.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import yaml
 from phoenix_operator.api.models import PhoenixDeployment
 from phoenix_operator.cluster.manifests import kwok_stages_yaml
 from phoenix_operator.control.actuators import TritonModelControl
+from phoenix_operator.demo.gateway_load import gateway_indices
 from phoenix_operator.demo.modelconfig import ModelConfigError, batcher_config
 from phoenix_operator.demo.report import (
     CONTROLLED,
@@ -33,6 +36,13 @@ from phoenix_operator.demo.report import (
     spans_from,
     timeline_from,
     windows_met,
+)
+from phoenix_operator.demo.requestpath import (
+    Outcome,
+    gateway_figures,
+    gateway_live,
+    parse_server_timing,
+    twin_id_of,
 )
 from phoenix_operator.demo.spec import KWOK_READY_DELAY, adjust, find_example, load_documents
 from phoenix_operator.demo.timescale import MIN_INTERVAL_S, TimeScale
@@ -55,6 +65,8 @@ from phoenix_operator.sim.request import Arrival, RequestRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = {"urgent": 1, "standard": 2, "bulk": 3}
+#: The short demo's share through the gateway (~4 chat requests per wall second at its peak).
+GATEWAY_SHARE = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +327,191 @@ def test_twin_runs_against_the_wall_clock(production: PhoenixDeployment) -> None
     assert all(r.first_token_s is not None for r in twin.records)
 
 
+# ----------------------------------------------------------------------------- the request path
+
+
+class Heard:
+    """A live request's watcher that writes down what the twin told it."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def first_token(self, rec: RequestRecord) -> None:
+        self.events.append("first_token")
+
+    def finished(self, rec: RequestRecord) -> None:
+        self.events.append("finished")
+
+    def rejected(self, rec: RequestRecord, reason: str) -> None:
+        self.events.append(f"rejected:{reason}")
+
+
+def test_live_requests_join_the_twins_run_and_are_reported(production: PhoenixDeployment) -> None:
+    twin = small_twin(production, n=20)
+    twin.advance_to(0.5)
+    heard = Heard()
+    rec = twin.submit_live(
+        priority=1, klass="urgent", prompt_tokens=300, output_tokens=5, watcher=heard, timeout_us=0
+    )
+    assert rec.arrival_s == pytest.approx(0.5) and rec.id == 20
+    assert heard.events == []
+    twin.drain(60.0)
+    assert heard.events == ["first_token", "finished"]
+    assert twin.fleet.all_done.triggered  # it waited for the live request as well
+    records = twin.all_records()
+    assert len(records) == 21 and rec in records
+    assert [r.arrival_s for r in records] == sorted(r.arrival_s for r in records)
+    # A live request after everything else finished opens the run again.
+    late = twin.submit_live(priority=2, klass="standard", prompt_tokens=10, output_tokens=2, watcher=Heard())
+    assert not twin.fleet.all_done.triggered
+    twin.advance_to(twin.now + 5.0)
+    assert late.first_token_s is not None and twin.fleet.all_done.triggered
+
+
+def test_the_gateway_share_is_spread_evenly_over_the_arrivals() -> None:
+    picked = gateway_indices(1000, 0.05)
+    assert len(picked) == 50
+    assert max(b - a for a, b in itertools.pairwise(picked)) == 20
+    assert gateway_indices(1000, 0.0) == [] and gateway_indices(10, 1.0) == list(range(10))
+
+
+def test_request_path_figures_keep_wall_and_simulated_seconds_apart() -> None:
+    assert parse_server_timing("embed;dur=3.10, classify;dur=1.00, search;dur=bad, handoff;dur=20") == {
+        "embed": pytest.approx(0.0031),
+        "classify": pytest.approx(0.001),
+        "handoff": pytest.approx(0.02),
+    }
+    assert twin_id_of("Thanks [twin request 42]") == 42 and twin_id_of("Thanks") is None
+    twin_records = {}
+    outcomes = []
+    for i in range(10):
+        rec = RequestRecord(
+            i, Arrival(float(i), priority=1 if i < 5 else 2), "urgent" if i < 5 else "standard"
+        )
+        rec.dispatch_s = i + 0.5 + i * 0.1  # queue 0.5 .. 1.4 simulated s
+        rec.first_token_s = rec.dispatch_s + 0.2
+        twin_records[i] = rec
+        outcomes.append(
+            Outcome(
+                index=i, arrival_s=float(i), send_lag_s=0.01, status=200,
+                priority_class=rec.klass, twin_id=i, client_ttft_s=0.1,
+                stages={"classify": 0.002, "embed": 0.010, "search": 0.004, "handoff": 0.02},
+            )
+        )  # fmt: skip
+    outcomes.append(Outcome(index=10, arrival_s=10.0, send_lag_s=2.0, status=504, error="timeout_error"))
+    outcomes.append(Outcome(index=11, arrival_s=11.0, send_lag_s=0.0, status=429, error="rate_limit_error"))
+    outcomes.append(
+        Outcome(index=12, arrival_s=12.0, send_lag_s=0.0, error="cancelled at the end of the run")
+    )
+    g = gateway_figures(
+        outcomes, twin_records, planned_share=0.1, offered=120, classes=["urgent", "standard"], speedup=5
+    )
+    assert (g["sent"], g["ok"], g["share"]) == (13, 10, 0.1083)
+    assert g["errors_by_code"] == {"429": 1, "504": 1, "cancelled_at_end": 1} and g["server_errors"] == 1
+    assert g["late_sends"] == 1
+    assert g["stages"]["embed"] == {"p50_s": 0.01, "p95_s": 0.01, "n": 10, "clock": "wall"}
+    assert g["stages"]["queue"]["clock"] == "simulated" and g["stages"]["queue"]["p95_s"] == pytest.approx(
+        1.4
+    )
+    # TTFT at real speed = wall hand-off + simulated first token (queue + 0.2 s prefill).
+    urgent = g["by_class"]["urgent"]
+    assert urgent["requests"] == 5 and urgent["ttft_p95_s"] == pytest.approx(0.02 + 0.9 + 0.2)
+    assert g["by_class"]["standard"]["ttft_p95_s"] == pytest.approx(0.02 + 1.4 + 0.2)
+    live = gateway_live(
+        outcomes, twin_records, since_s=5.0, planned_share=0.1, classes=["urgent", "standard"]
+    )
+    assert live.ttft_p95_by_class_s["urgent"] is None  # none arrived in the window
+    assert live.errors == {"504": 1, "429": 1, "cancelled_at_end": 1} and (live.sent, live.ok) == (13, 10)
+
+
+def test_priority_reaches_the_twin_through_the_real_gateway(production: PhoenixDeployment) -> None:
+    """The real gateway (classifier; retrieval off) on the twin's gRPC endpoint, one replica behind
+    a backlog of standard requests: a lost-card message is classified urgent and jumps the queue,
+    a PIN question waits behind the backlog."""
+    import asyncio
+
+    import httpx
+
+    from phoenix_operator.demo.twin_grpc import TwinGrpcServer
+    from phoenix_operator.gateway.local import GatewayProcess
+    from phoenix_operator.ml.classifier import default_classifier_dir
+
+    spec = production.spec
+    backlog = [
+        Arrival(0.001 * i, priority=2, prompt_tokens=3000, output_tokens=300, klass="standard")
+        for i in range(150)
+    ]
+    twin = DigitalTwin(
+        backlog, LLMEngineCost(load_profile()), model_config_dict(spec), TimeScale(20.0),
+        initial_replicas=1, end_s=3000.0, backend="vllm",
+    )  # fmt: skip
+
+    async def send(client: httpx.AsyncClient, text: str) -> tuple[int, str | None, int | None]:
+        body = {"model": spec.model.name, "messages": [{"role": "user", "content": text}], "stream": True}
+        async with client.stream("POST", "/v1/chat/completions", json={**body, "max_tokens": 8}) as resp:
+            lines = [line async for line in resp.aiter_lines()]
+            ids = [twin_id_of(line) for line in lines if "twin request" in line]
+            return resp.status_code, resp.headers.get("x-phoenix-priority-class"), ids[0] if ids else None
+
+    async def standard_then_urgent(url: str) -> list[tuple[int, str | None, int | None]]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            first = asyncio.create_task(send(client, "How do I change my PIN?"))
+            await asyncio.sleep(0.3)
+            second = asyncio.create_task(send(client, "My card was stolen, please block it right away"))
+            return [await first, await second]
+
+    levels = {c.level: c.name for c in spec.priority.classes} if spec.priority else {}
+    with (
+        TwinGrpcServer(twin, levels, default_level=2) as endpoint,
+        GatewayProcess(
+            spec, endpoint.address, extra_args=["--classifier", str(default_classifier_dir())]
+        ) as gw,
+    ):
+        twin.start()
+        try:
+            (code_a, class_a, id_a), (code_b, class_b, id_b) = asyncio.run(standard_then_urgent(gw.url))
+        finally:
+            twin.stop()
+    assert (code_a, class_a, code_b, class_b) == (200, "standard", 200, "urgent")
+    records = {r.id: r for r in twin.live_records}
+    assert id_a in records and id_b in records
+    standard, urgent = records[id_a], records[id_b]
+    assert urgent.klass == "urgent" and urgent.arrival_s > standard.arrival_s
+    assert urgent.first_token_s is not None and standard.first_token_s is not None
+    assert urgent.first_token_s < standard.first_token_s  # arrived later, served first
+    assert urgent.queue_s is not None and standard.queue_s is not None
+    assert urgent.queue_s < 1.0 < 10.0 < standard.queue_s
+
+
+@pytest.mark.milvus
+def test_demo_stops_clearly_when_the_gateway_is_not_ready_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Narrow seam: the gateway's readiness bound is shortened to 0.2 s (it needs seconds to load
+    its models) and the knowledge base to one text per intent; everything else is real."""
+    import time
+
+    from click.testing import CliRunner
+
+    from phoenix_operator.demo import cli
+
+    monkeypatch.setattr(cli, "GATEWAY_READY_S", 0.2)
+    monkeypatch.setattr(cli, "KB_PER_INTENT", 1)
+    out = tmp_path / "out"
+    began = time.monotonic()
+    result = CliRunner().invoke(
+        cli.demo,
+        ["--no-operator", "--duration", "10", "--gateway-share", "0.1", "--no-plots", "--out", str(out)],
+    )
+    assert result.exit_code == 1, result.output
+    assert (
+        "RuntimeError: timed out after 0.2s waiting for gateway ready on http://127.0.0.1:" in result.output
+    )
+    assert "gateway.log (tail)" in result.output
+    assert time.monotonic() - began < 90
+    assert not (out / "runs").exists()  # nothing was replayed or saved
+
+
 # ----------------------------------------------------------------------------- the spec
 
 
@@ -436,6 +633,19 @@ def test_view_renders_with_and_without_a_terminal(production: PhoenixDeployment)
     console = Console(record=True, width=200)
     console.print(render(state))
     assert "at simulated 04:19: scale-up 2 -> 3 replicas (applied)" in console.export_text()
+    assert "gateway" not in line  # the request path is off
+    outcome = Outcome(
+        index=0, arrival_s=4.0, send_lag_s=0.0, status=200, priority_class="urgent",
+        stages={"classify": 0.003, "embed": 0.012, "search": 0.006, "handoff": 0.025},
+    )  # fmt: skip
+    with_gateway = replace(
+        state, gateway=gateway_live([outcome], {}, since_s=0.0, planned_share=0.05, classes=["urgent"])
+    )
+    line = plain_line(with_gateway)
+    assert "5% of requests via the gateway (1/1 ok, errors none)" in line
+    assert "classify 3 ms embed 12 ms search 6 ms (wall)" in line and "(simulated)" in line
+    console.print(render(with_gateway))
+    assert "request path" in console.export_text()
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -454,6 +664,7 @@ def test_short_demo_runs_the_closed_loop_end_to_end(tmp_path: Path) -> None:
         sys.executable, "-m", "phoenix_operator.cli", "demo",
         "--duration", "60", "--speedup", "10", "--multiplier", "8", "--base-multiplier", "4",
         "--out", str(tmp_path / "out"), "--cluster-dir", str(tmp_path / "cluster"), "--json", str(summary),
+        "--gateway-share", str(GATEWAY_SHARE),
     ]  # fmt: skip
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -483,3 +694,16 @@ def test_short_demo_runs_the_closed_loop_end_to_end(tmp_path: Path) -> None:
     assert len(data["twin"]["batching"]) == 1 + len(retunes)
     assert (tmp_path / "out" / "ttft_p95.png").stat().st_size > 0
     assert not (tmp_path / "cluster").exists()  # torn down without --keep
+    # The request path: real chat requests went through the real gateway into the twin.
+    gw = data["gateway"]
+    assert gw["sent"] > 100 and gw["ok"] > 0.9 * gw["sent"], gw
+    assert gw["share"] == pytest.approx(GATEWAY_SHARE, rel=0.1)
+    assert gw["server_errors"] == 0, gw["errors_by_code"]
+    for stage in ("classify", "embed", "search"):
+        assert gw["stages"][stage]["clock"] == "wall" and 0 < gw["stages"][stage]["p95_s"] < 5, stage
+    assert gw["stages"]["first_token"]["clock"] == "simulated" and gw["stages"]["first_token"]["n"] > 0
+    assert any(c["ttft_p95_s"] is not None for c in gw["by_class"].values()), gw["by_class"]
+    assert sum(c["requests"] for c in gw["by_class"].values()) == gw["ok"]
+    # Nothing counted twice: the twin scheduled only the arrivals the client did not send.
+    assert data["twin"]["scheduled_requests"] + gw["planned"] == data["workload"]["requests"]
+    assert gw["ok"] <= data["twin"]["live_requests"] <= gw["sent"] <= gw["planned"]

@@ -7,7 +7,9 @@
 3. runs the digital twin — ``phoenix bench``'s simulator in scaled real time, replaying the
    conversation trace through a peak — whose replicas follow the Triton Deployment's Ready pods,
    whose batching follows what the operator loads, and whose Triton metrics Prometheus scrapes;
-4. shows a live view, then the benchmark's table and plots;
+   with a share of the arrivals (``--gateway-share``) sent as real chat requests through the real
+   gateway (classifier, embedder, Milvus Lite) into the twin's KServe gRPC endpoint;
+4. shows a live view, then the benchmark's table and plots (and the request path's figures);
 5. tears everything down (``--keep`` keeps the cluster for ``kubectl get phx``).
 
 ``--no-operator`` replays the same peak on the spec's static replicas without any of 1-2.
@@ -64,6 +66,19 @@ from phoenix_operator.sim.fleet import FleetResult
 LIVE_WINDOW_S = 30.0
 #: After the run, queued requests get this long (simulated) to finish before they count as unserved.
 DRAIN_S = 120.0
+#: Share of the arrivals sent as real chat requests through the gateway (the rest go straight into
+#: the twin): at the default peak (~165 requests per wall s at x5) this is ~5 per wall s. The gateway
+#: spends ~30-100 ms of CPU on each (measured here), so this keeps it under half of one of this 2-core
+#: machine's cores, next to the cluster, Prometheus, the operator and the twin.
+DEFAULT_GATEWAY_SHARE = 0.03
+#: Wall seconds the gateway gets to load its models and report ready.
+GATEWAY_READY_S = 120.0
+#: BANKING77 training texts per intent in the demo's knowledge base (77 intents).
+KB_PER_INTENT = 20
+#: Collection the demo's gateway searches (its own, next to the operator's spec collection).
+KB_COLLECTION = "demo_banking77"
+#: Wall seconds requests still in flight at the end get before they are cancelled.
+CLIENT_GRACE_S = 10.0
 
 
 @dataclass
@@ -82,6 +97,7 @@ class Options:
     spec_path: Path | None
     seed: int
     plots: bool
+    gateway_share: float = 0.0
 
 
 @dataclass
@@ -200,6 +216,14 @@ def _sigterm(_signum: int, _frame: FrameType | None) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Priority-mix seed.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option(
+    "--gateway-share",
+    type=click.FloatRange(min=0.0, max=1.0),
+    default=DEFAULT_GATEWAY_SHARE,
+    show_default=True,
+    help="Share of the arrivals sent as real chat requests (BANKING77 questions) through the real "
+    "gateway, its classifier and Milvus Lite into the twin; 0 turns the request path off.",
+)
 def demo(
     duration: float,
     speedup: float,
@@ -215,6 +239,7 @@ def demo(
     spec_path: Path | None,
     seed: int,
     no_plots: bool,
+    gateway_share: float,
 ) -> None:
     """A peak hour on a local cluster: the operator keeps TTFT under target, closed loop."""
     options = Options(
@@ -232,6 +257,7 @@ def demo(
         spec_path=spec_path,
         seed=seed,
         plots=not no_plots,
+        gateway_share=gateway_share,
     )
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
@@ -275,6 +301,16 @@ class Demo:
         self.workload = demo_workload(
             self.trace, self.shape, seed=options.seed, classes=self.class_levels or None
         )
+        from phoenix_operator.demo.gateway_load import gateway_indices
+
+        through = set(gateway_indices(len(self.workload.arrivals), options.gateway_share))
+        self.gateway_arrivals = [a for i, a in enumerate(self.workload.arrivals) if i in through]
+        self.twin_arrivals = [a for i, a in enumerate(self.workload.arrivals) if i not in through]
+        self.load: Any = None
+        self.gateway: Any = None
+        #: CPU seconds the gateway process used over the run, after loading (what the path cost here).
+        self.gateway_cpu_s: float | None = None
+        self._gateway_cpu_at_ready = 0.0
         self.twin: Any = None
         self.watch: Any = None
         self.operator: Any = None
@@ -283,6 +319,7 @@ class Demo:
         self.stops_cluster = False
         self.operator_warned = False
         self.decisions_printed = 0
+        self._milvus_uri: str | None = None
 
     def _adjust(self, prometheus_url: str) -> DemoSpec:
         return adjust(
@@ -302,10 +339,15 @@ class Demo:
                 self._make_twin()
                 if self.mode == CONTROLLED:
                     self._start_parts(stack)
+                if self.gateway_arrivals:
+                    self._start_request_path(stack)
                 # The normal load starts now; the operator and its pods come up during the
                 # lead-in, as they would at any time of day before a peak.
                 self.twin.start()
                 stack.callback(self.twin.stop)
+                if self.load is not None:
+                    self.load.start()
+                    stack.callback(self.load.finish, 0.0)
                 if self.mode == CONTROLLED:
                     self.r.step(
                         f"twin clock started: normal load for {self.shape.lead_in_s:g} simulated s "
@@ -314,6 +356,9 @@ class Demo:
                     self._start_operator(stack)
                 self.timings.mark("setup_s")
                 self._replay()
+                if self.watch is not None:
+                    self.watch.stop()  # the run is over: the twin follows the cluster no longer
+                self._finish_request_path()
             except KeyboardInterrupt:
                 self.r.step("interrupted: stopping everything the demo started")
                 raise SystemExit(130) from None
@@ -350,6 +395,16 @@ class Demo:
         )
         if self.mode == STATIC:
             self._print_notes(list(static_notes(self.spec.deployment)))
+        if self.gateway_arrivals:
+            self.r.line(
+                f"    request path: {len(self.gateway_arrivals)} of the {len(wl.arrivals)} arrivals "
+                f"({o.gateway_share:.0%}) go as real chat requests (BANKING77 test questions) through the "
+                "real gateway (classifier, embedder, Milvus Lite) into the twin; the rest straight into it"
+            )
+        else:
+            self.r.line(
+                "    request path: off (--gateway-share 0): every arrival goes straight into the twin"
+            )
 
     def _print_notes(self, notes: list[str]) -> None:
         source = self.o.spec_path or "examples/production.yaml"
@@ -364,7 +419,7 @@ class Demo:
 
         spec = self.spec.deployment.spec
         self.twin = DigitalTwin(
-            self.workload.arrivals,
+            self.twin_arrivals,
             LLMEngineCost(self.profile),
             model_config_dict(spec),
             self.timescale,
@@ -374,6 +429,104 @@ class Demo:
             batching_apply_s=self.profile.batching_apply_s,
             seed=self.o.seed,
         )
+
+    # ------------------------------------------------------------------ the request path
+
+    def _start_request_path(self, stack: ExitStack) -> None:
+        """The twin's gRPC endpoint, a knowledge base in Milvus Lite, the gateway, the chat client."""
+        from phoenix_operator.data import banking77
+        from phoenix_operator.demo.gateway_load import GatewayLoad, read_questions
+        from phoenix_operator.demo.twin_grpc import TokenCounts, TwinGrpcServer
+        from phoenix_operator.gateway.local import GatewayProcess, banking77_rows, ingest_passages
+        from phoenix_operator.local.milvus import LocalMilvus
+        from phoenix_operator.ml.classifier import default_classifier_dir
+        from phoenix_operator.ml.embedder import Embedder
+
+        r, spec = self.r, self.spec.deployment.spec
+        logs = self.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        if self._milvus_uri is None:
+            r.step("starting Milvus Lite for the gateway's retrieval")
+            milvus = LocalMilvus()
+            milvus.start()
+            stack.callback(milvus.cleanup)
+            _close_milvus_clients()
+            self._milvus_uri = milvus.uri
+        if spec.retrieval is None:
+            raise click.ClickException("the request path needs spec.retrieval (a collection to search)")
+        collection = spec.retrieval.collection.model_copy(update={"name": KB_COLLECTION})
+        rows = banking77_rows("train", per_intent=KB_PER_INTENT)
+        r.step(f"knowledge base: embedding {len(rows)} BANKING77 training texts into {KB_COLLECTION}")
+        embedder = Embedder.load(threads=1)
+        ingest_passages(self._milvus_uri, collection, [text for text, _ in rows], embedder)
+        del embedder
+        _close_milvus_clients()
+        r.step("the intent classifier (trained on BANKING77's training split on first use, then cached)")
+        classifier = default_classifier_dir()
+
+        levels = {c.level: c.name for c in spec.priority.classes} if spec.priority else {0: "default"}
+        default_level = (
+            next(c.level for c in spec.priority.classes if c.name == spec.priority.default_class)
+            if spec.priority
+            else 0
+        )
+        counts = TokenCounts([(a.prompt_tokens, a.output_tokens) for a in self.gateway_arrivals])
+        grpc_server = stack.enter_context(TwinGrpcServer(self.twin, levels, default_level, counts))
+        gateway_spec = spec.model_copy(
+            update={"retrieval": spec.retrieval.model_copy(update={"collection": collection})}
+        )
+        gateway = GatewayProcess(
+            gateway_spec,
+            grpc_server.address,
+            milvus_uri=self._milvus_uri,
+            workdir=logs / "gateway",
+            extra_args=["--classifier", str(classifier)],
+            ready_timeout_s=GATEWAY_READY_S,
+        )
+        r.step(
+            f"starting the gateway (phoenix gateway, log: {gateway.log_path}) on the twin's gRPC endpoint "
+            f"{grpc_server.address}; ready within {GATEWAY_READY_S:g} s or the demo stops"
+        )
+        gateway.start()
+        stack.callback(gateway.stop)
+        self.gateway = gateway
+        self._gateway_cpu_at_ready = gateway.cpu_seconds()
+        r.line(f"    gateway ready on {gateway.url} (loading took {self._gateway_cpu_at_ready:.0f} CPU s)")
+        self.load = GatewayLoad(
+            gateway.url,
+            spec.gateway.served_model_name or spec.model.name,
+            self.gateway_arrivals,
+            read_questions(banking77("test")),
+            self.twin.mono_of,
+            max_tokens_cap=spec.gateway.max_output_tokens,
+            timeout_s=spec.gateway.request_timeout_seconds + 5.0,
+        )
+
+    def _finish_request_path(self) -> None:
+        """Serve what is queued (as the summary does), then give the client's last answers time."""
+        if self.load is None:
+            return
+        self.twin.drain(DRAIN_S)
+        self.load.finish(CLIENT_GRACE_S)
+        with contextlib.suppress(OSError, AssertionError):
+            self.gateway_cpu_s = round(self.gateway.cpu_seconds() - self._gateway_cpu_at_ready, 1)
+
+    def _gateway_figures(self) -> dict[str, Any] | None:
+        from phoenix_operator.demo.requestpath import gateway_figures
+
+        if self.load is None:
+            return None
+        figures_ = gateway_figures(
+            self.load.snapshot(),
+            {rec.id: rec for rec in self.twin.live_records},
+            planned_share=self.o.gateway_share,
+            offered=len(self.workload.arrivals),
+            classes=list(self.class_targets) or ["default"],
+            speedup=self.timescale.speedup,
+        )
+        figures_["planned"] = len(self.gateway_arrivals)
+        figures_["gateway_cpu_s"] = self.gateway_cpu_s
+        return figures_
 
     # ------------------------------------------------------------------ the real parts
 
@@ -451,6 +604,7 @@ class Demo:
             api.address,
             logs,
         )
+        self._milvus_uri = milvus.uri
 
     def _start_operator(self, stack: ExitStack) -> None:
         from phoenix_operator.cluster.waiting import wait_for
@@ -521,6 +675,22 @@ class Demo:
             status={} if snap is None else snap.status,
             decisions=0 if self.watch is None else len(self.watch.decisions),
             last_decision_sim_s=self._last_decision_sim(snap.status if snap is not None else {}),
+            gateway=self._gateway_live(sim),
+        )
+
+    def _gateway_live(self, sim: float) -> Any:
+        from phoenix_operator.demo.requestpath import gateway_live
+
+        if self.load is None:
+            return None
+        with self.twin.lock:
+            records = {rec.id: rec for rec in self.twin.live_records}
+        return gateway_live(
+            self.load.snapshot(),
+            records,
+            since_s=sim - LIVE_WINDOW_S,
+            planned_share=self.o.gateway_share,
+            classes=list(self.class_targets) or ["default"],
         )
 
     def _last_decision_sim(self, status: Any) -> float | None:
@@ -608,7 +778,7 @@ class Demo:
         if timeline:
             timeline.append((horizon, *timeline[-1][1:]))
         result = FleetResult(
-            records=twin.records,
+            records=twin.all_records(),
             timeline=timeline,
             replica_spans=spans,
             scaling_actions=scaling_actions(timeline),
@@ -654,6 +824,9 @@ class Demo:
         if other is not None:
             r.line(f"    ('{other.label}' is the saved run in {self.out / 'runs'}, same workload)")
         self._verdict(run, figs)
+        gateway = self._gateway_figures()
+        if gateway is not None:
+            self._gateway_verdict(gateway)
         if o.plots:
             for path in write_plots(report, self.out):
                 r.line(f"    wrote {path}")
@@ -673,8 +846,11 @@ class Demo:
                 "replicas": [[round(t, 2), n] for t, n in self.twin.log.replicas],
                 "batching": [[round(t, 2), text] for t, text in self.twin.log.configs],
                 "max_lag_wall_s": round(self.twin.max_lag_s, 3),
+                "scheduled_requests": len(self.twin.records),
+                "live_requests": len(self.twin.live_records),
             },
             "cluster_timeline": [list(row) for row in run.result.timeline],
+            "gateway": gateway,
             "spec_adjustments": self.spec.notes
             if self.mode == CONTROLLED
             else list(static_notes(self.spec.deployment)),
@@ -734,6 +910,48 @@ class Demo:
             )
         if self.twin.max_lag_s > 1.0:
             r.line(f"    note: the twin lagged up to {self.twin.max_lag_s:.1f} wall s behind (busy machine)")
+
+    def _gateway_verdict(self, g: dict[str, Any]) -> None:
+        from phoenix_operator.demo.requestpath import LATE_SEND_S
+
+        r = self.r
+        errors = ", ".join(f"{n} x {code}" for code, n in g["errors_by_code"].items()) or "none"
+        r.line(
+            f"    request path: {g['sent']} of {g['offered']} requests ({g['share']:.1%}) went through the "
+            f"real gateway ({g['ok']} answered; errors: {errors}); the rest went straight into the twin"
+            + (
+                f"; {g['late_sends']} sent over {LATE_SEND_S:g} wall s late (busy machine)"
+                if g["late_sends"]
+                else ""
+            )
+        )
+        st = g["stages"]
+        wall = ", ".join(
+            f"{name} {_ms(st[name]['p50_s'])}/{_ms(st[name]['p95_s'])}"
+            for name in ("classify", "embed", "search", "handoff")
+        )
+        sim = ", ".join(
+            f"{name} {_sec(st[name]['p50_s'])}/{_sec(st[name]['p95_s'])}" for name in ("queue", "first_token")
+        )
+        cpu = g.get("gateway_cpu_s")
+        r.line(
+            "      stages p50/p95, wall (real gateway"
+            + ("" if cpu is None else f", {cpu:g} CPU s over the run")
+            + f"): {wall}"
+        )
+        r.line(f"      stages p50/p95, simulated (twin at x{self.timescale.speedup:g}): {sim}")
+        per_class = ", ".join(
+            f"{name} {_sec(c['ttft_p95_s'])} ({c['requests']} requests)" for name, c in g["by_class"].items()
+        )
+        r.line(f"      TTFT p95 by the gateway's class (wall hand-off + simulated first token): {per_class}")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
+def _sec(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
 
 
 def main() -> None:  # pragma: no cover - `python -m phoenix_operator.demo.cli`

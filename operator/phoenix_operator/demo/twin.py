@@ -26,7 +26,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import simpy
@@ -60,10 +60,20 @@ class TwinFleet(Fleet):
     ) -> None:
         self.metrics = metrics
         self.wall_of = wall_of
+        #: Live requests (submitted through the twin's gRPC endpoint) someone waits on, by record id.
+        self.watchers: dict[int, LiveWatcher] = {}
         super().__init__(env, cost, batching, settings, total_requests)
+
+    def expect_one_more(self) -> None:
+        """A live record joins the run: ``all_done`` waits for it too."""
+        if self._total == self._terminal and self.all_done.triggered:
+            self.all_done = self.env.event()
+        self._total += 1
 
     def first_token(self, rec: RequestRecord) -> None:
         super().first_token(rec)
+        if (watcher := self.watchers.get(rec.id)) is not None:
+            watcher.first_token(rec)
         now = self.env.now
         ttft = now - rec.arrival_s
         queue = 0.0 if rec.dispatch_s is None else rec.dispatch_s - rec.enqueue_s
@@ -88,6 +98,24 @@ class TwinFleet(Fleet):
     def reject(self, rec: RequestRecord, reason: str) -> None:
         super().reject(rec, reason)
         self.metrics.record_request(0.0, 0.0, 0.0, ok=False, at=self.wall_of(self.env.now))
+        if (watcher := self.watchers.pop(rec.id, None)) is not None:
+            watcher.rejected(rec, reason)
+
+    def finished(self, rec: RequestRecord) -> None:
+        super().finished(rec)
+        if (watcher := self.watchers.pop(rec.id, None)) is not None:
+            watcher.finished(rec)
+
+
+class LiveWatcher(Protocol):
+    """Told what becomes of one live request; called from the simulation under the twin's lock,
+    so it must only hand the news on (e.g. ``loop.call_soon_threadsafe``), never block."""
+
+    def first_token(self, rec: RequestRecord) -> None: ...
+
+    def finished(self, rec: RequestRecord) -> None: ...
+
+    def rejected(self, rec: RequestRecord, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -140,6 +168,8 @@ class DigitalTwin:
         self.lock = threading.RLock()
         self.env = simpy.Environment()
         self.records = [RequestRecord(i, a, a.klass or f"p{a.priority}") for i, a in enumerate(arrivals)]
+        #: Requests that arrived live (through the gRPC endpoint), in arrival order.
+        self.live_records: list[RequestRecord] = []
         settings = FleetSettings(
             initial_replicas=max(1, initial_replicas),
             min_replicas=1,
@@ -196,6 +226,50 @@ class DigitalTwin:
         sizes = ",".join(map(str, b.preferred_batch_sizes)) or "-"
         return f"preferred=[{sizes}] delay={b.max_queue_delay_us}us instances={b.instance_count}"
 
+    # ------------------------------------------------------------------ live requests
+
+    def submit_live(
+        self,
+        *,
+        priority: int,
+        klass: str,
+        prompt_tokens: int,
+        output_tokens: int,
+        watcher: LiveWatcher,
+        timeout_us: int = 0,
+    ) -> RequestRecord:
+        """A request that arrives now (from a real client), into the fleet at the current simulated
+        time; ``watcher`` hears of its first token, completion or rejection."""
+        with self.lock:
+            target = min(self.elapsed_sim(), self.end_s) if self._t0_wall is not None else self.env.now
+            if target > self.env.now:
+                self.env.run(until=target)
+            arrival = Arrival(
+                float(self.env.now),
+                priority=priority,
+                prompt_tokens=max(1, prompt_tokens),
+                output_tokens=max(1, output_tokens),
+                klass=klass,
+                timeout_us=timeout_us,
+            )
+            rec = RequestRecord(len(self.records) + len(self.live_records), arrival, klass)
+            self.live_records.append(rec)
+            self.fleet.expect_one_more()
+            self.fleet.watchers[rec.id] = watcher
+            self.fleet.submit(rec)
+            return rec
+
+    def forget_live(self, rec: RequestRecord) -> None:
+        """The client left: nobody waits for this request any more (the fleet still serves it, as
+        a Triton already executing it would; a queued one costs its share of the batch)."""
+        with self.lock:
+            self.fleet.watchers.pop(rec.id, None)
+
+    def all_records(self) -> list[RequestRecord]:
+        """Pre-scheduled and live requests, by arrival time (what the summary measures)."""
+        with self.lock:
+            return sorted([*self.records, *self.live_records], key=lambda r: r.arrival_s)
+
     # ------------------------------------------------------------------ replicas
 
     def set_replicas(self, ready: int) -> bool:
@@ -218,6 +292,10 @@ class DigitalTwin:
         if self._t0_wall is None:
             return time.time()
         return self._t0_wall + self.timescale.to_wall(sim_s)
+
+    def mono_of(self, sim_s: float) -> float:
+        """``time.monotonic()`` of a simulated instant (the twin must have started)."""
+        return self._t0_mono + self.timescale.to_wall(sim_s)
 
     @property
     def now(self) -> float:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from phoenix_operator.demo.requestpath import GatewayLive, live_text
 from phoenix_operator.demo.twin import LiveFigures
 
 
@@ -41,6 +42,8 @@ class ViewState:
     decisions: int = 0
     #: Simulated time of the last decision (status stores wall-clock times).
     last_decision_sim_s: float | None = None
+    #: The request path through the real gateway (``None``: off).
+    gateway: GatewayLive | None = None
 
 
 def clock(seconds: float) -> str:
@@ -123,6 +126,8 @@ def plain_line(state: ViewState) -> str:
     if state.mode == "controlled":
         op = state.status.get("ttftP95Seconds")
         line += f" | operator sees {fmt_s(op)}"
+    if state.gateway is not None:
+        line += f" | gateway: {live_text(state.gateway)}"
     return line
 
 
@@ -173,6 +178,8 @@ def render(state: ViewState) -> Any:
             f"last decision ({state.decisions} so far)",
             "-" if decision is None else f"{_when(state)}{decision_text(decision, 400)}",
         )
+    if state.gateway is not None:
+        rows.add_row("request path", live_text(state.gateway))
     if state.twin.lag_s > 1.0:
         rows.add_row(
             "twin lag", Text(f"{state.twin.lag_s:.1f} s behind the wall clock (machine busy)", style="yellow")
