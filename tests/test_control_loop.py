@@ -451,7 +451,19 @@ def test_slow_retrieval_is_reported_and_scales_no_triton(
     assert slow["status"] == "True" and slow["reason"] == "RetrievalOverShare", slow
     assert slow["message"].startswith("retrieval p95 0.92 s is 31 % of the 3 s TTFT target (limit 25 %)")
     assert "the search stage is the slow one" in slow["message"]
-    assert ("Warning", "RetrievalSlowTrue") in [(kind, reason) for kind, reason, _ in events]
+
+    # When the suite's session operator also runs (all namespaces) its own loop may turn the
+    # condition True first and post the Event; either way exactly this Warning must exist.
+    def warned() -> bool:
+        posted = [
+            (e.type, e.reason)
+            for e in client.CoreV1Api(kube_cluster.api_client)
+            .list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+            .items
+        ]
+        return ("Warning", "RetrievalSlowTrue") in [(kind, reason) for kind, reason, _ in events] + posted
+
+    wait_for(warned, timeout=30, interval=0.5, description="a RetrievalSlowTrue Warning Event")
     # The urgent class is over its 1.5 s target only by retrieval's excess: no scale-up.
     assert result.decision.replicas is None, result.decision
     assert "not scaling Triton" in result.decision.reason
