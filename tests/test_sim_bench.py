@@ -10,8 +10,26 @@ import numpy as np
 import pytest
 
 from phoenix_operator.sim import load_profile
-from phoenix_operator.sim.bench import make_context, measure, run_policy
-from phoenix_operator.sim.controllers import replica_load, service_times
+from phoenix_operator.sim.bench import (
+    aggregate,
+    make_context,
+    mean_ci95,
+    measure,
+    meets_slo,
+    run_policy,
+    run_replicated,
+    smallest_static_fleet,
+    to_markdown,
+    tune,
+)
+from phoenix_operator.sim.controllers import (
+    REGISTRY,
+    TUNING,
+    StaticController,
+    bound_gpu_seconds,
+    replica_load,
+    service_times,
+)
 from phoenix_operator.sim.fleet import FleetResult
 from phoenix_operator.sim.metrics import window_attainment
 from phoenix_operator.sim.oracle import _needs_at, plan_oracle
@@ -122,3 +140,81 @@ def test_the_oracle_returns_a_simulated_feasible_and_cheaper_schedule() -> None:
     assert max(needs[9:15]) > max(needs[:4])
     work = service_times(wl, ctx.cost, 8)
     assert run.figures["gpu_hours"] * 3600 >= work.sum()  # never below the work itself
+
+
+def test_mean_ci95_uses_students_t() -> None:
+    mean, (low, high) = mean_ci95([1.0, 2.0, 3.0])
+    # t(0.975, 2 df) = 4.3027; s = 1; half-width = 4.3027 / sqrt(3).
+    assert mean == 2.0
+    assert (high - low) / 2 == pytest.approx(4.3027 / np.sqrt(3), rel=1e-4)
+    assert mean_ci95([5.0])[0] == 5.0 and all(np.isnan(mean_ci95([5.0])[1]))
+    assert mean_ci95([1.0, float("inf")])[0] == float("inf")
+    rows = [{"gpu_hours": 1.0, "name": "x", "whole_run": {"gpu_hours": 2.0}}, {"gpu_hours": 3.0, "name": "x",
+            "whole_run": {"gpu_hours": 4.0}}]  # fmt: skip
+    agg = aggregate(rows)
+    assert agg["gpu_hours"] == 2.0 and agg["name"] == "x"
+    assert agg["gpu_hours_ci95"][0] < 2.0 < agg["gpu_hours_ci95"][1]
+    assert agg["whole_run"]["gpu_hours"] == 3.0 and "gpu_hours_ci95" in agg["whole_run"]
+
+
+def test_the_work_conservation_bound_is_below_every_policy_that_serves_the_load() -> None:
+    wl = _workload([(300.0, 20.0)], seed=4, measured_window_s=(100.0, 300.0))
+    ctx = make_context(wl, load_profile())
+    bound = bound_gpu_seconds(wl, ctx.cost, 8, wl.measured) / 3600
+    t = np.array([a.time_s for a in wl.arrivals])
+    inside = (t >= 100.0) & (t < 300.0)
+    assert bound * 3600 == pytest.approx(service_times(wl, ctx.cost, 8)[inside].sum())
+    for name in ("static-avg", "static-best"):
+        assert run_policy(ctx, name, 3.0).figures["gpu_hours"] >= bound
+    # With hardly any load the floor is min_replicas held all the time.
+    quiet = _workload([(300.0, 0.05)], seed=4)
+    assert bound_gpu_seconds(quiet, ctx.cost, 8, (0.0, 300.0), 2) == 600.0
+
+
+def test_static_best_is_the_smallest_fixed_fleet_that_meets_the_slo() -> None:
+    profile = load_profile()
+    ctx = make_context(_workload([(400.0, 30.0)], seed=5), profile)
+    runs: dict[int, Any] = {}
+    best = smallest_static_fleet(ctx, runs)
+    assert meets_slo(runs[best].figures)
+    assert best == 1 or not meets_slo(runs[best - 1].figures)
+    assert run_policy(ctx, "static-best", 3.0).figures["mean_replicas"] == pytest.approx(best)
+
+
+def test_tuning_picks_the_cheapest_candidate_that_meets_the_slo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A toy policy whose one knob is a fixed fleet's size: tuning must land where the
+    static-best search does (two independent searches over the same runs)."""
+    ctx = make_context(_workload([(400.0, 30.0)], seed=5), load_profile())
+    best = smallest_static_fleet(ctx)
+    sizes = (best + 2, best - 1, best, best + 1)
+    monkeypatch.setitem(TUNING, "toy", {"size": sizes})
+    monkeypatch.setitem(REGISTRY, "toy", lambda c: StaticController("toy", int(c.knobs("toy")["size"])))
+    result = tune(ctx, ["toy", "static-avg"])
+    assert set(result) == {"toy"}  # static-avg has no knobs
+    assert result["toy"]["chosen"] == {"size": best}
+    assert [c["knobs"]["size"] for c in result["toy"]["candidates"]] == list(sizes)
+    assert [c["meets_slo"] for c in result["toy"]["candidates"]] == [True, False, True, True]
+
+
+def test_replications_report_means_intervals_and_the_bound() -> None:
+    profile = load_profile()
+
+    def context_for(r: int) -> tuple[Any, float]:
+        wl = _workload([(200.0, 20.0)], seed=10 + r)
+        return make_context(wl, profile, seed=r), 0.0
+
+    report = run_replicated(context_for, 3, ["static-avg", "hpa"])
+    assert report.replications == 3 and len(report.bound_gpu_hours) == 3
+    data = report.to_json()
+    assert data["workload"]["replications"] == 3
+    low, high = data["workload"]["bound_gpu_hours_ci95"]
+    assert low <= data["workload"]["bound_gpu_hours"] <= high
+    per_rep = [f["gpu_hours"] for f in report.replicated["hpa"]]
+    hpa = next(p for p in data["policies"] if p["name"] == "hpa")
+    assert hpa["gpu_hours"] == pytest.approx(np.mean(per_rep))
+    assert len(hpa["gpu_hours_ci95"]) == 2 and "slo_attainment_ci95" in hpa
+    # Every replication served its load, so each paid at least its own work-conservation bound.
+    for figures, bound in zip(report.replicated["static-avg"], report.bound_gpu_hours, strict=True):
+        assert figures["unserved"] == 0 and figures["gpu_hours"] >= bound
+    markdown = to_markdown(report)
+    assert "Work-conservation lower bound" in markdown and "3 replications" in markdown

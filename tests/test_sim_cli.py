@@ -45,41 +45,76 @@ def _bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
 
 
 def test_bench_writes_table_json_and_plots(tmp_path: Path) -> None:
-    """The default scenario (a peak hour arriving), shortened: figures over the peak held."""
+    """The default scenario (a peak hour arriving), shortened: figures over the peak held,
+    means over replications with 95 % intervals, knobs tuned on the training blocks."""
     trace = _trace(tmp_path / "t.csv")
     out = tmp_path / "out"
     output, data = _bench(
         tmp_path,
         "--trace", str(trace), "--multiplier", "6", "--lead-in", "30", "--ramp", "120", "--hold", "150",
-        "--quick", "--policies", "phoenix,oracle,hpa,keda,llmd,static-avg,static-peak", "--out", str(out),
+        "--quick", "--replications", "2", "--out", str(out),
     )  # fmt: skip
-    assert "static-peak" in output
     assert "not registered" not in output
     assert "table measured over the peak, 150-300 s; autoscalers start at" in output
-    assert set(data) == {"workload", "slo_ttft_s", "policies"}
+    assert "2 replication(s)" in output and "work-conservation lower bound" in output
+    assert set(data) == {"workload", "slo_ttft_s", "policies", "tuning"}
     assert data["slo_ttft_s"] == 3.0
     wl = data["workload"]
     assert wl["multiplier"] == 6.0 and wl["duration_s"] == 300.0
     assert wl["measured_window_s"] == [150.0, 300.0]
     assert wl["shape"]["kind"] == "peak-hour" and wl["shape"]["ramp_s"] == 120.0
+    assert wl["replications"] == 2 and len(wl["replication_phases"]) == 2
+    assert wl["replication_phases"][0] == 0.0 and 0.0 < wl["replication_phases"][1] < 1.0
+    assert wl["bound_gpu_hours"] > 0 and len(wl["bound_gpu_hours_ci95"]) == 2
     # Normal load first: the autoscalers start smaller than the fleet sized for the peak's average.
     assert wl["autoscaler_start_replicas"] < wl["static_avg_replicas"]
     names = [p["name"] for p in data["policies"]]
-    assert names == ["phoenix", "oracle", "hpa", "keda", "llmd", "static-avg", "static-peak"]
+    assert names == [
+        "phoenix", "phoenix-tuned", "oracle", "hpa", "keda", "llmd-slo", "dynamo-planner", "static-best",
+        "static-avg",
+    ]  # fmt: skip
     for p in data["policies"]:
-        assert all(key in p for key in FIGURES)
+        assert all(key in p and f"{key}_ci95" in p for key in FIGURES)
         assert all(key in p["whole_run"] for key in FIGURES[:6])  # scaling/batching: whole run only
         assert 0.0 <= p["slo_attainment"] <= 1.0
         assert 0.0 <= p["urgent_slo_attainment"] <= 1.0
         assert 0 < p["gpu_hours"] < p["whole_run"]["gpu_hours"]  # the window is part of the run
         assert p["window_s"] == [150.0, 300.0] and p["whole_run"]["window_s"] == [0.0, 300.0]
+        low, high = p["gpu_hours_ci95"]
+        assert low <= p["gpu_hours"] <= high
     by_name = {p["name"]: p for p in data["policies"]}
     assert by_name["static-avg"]["scaling_actions"] == 0
-    assert by_name["static-avg"]["mean_replicas"] == wl["static_avg_replicas"]
-    assert by_name["static-peak"]["gpu_hours"] >= by_name["static-avg"]["gpu_hours"]
+    assert by_name["static-best"]["scaling_actions"] == 0
     assert by_name["oracle"]["whole_run"]["slo_attainment"] >= 0.99
+    # Tuned on the training blocks: the chosen knobs are among the candidates tried there.
+    tuning = data["tuning"]
+    assert set(tuning) == {"phoenix-tuned", "hpa", "keda", "llmd-slo", "dynamo-planner"}
+    for t in tuning.values():
+        assert t["chosen"] in [c["knobs"] for c in t["candidates"]] and len(t["candidates"]) <= 4
     assert (out / "ttft_p95.png").stat().st_size > 10_000
     assert (out / "replicas.png").stat().st_size > 10_000
+
+
+def test_bench_replays_a_mooncake_trace(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    t = np.sort(rng.uniform(0, 600_000, 1500)).astype(int)  # milliseconds
+    lines = [
+        f'{{"timestamp": {x}, "input_length": {int(rng.integers(200, 4000))}, '
+        f'"output_length": {int(rng.integers(20, 300))}, "hash_ids": [0]}}'
+        for x in t
+    ]
+    trace = tmp_path / "mc.jsonl"
+    trace.write_text("\n".join(lines) + "\n")
+    _, data = _bench(
+        tmp_path,
+        "--trace", str(trace), "--multiplier", "4", "--lead-in", "30", "--ramp", "60", "--hold", "90",
+        "--quick", "--replications", "1", "--policies", "static-avg,static-best", "--no-plots",
+    )  # fmt: skip
+    wl = data["workload"]
+    assert wl["source"] == str(trace) and wl["name"] == "mc-peak"
+    assert 200 <= wl["mean_prompt_tokens"] <= 4000
+    assert [p["name"] for p in data["policies"]] == ["static-avg", "static-best"]  # as asked
+    assert "tuning" not in data  # nothing to tune among fixed fleets
 
 
 def test_cold_peak_scenario_replays_the_trace_from_the_first_second(tmp_path: Path) -> None:
@@ -87,7 +122,7 @@ def test_cold_peak_scenario_replays_the_trace_from_the_first_second(tmp_path: Pa
     output, data = _bench(
         tmp_path,
         "--trace", str(trace), "--scenario", "cold-peak", "--multiplier", "2", "--quick", "--window", "0,600",
-        "--policies", "oracle,static-avg,static-peak", "--no-plots",
+        "--policies", "oracle,static-avg,static-peak", "--no-plots", "--replications", "1",
     )  # fmt: skip
     wl = data["workload"]
     assert wl["requests"] == 2400 and wl["multiplier"] == 2.0 and wl["shape"] is None

@@ -110,7 +110,9 @@ def test_observation_has_signals_and_marks_missing_data() -> None:
     assert quiet.ttft_p95_s is None
     assert quiet.missing["ttft_p95_s"] == "no data"
     assert quiet.gpu_utilization == pytest.approx(0.0)
-    assert not quiet.usable
+    # No request and nothing queued is zero load, not missing data: the policy may act on it.
+    assert quiet.request_rate == 0.0 and quiet.pending_requests == 0.0
+    assert quiet.idle and quiet.usable
 
 
 def test_batching_changes_apply_live_and_are_counted() -> None:

@@ -12,15 +12,15 @@ from phoenix_operator.control import policy
 from phoenix_operator.render.tritonconfig import BatchingConfig
 from phoenix_operator.sim import Arrival, BatcherConfig, BlockingBatchCost, load_profile, run_fleet
 from phoenix_operator.sim.bench import make_context, run_bench
-from phoenix_operator.sim.controllers import REGISTRY, BenchContext, service_times
+from phoenix_operator.sim.controllers import REGISTRY, BenchContext
 from phoenix_operator.sim.metrics import attainment
 from phoenix_operator.sim.phoenix import (
     PhoenixController,
     from_batching,
+    params_for,
     phoenix_controller,
     simulated_spec,
     to_batching,
-    work_model,
 )
 from phoenix_operator.sim.request import DEFAULT_CLASSES
 from phoenix_operator.sim.workloads import AZURE_CONV_TOKENS, Workload, assign_classes
@@ -85,7 +85,9 @@ def test_simulated_spec_describes_the_benchmarked_deployment() -> None:
         ctx.settings.max_replicas,
     )
     assert auto.ttft_p95_target_seconds == ctx.slo_ttft_s == 3.0
-    assert auto.scale_down_stabilization_seconds == 120  # the pod start-up
+    # The loop's own settings are the operator's defaults, as a user who sets none gets them.
+    assert (auto.interval_seconds, auto.scale_down_stabilization_seconds) == (30, 300)
+    assert auto.replica_startup_seconds == 120
     assert spec.triton.replicas == ctx.static_avg
     assert spec.model.backend == "tensorrtllm"
     assert spec.model.max_batch_size == profile.batching.max_batch_size
@@ -94,24 +96,29 @@ def test_simulated_spec_describes_the_benchmarked_deployment() -> None:
     classes = {c.name: (c.level, c.ttft_target_seconds) for c in spec.priority.classes}
     assert classes == {"urgent": (1, 1.5), "standard": (2, 3.0), "bulk": (3, 3.0)}
     assert spec.priority.default_class == "standard"
-    params = phoenix_controller(ctx).params
+    controller = phoenix_controller(ctx)
+    assert controller.interval_s == 30.0
+    params = controller.params
     assert params.warmup_s == profile.startup_s
-    assert params.inflight_batching and params.has_work_model
+    assert params.inflight_batching
 
 
-def test_work_model_tracks_the_cost_model() -> None:
-    profile = load_profile()
-    ctx = make_context(_step_workload(20.0, 20.0, 0.0, 300.0, seed=3), profile)
-    model = work_model(ctx.cost)
-    assert all(v > 0 for v in model.values())
-    params = policy.PolicyParams.from_spec(simulated_spec(ctx), **model)
-    arrivals = ctx.workload.arrivals
-    truth = service_times(ctx.workload, ctx.cost).sum()
-    clipped = [ctx.cost.clip(a.prompt_tokens, a.output_tokens) for a in arrivals]
-    p = float(np.mean([c[0] for c in clipped]))
-    o = float(np.mean([c[1] for c in clipped]))
-    assert len(arrivals) * params.work_per_request(p, o) == pytest.approx(truth, rel=0.1)
-    assert work_model(BlockingBatchCost(0.01, 0.001)) == {}
+def test_benchmarked_phoenix_is_the_operators_from_spec_and_nothing_more() -> None:
+    """The control loop builds ``PolicyParams.from_spec(spec)``; the benchmark must run exactly
+    that: no work model fitted to the simulator's cost function, no capacity prior."""
+    ctx = make_context(_step_workload(20.0, 20.0, 0.0, 300.0, seed=3), load_profile())
+    spec = simulated_spec(ctx)
+    params = phoenix_controller(ctx).params
+    assert params == policy.PolicyParams.from_spec(spec) == params_for(spec)
+    assert not params.has_work_model and params.initial_capacity_rps is None
+    assert (params.interval_s, params.scale_down_stabilization_s) == (30.0, 300.0)
+    tuned = phoenix_controller(ctx, "phoenix-tuned", interval_s=15, scale_down_stabilization_s=120)
+    assert (tuned.name, tuned.interval_s, tuned.params.scale_down_stabilization_s) == (
+        "phoenix-tuned",
+        15.0,
+        120.0,
+    )
+    assert replace(tuned.params, interval_s=30.0, scale_down_stabilization_s=300.0) == params
 
 
 def test_the_adapter_runs_the_operators_decide(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,14 +133,15 @@ def test_the_adapter_runs_the_operators_decide(monkeypatch: pytest.MonkeyPatch) 
     ctx = make_context(_step_workload(10.0, 10.0, 0.0, 120.0), load_profile())
     controller = phoenix_controller(ctx)
     _run(ctx, controller)
-    assert calls == [15.0 * k for k in range(1, len(calls) + 1)]
-    assert len(calls) >= 120 // 15
+    assert calls == [30.0 * k for k in range(1, len(calls) + 1)]
+    assert len(calls) >= 120 // 30
     assert len(controller.decisions) == len(calls)
 
 
 def test_phoenix_scales_up_on_a_load_step_and_explains_it() -> None:
-    """10 -> 40 req/s at 90 s: the average-sized fleet (4) is short for good; Phoenix orders
-    replicas from the token-weighted load and gets most of the traffic served within target."""
+    """10 -> 40 req/s at 90 s: the average-sized fleet (4) is short for good; Phoenix as shipped
+    (request-count load, capacity learned online) orders replicas and gets most of the traffic
+    served within target."""
     profile = load_profile()
     ctx = make_context(_step_workload(10.0, 40.0, 90.0, 600.0), profile)
     static = _run(ctx, None)
@@ -143,7 +151,7 @@ def test_phoenix_scales_up_on_a_load_step_and_explains_it() -> None:
     assert attainment(result.records, 3.0) > attainment(static.records, 3.0) + 0.1
     assert attainment(result.records, 3.0, "urgent") >= 0.999
     ups = [d for _, d in controller.decisions if d.action == "scale-up"]
-    assert ups and all("replicas of work" in d.reason for d in ups)
+    assert ups and all("req/s now" in d.reason and "needs" in d.reason for d in ups)
     for _, d in controller.decisions:
         if d.replicas is not None:
             assert controller.params.min_replicas <= d.replicas <= controller.params.replica_cap

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phoenix_operator.data import azure_trace
+from phoenix_operator.data import azure_trace, mooncake_trace
 from phoenix_operator.sim.workloads import (
     AZURE_CONV_TOKENS,
     PeakShape,
@@ -17,6 +17,7 @@ from phoenix_operator.sim.workloads import (
     fit_tokens,
     peak_workload,
     read_trace,
+    trace_format_of,
     trace_workload,
 )
 
@@ -189,3 +190,67 @@ def test_a_plain_replay_is_measured_over_the_whole_run(trace: Path) -> None:
     w = trace_workload(trace, multiplier=2.0)
     assert w.measured_window_s is None and w.measured == (0.0, w.duration_s)
     assert w.start_window_s is None and w.summary()["shape"] is None
+
+
+def test_mooncake_jsonl_is_read_by_suffix_or_by_format(tmp_path: Path) -> None:
+    rows = [
+        '{"timestamp": 3000, "input_length": 700, "output_length": 20, "hash_ids": [0, 1]}',
+        '{"timestamp": 1000, "input_length": 500, "output_length": 10, "hash_ids": [0]}',
+        "",
+        '{"timestamp": 2500, "input_length": 600, "output_length": 15, "hash_ids": [2]}',
+    ]
+    path = tmp_path / "mc.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    t, p, o = read_trace(path)
+    assert list(t) == [0.0, 1.5, 2.0]  # milliseconds -> seconds from the first request, sorted
+    assert list(p) == [500, 600, 700] and list(o) == [10, 15, 20]
+    renamed = tmp_path / "mc.txt"
+    renamed.write_text(path.read_text())
+    assert trace_format_of(renamed) == "azure"
+    assert list(read_trace(renamed, "mooncake")[1]) == [500, 600, 700]
+    with pytest.raises(ValueError, match="unknown trace format"):
+        read_trace(path, "parquet")
+
+
+def test_a_bad_mooncake_line_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"timestamp": 0, "input_length": 5, "output_length": 1}\n{"timestamp": 1}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: need a JSON object with timestamp"):
+        read_trace(path)
+
+
+def test_shipped_mooncake_trace_replays_through_the_peak_shape() -> None:
+    t, p, o = read_trace(mooncake_trace())
+    assert len(t) == 12031 and t[0] == 0.0 and np.all(np.diff(t) >= 0)
+    assert p.min() >= 1 and o.min() >= 1
+    wl = peak_workload(mooncake_trace(), PeakShape(peak=2.0, lead_in_s=60, ramp_s=60, hold_s=60))
+    assert wl.name == "mooncake-fast25-conversation-peak" and len(wl.arrivals) > 0
+    assert {a.prompt_tokens for a in wl.arrivals} <= set(p.tolist())
+
+
+def test_a_phase_offset_replays_the_same_requests_from_elsewhere(trace: Path) -> None:
+    shape = PeakShape(peak=1.0, lead_in_s=0, ramp_s=0, hold_s=120)
+    base = peak_workload(trace, shape)
+    shifted = peak_workload(trace, shape, phase=0.5)
+    assert shifted.shape is not None and shifted.shape["phase"] == 0.5
+    # One loop of the trace either way: the same requests, started half-way through.
+    assert sorted(a.prompt_tokens for a in base.arrivals) == sorted(a.prompt_tokens for a in shifted.arrivals)
+    assert base.arrivals[0].prompt_tokens == 100
+    assert shifted.arrivals[0].prompt_tokens == 160
+    with pytest.raises(ValueError, match="phase"):
+        peak_workload(trace, shape, phase=1.0)
+
+
+def test_training_and_held_out_parts_are_disjoint_alternate_blocks(trace: Path) -> None:
+    shape = PeakShape(peak=1.0, lead_in_s=0, ramp_s=0, hold_s=60)
+    train = peak_workload(trace, shape, part="train", block_s=30.0)
+    test = peak_workload(trace, shape, part="test", block_s=30.0)
+    train_prompts = [a.prompt_tokens for a in train.arrivals]
+    test_prompts = [a.prompt_tokens for a in test.arrivals]
+    # Blocks 0 and 2 (seconds 0-29, 60-89) train; 1 and 3 (30-59, 90-119) are held out.
+    assert train_prompts == [*range(100, 130), *range(160, 190)]
+    assert test_prompts == [*range(130, 160), *range(190, 220)]
+    assert not set(train_prompts) & set(test_prompts)
+    # Joined end to end: the held-out replay has no 30 s hole where the training block was.
+    gaps = np.diff([a.time_s for a in test.arrivals])
+    assert gaps.max() < 1.5

@@ -1,4 +1,4 @@
-"""Run several fleet policies on one workload and collect comparable figures.
+"""Run several fleet policies on the same workloads and collect comparable figures.
 
 Every policy sees the same arrivals, cost model, start-up delay, load balancer and batching
 start point. Autoscalers start with the fleet the workload's first minutes need (the peak-hour
@@ -6,19 +6,32 @@ scenario's normal load) or, for a cold start, the static-avg fleet; static fleet
 own size; the oracle at what its plan needs at time 0. The headline figures are measured over
 the workload's measured window (requests arriving in it, GPU time billed in it) — the peak
 held, in the peak-hour scenario — and ``whole_run`` repeats them over the whole run.
+
+:func:`run_replicated` repeats the race on independent replications (trace phase offsets and
+priority draws) and reports each figure's mean with a 95 % confidence interval; the knobs in
+:data:`~phoenix_operator.sim.controllers.TUNING` are chosen first, once, on a training workload
+no replication is scored on (:func:`tune`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from phoenix_operator.sim.controllers import (
     DEFAULT_POLICIES,
     REGISTRY,
+    REGISTRY_STATIC,
+    TUNING,
     BenchContext,
+    StaticController,
+    bound_gpu_seconds,
     replica_capacity_rps,
     replica_load,
     size_for,
@@ -39,13 +52,44 @@ class PolicyRun:
     note: str = ""
 
 
+#: What "meets the SLO" means for static-best and for choosing tuned knobs: the oracle's goal,
+#: over the measured window (99 % of requests, 99.9 % of urgent ones within the TTFT target).
+SLO_GOAL = 0.99
+URGENT_SLO_GOAL = 0.999
+
+
+def meets_slo(figures: dict[str, Any]) -> bool:
+    urgent = figures["urgent_slo_attainment"]
+    return bool(figures["slo_attainment"] >= SLO_GOAL and (math.isnan(urgent) or urgent >= URGENT_SLO_GOAL))
+
+
 @dataclass
 class BenchReport:
+    #: The first replication's context (it describes the workload; its runs are plotted).
     context: BenchContext
     price_per_gpu_hour_usd: float
+    #: The first replication's runs.
     runs: list[PolicyRun] = field(default_factory=list)
-    #: Requested policies that are not registered (e.g. ``phoenix`` before the lead adds it).
+    #: Requested policies that are not registered.
     missing: list[str] = field(default_factory=list)
+    #: Policy -> its figures in each replication (empty for a single run).
+    replicated: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Work-conservation lower bound on GPU-hours, per replication.
+    bound_gpu_hours: list[float] = field(default_factory=list)
+    #: Policy -> knobs chosen on the training workload, and every candidate's training figures.
+    tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Each replication's trace phase offset (share of the trace slice it starts in).
+    phases: list[float] = field(default_factory=list)
+
+    @property
+    def replications(self) -> int:
+        return max(1, len(self.bound_gpu_hours))
+
+    def figures(self) -> list[tuple[str, dict[str, Any]]]:
+        """(policy, figures) in report order: means with ``<figure>_ci95`` when replicated."""
+        if not self.replicated:
+            return [(run.name, run.figures) for run in self.runs]
+        return [(name, aggregate(rows)) for name, rows in self.replicated.items()]
 
     def to_json(self) -> dict[str, Any]:
         ctx = self.context
@@ -64,38 +108,124 @@ class BenchReport:
                 "quick": ctx.quick,
             }
         )
-        policies = []
-        for run in self.runs:
-            policies.append({"name": run.name, **_jsonable(run.figures)})
-        return {"workload": workload, "slo_ttft_s": ctx.slo_ttft_s, "policies": policies}
+        if self.bound_gpu_hours:
+            bound = aggregate([{"bound_gpu_hours": b} for b in self.bound_gpu_hours])
+            workload.update(
+                {
+                    "replications": len(self.bound_gpu_hours),
+                    **_jsonable(bound),
+                    "replication_phases": [round(float(x), 4) for x in self.phases],
+                }
+            )
+        policies = [{"name": name, **_jsonable(figures)} for name, figures in self.figures()]
+        data: dict[str, Any] = {"workload": workload, "slo_ttft_s": ctx.slo_ttft_s, "policies": policies}
+        if self.tuning:
+            data["tuning"] = _jsonable(self.tuning)
+        return data
 
 
 def _jsonable(figures: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: json_number(value)
-        if isinstance(value, float)
-        else _jsonable(value)
-        if isinstance(value, dict)
-        else value
-        for key, value in figures.items()
-    }
+    def convert(value: Any) -> Any:
+        if isinstance(value, float):
+            return json_number(value)
+        if isinstance(value, dict):
+            return _jsonable(value)
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        return value
+
+    return {key: convert(value) for key, value in figures.items()}
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, tuple[float, float]]:
+    """Mean and two-sided 95 % confidence interval (Student's t, n - 1 degrees of freedom).
+
+    One value gives no interval (NaN bounds); an infinite value (a run that left requests
+    unserved has an infinite TTFT percentile) makes the mean and interval infinite.
+    """
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return math.nan, (math.nan, math.nan)
+    mean = float(x.mean())
+    if x.size < 2 or not np.isfinite(x).all():
+        return mean, (math.nan, math.nan) if x.size < 2 else (mean, mean)
+    half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return mean, (mean - half, mean + half)
+
+
+def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Replications' figures -> each number's mean plus ``<name>_ci95`` [low, high]."""
+    out: dict[str, Any] = {}
+    for key, first in rows[0].items():
+        if isinstance(first, bool) or not isinstance(first, (int, float, dict)):
+            out[key] = first
+        elif isinstance(first, dict):
+            out[key] = aggregate([row[key] for row in rows])
+        else:
+            mean, (low, high) = mean_ci95([float(row[key]) for row in rows])
+            out[key] = mean
+            out[f"{key}_ci95"] = [low, high]
+    return out
+
+
+def ci_text(figures: dict[str, Any], key: str, scale: float = 1.0, digits: int = 2) -> str:
+    """`` ±h`` (half the 95 % interval) when the figures carry one, else empty."""
+    ci = figures.get(f"{key}_ci95")
+    if not ci or any(v is None or not math.isfinite(v) for v in ci):
+        return ""
+    return f" ±{scale * (ci[1] - ci[0]) / 2:.{digits}f}"
+
+
+def table_rows(report: BenchReport) -> list[list[str]]:
+    """The table's cells, one row per policy (means, ± half the 95 % CI when replicated)."""
+    rows = []
+    for name, f in report.figures():
+        rows.append(
+            [
+                name,
+                pct(f["slo_attainment"]) + ci_text(f, "slo_attainment", 100),
+                pct(f["urgent_slo_attainment"]) + ci_text(f, "urgent_slo_attainment", 100),
+                fmt_seconds(f["ttft_p50_s"]),
+                fmt_seconds(f["ttft_p95_s"]) + ci_text(f, "ttft_p95_s"),
+                fmt_seconds(f["ttft_p99_s"]),
+                f"{f['gpu_hours']:.3f}" + ci_text(f, "gpu_hours", digits=3),
+                f"{f['cost_usd']:.2f}",
+                f"{f['mean_replicas']:.2f}",
+                f"{f['scaling_actions']:.1f}" if report.replicated else str(f["scaling_actions"]),
+                f"{f['batching_changes']:.1f}" if report.replicated else str(f["batching_changes"]),
+            ]
+        )
+    return rows
+
+
+TABLE_HEAD = (
+    "policy",
+    "SLO att.",
+    "urgent att.",
+    "TTFT p50 s",
+    "p95 s",
+    "p99 s",
+    "GPU-h",
+    "cost $",
+    "mean repl.",
+    "scaling",
+    "batching",
+)
 
 
 def to_markdown(report: BenchReport) -> str:
     """The benchmark table as Markdown (for docs and pull requests)."""
-    head = (
-        "| policy | SLO att. | urgent att. | TTFT p50 s | p95 s | p99 s | GPU-h | cost $ | mean replicas "
-        "| scaling | batching |"
-    )
-    lines = [head, "|" + " --- |" * 11]
-    for run in report.runs:
-        f = run.figures
+    lines = ["| " + " | ".join(TABLE_HEAD) + " |", "|" + " --- |" * len(TABLE_HEAD)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    if report.bound_gpu_hours:
+        mean, (low, high) = mean_ci95(report.bound_gpu_hours)
+        lines.append("")
         lines.append(
-            f"| {run.name} | {pct(f['slo_attainment'])} | {pct(f['urgent_slo_attainment'])} "
-            f"| {fmt_seconds(f['ttft_p50_s'])} | {fmt_seconds(f['ttft_p95_s'])} "
-            f"| {fmt_seconds(f['ttft_p99_s'])} "
-            f"| {f['gpu_hours']:.3f} | {f['cost_usd']:.2f} | {f['mean_replicas']:.2f} "
-            f"| {f['scaling_actions']} | {f['batching_changes']} |"
+            f"Work-conservation lower bound: {mean:.3f} GPU-h (95 % CI {low:.3f}-{high:.3f}); "
+            f"{report.replications} replications, mean ± half the 95 % CI."
         )
     return "\n".join(lines) + "\n"
 
@@ -115,6 +245,7 @@ def make_context(
     max_replicas: int | None = None,
     startup_s: float | None = None,
     cost: LLMEngineCost | BlockingBatchCost | None = None,
+    tuned: dict[str, dict[str, Any]] | None = None,
 ) -> BenchContext:
     """Size the static fleets and the autoscalers' bounds for this workload."""
     cost = cost or LLMEngineCost(profile)
@@ -154,17 +285,29 @@ def make_context(
         replica_capacity_rps=capacity,
         seed=seed,
         quick=quick,
+        tuned=dict(tuned or {}),
     )
 
 
 def run_policy(ctx: BenchContext, name: str, price_per_gpu_hour_usd: float) -> PolicyRun:
     """Create the policy from the registry and simulate the workload under it."""
     started = time.perf_counter()
-    controller = REGISTRY[name](ctx)
+    return run_controller(ctx, REGISTRY[name](ctx), name, price_per_gpu_hour_usd, started)
+
+
+def run_controller(
+    ctx: BenchContext,
+    controller: Any,
+    name: str,
+    price_per_gpu_hour_usd: float,
+    started: float | None = None,
+) -> PolicyRun:
+    """Simulate the workload under a controller; figures over the measured window."""
+    started = time.perf_counter() if started is None else started
     # A policy that sizes its own start (static fleets, the oracle, Phoenix from its spec) says so.
     initial = ctx.settings.initial_replicas
     if isinstance(getattr(controller, "initial_replicas", None), int):
-        initial = int(controller.initial_replicas)  # type: ignore[attr-defined]
+        initial = int(controller.initial_replicas)
     settings = replace(
         ctx.settings,
         initial_replicas=initial,
@@ -221,17 +364,50 @@ def measure(
 
 def run_bench(
     ctx: BenchContext,
-    policies: tuple[str, ...] | list[str] = DEFAULT_POLICIES,
+    policies: Sequence[str] = DEFAULT_POLICIES,
     price_per_gpu_hour_usd: float | None = None,
 ) -> BenchReport:
     price = ctx.profile.price_per_gpu_hour_usd if price_per_gpu_hour_usd is None else price_per_gpu_hour_usd
     report = BenchReport(context=ctx, price_per_gpu_hour_usd=price)
+    # Deterministic runs are shared, not repeated: fixed fleets of one size, and phoenix-tuned
+    # when tuning kept the defaults (it is then the same controller as phoenix).
+    statics: dict[int, PolicyRun] = {}
     for name in policies:
         if name not in REGISTRY:
             report.missing.append(name)
             continue
-        report.runs.append(run_policy(ctx, name, price))
+        size = _static_size(ctx, name, statics, price)
+        done = {run.name: run for run in report.runs}
+        if size is not None:
+            run = _static_run(ctx, size, statics, price)
+            report.runs.append(replace(run, name=name))
+        elif name == "phoenix-tuned" and "phoenix" in done and ctx.knobs(name) == _defaults(name):
+            report.runs.append(replace(done["phoenix"], name=name))
+        else:
+            report.runs.append(run_policy(ctx, name, price))
     return report
+
+
+def _defaults(name: str) -> dict[str, Any]:
+    return {k: v[0] for k, v in TUNING.get(name, {}).items()}
+
+
+def _static_run(ctx: BenchContext, size: int, cache: dict[int, PolicyRun], price: float) -> PolicyRun:
+    if size not in cache:
+        cache[size] = run_controller(ctx, StaticController(f"static-{size}", size), f"static-{size}", price)
+    return cache[size]
+
+
+def _static_size(ctx: BenchContext, name: str, cache: dict[int, PolicyRun], price: float) -> int | None:
+    if REGISTRY.get(name) is not REGISTRY_STATIC.get(name):
+        return None  # replaced in the registry: not the benchmark's own fixed fleet
+    if name == "static-avg":
+        return ctx.static_avg
+    if name == "static-peak":
+        return ctx.static_peak
+    if name == "static-best":
+        return smallest_static_fleet(ctx, cache, price)
+    return None
 
 
 def fmt_seconds(value: float) -> str:
@@ -240,3 +416,102 @@ def fmt_seconds(value: float) -> str:
     if math.isinf(value):
         return "never"
     return f"{value:.2f}"
+
+
+def smallest_static_fleet(
+    ctx: BenchContext, cache: dict[int, PolicyRun] | None = None, price_per_gpu_hour_usd: float = 0.0
+) -> int:
+    """The smallest fixed fleet that meets the SLO over the measured window (a hindsight
+    search, like the oracle's): from static-avg, up while it fails, down while it passes.
+    ``cache`` keeps every fleet size's run."""
+    runs = {} if cache is None else cache
+
+    def passes(size: int) -> bool:
+        return meets_slo(_static_run(ctx, size, runs, price_per_gpu_hour_usd).figures)
+
+    size = ctx.static_avg
+    limit = max(ctx.settings.max_replicas, ctx.static_peak) * 2
+    if passes(size):
+        while size > 1 and passes(size - 1):
+            size -= 1
+        return size
+    while size < limit and not passes(size + 1):
+        size += 1
+    return min(size + 1, limit)
+
+
+def tune(
+    train: BenchContext, policies: Sequence[str], price_per_gpu_hour_usd: float = 0.0
+) -> dict[str, dict[str, Any]]:
+    """Choose each tunable policy's knobs on the training workload.
+
+    Every candidate in :data:`TUNING` (at most two knobs, at most four runs per policy, the same
+    budget for every policy) is simulated on ``train``; the cheapest that meets the SLO wins,
+    else the one with the highest attainment. Returns policy -> ``{"chosen": knobs,
+    "candidates": [{knobs, slo_attainment, urgent_slo_attainment, gpu_hours, meets_slo}]}``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name in policies:
+        grid = TUNING.get(name)
+        if not grid:
+            continue
+        keys = list(grid)
+        candidates = []
+        for values in itertools.product(*(grid[k] for k in keys)):
+            knobs = dict(zip(keys, values, strict=True))
+            ctx = replace(train, tuned={**train.tuned, name: knobs})
+            f = run_policy(ctx, name, price_per_gpu_hour_usd).figures
+            candidates.append(
+                {
+                    "knobs": knobs,
+                    "slo_attainment": f["slo_attainment"],
+                    "urgent_slo_attainment": f["urgent_slo_attainment"],
+                    "gpu_hours": f["gpu_hours"],
+                    "meets_slo": meets_slo(f),
+                }
+            )
+        feasible = [c for c in candidates if c["meets_slo"]]
+        best = (
+            min(feasible, key=lambda c: c["gpu_hours"])
+            if feasible
+            else max(candidates, key=lambda c: (c["slo_attainment"], -c["gpu_hours"]))
+        )
+        out[name] = {"chosen": best["knobs"], "candidates": candidates}
+    return out
+
+
+def run_replicated(
+    context_for: Callable[[int], tuple[BenchContext, float]],
+    replications: int,
+    policies: Sequence[str] = DEFAULT_POLICIES,
+    price_per_gpu_hour_usd: float | None = None,
+    train: BenchContext | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Every policy on ``replications`` workloads (``context_for(r)`` -> (context, phase));
+    tuned knobs chosen first on ``train`` (skipped when None)."""
+    if replications < 1:
+        raise ValueError("replications must be >= 1")
+    tuning = tune(train, policies, 0.0) if train is not None else {}
+    chosen = {name: t["chosen"] for name, t in tuning.items()}
+    report: BenchReport | None = None
+    for r in range(replications):
+        ctx, phase = context_for(r)
+        ctx = replace(ctx, tuned={**ctx.tuned, **chosen})
+        single = run_bench(ctx, policies, price_per_gpu_hour_usd)
+        if report is None:
+            report = single
+            report.tuning = tuning
+            report.replicated = {run.name: [] for run in single.runs}
+        for run in single.runs:
+            report.replicated[run.name].append(run.figures)
+        lo, hi = ctx.workload.measured
+        bound = bound_gpu_seconds(
+            ctx.workload, ctx.cost, ctx.profile.batching.max_batch_size, (lo, hi), ctx.settings.min_replicas
+        )
+        report.bound_gpu_hours.append(bound / 3600.0)
+        report.phases.append(phase)
+        if progress is not None:
+            progress(f"replication {r + 1}/{replications} done")
+    assert report is not None
+    return report

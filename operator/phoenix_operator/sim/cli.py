@@ -11,15 +11,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import numpy as np
 
 from phoenix_operator.data import azure_trace
 from phoenix_operator.lazycli import LazyGroup
-from phoenix_operator.sim.bench import BenchReport, fmt_seconds, make_context, pct, run_bench, to_markdown
-from phoenix_operator.sim.controllers import DEFAULT_POLICIES, REGISTRY, BenchContext
+from phoenix_operator.sim.bench import (
+    TABLE_HEAD,
+    BenchReport,
+    make_context,
+    run_replicated,
+    table_rows,
+    to_markdown,
+)
+from phoenix_operator.sim.controllers import DEFAULT_POLICIES, REGISTRY, TUNING, BenchContext
 from phoenix_operator.sim.fleet import LB_POLICIES
 from phoenix_operator.sim.metrics import step_series, ttft_p95_series
 from phoenix_operator.sim.profile import DEFAULT_PROFILE, load_profile
 from phoenix_operator.sim.workloads import (
+    TRACE_FORMATS,
     PeakShape,
     Workload,
     burst_workload,
@@ -37,7 +46,10 @@ DEFAULT_MULTIPLIER = 6.55
 SCENARIOS = ("peak-hour", "cold-peak")
 #: Peak-hour shape (lead-in, rise, hold in simulated seconds): full run and ``--quick``.
 PEAK_TIMES = (300.0, 1800.0, 1800.0)
-QUICK_PEAK_TIMES = (120.0, 900.0, 600.0)
+QUICK_PEAK_TIMES = (60.0, 600.0, 300.0)
+#: Replications of ``phoenix bench``: full run and ``--quick``.
+REPLICATIONS = 10
+QUICK_REPLICATIONS = 3
 #: ``--quick --scenario cold-peak`` replays this half hour of the trace (trace seconds): the
 #: request-count hump, at about the same load per static-avg replica as the full hour.
 QUICK_WINDOW = (900.0, 2700.0)
@@ -73,6 +85,7 @@ class WorkloadOptions:
     lead_in_s: float | None = None
     ramp_s: float | None = None
     hold_s: float | None = None
+    trace_format: str = "auto"
 
     def peak_shape(self) -> PeakShape:
         lead, ramp, hold = QUICK_PEAK_TIMES if self.quick else PEAK_TIMES
@@ -85,27 +98,63 @@ class WorkloadOptions:
         )
 
 
-def build_workload(opts: WorkloadOptions, classes: dict[str, int]) -> Workload:
-    """The workload the options describe, with the profile's (or a spec's) priority classes."""
+#: Alternate 5-minute blocks of the trace slice: tuning runs on ``train``, replications are
+#: scored on ``test``.
+PARTS = ("train", "test")
+PART_BLOCK_S = 300.0
+
+
+def replication_phase(seed: int, replication: int) -> float:
+    """Replication ``r``'s trace phase offset: an independent uniform draw (0 for r = 0)."""
+    if replication == 0:
+        return 0.0
+    return float(np.random.default_rng([seed, replication, 0xFA5E]).uniform(0.0, 1.0))
+
+
+def build_workload(
+    opts: WorkloadOptions, classes: dict[str, int], replication: int = 0, part: str | None = None
+) -> Workload:
+    """The workload the options describe, with the profile's (or a spec's) priority classes.
+
+    ``replication`` r > 0 replays the trace from an independent phase offset and draws the
+    priority classes (and synthetic traffic) with seed + r; ``part`` replays only the training
+    or the held-out blocks of the trace slice (alternate 5-minute blocks).
+    """
+    if part is not None and part not in PARTS:
+        raise click.BadParameter(f"part must be one of {PARTS}")
+    seed = opts.seed + replication
     if opts.kind == "trace":
         path = opts.trace or default_trace()
+        window = opts.window
         if opts.scenario == "peak-hour":
             try:
-                shape = opts.peak_shape()
+                return peak_workload(
+                    path,
+                    opts.peak_shape(),
+                    window=window,
+                    seed=seed,
+                    classes=classes,
+                    fmt=opts.trace_format,
+                    phase=replication_phase(opts.seed, replication),
+                    part=part,
+                    block_s=PART_BLOCK_S,
+                )
             except ValueError as exc:
                 raise click.BadParameter(str(exc)) from exc
-            return peak_workload(path, shape, window=opts.window, seed=opts.seed, classes=classes)
-        window = opts.window if opts.window is not None or not opts.quick else QUICK_WINDOW
+        if window is None and opts.quick:
+            window = QUICK_WINDOW
         return trace_workload(
-            path, multiplier=opts.multiplier, window=window, seed=opts.seed, classes=classes
+            path, multiplier=opts.multiplier, window=window, seed=seed, classes=classes, fmt=opts.trace_format
         )
     duration = 300.0 if opts.quick else 1800.0
     # Synthetic traffic starts sized for its first minute, like the peak-hour scenario.
     start = (0.0, 60.0)
+    if part == "train":
+        seed += 10_000
     if opts.kind == "diurnal":
-        wl = diurnal_workload(duration, mean_rate=5.5 * opts.multiplier, seed=opts.seed, classes=classes)
+        wl = diurnal_workload(duration, mean_rate=5.5 * opts.multiplier, seed=seed, classes=classes)
     else:
-        wl = burst_workload(duration, base_rate=5.5 * opts.multiplier, seed=opts.seed, classes=classes)
+        wl = burst_workload(duration, base_rate=5.5 * opts.multiplier, seed=seed, classes=classes)
     return replace(wl, multiplier=opts.multiplier, start_window_s=start)
 
 
@@ -117,8 +166,16 @@ def workload_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "trace",
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
             default=None,
-            help="CSV with TIMESTAMP, ContextTokens, GeneratedTokens "
-            "(default: the Azure LLM 2023 conversation trace shipped with the package).",
+            help="CSV with TIMESTAMP, ContextTokens, GeneratedTokens, or Mooncake JSONL with timestamp (ms), "
+            "input_length, output_length (default: the Azure LLM 2023 conversation trace shipped "
+            "with the package).",
+        ),
+        click.option(
+            "--trace-format",
+            type=click.Choice(TRACE_FORMATS),
+            default="auto",
+            show_default=True,
+            help="auto: .jsonl/.json is Mooncake, anything else the Azure CSV.",
         ),
         click.option(
             "--workload",
@@ -175,7 +232,9 @@ def workload_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Trace slice START,END in trace seconds (before compression); peak-hour loops it.",
         ),
-        click.option("--quick", is_flag=True, help="A shorter run and a smaller oracle search (< 60 s)."),
+        click.option(
+            "--quick", is_flag=True, help="A shorter run, fewer replications, a smaller oracle search."
+        ),
         click.option(
             "--seed", type=int, default=0, show_default=True, help="Priority mix and synthetic traffic seed."
         ),
@@ -199,6 +258,7 @@ def options_from(kwargs: dict[str, Any]) -> WorkloadOptions:
         lead_in_s=kwargs.pop("lead_in_s"),
         ramp_s=kwargs.pop("ramp_s"),
         hold_s=kwargs.pop("hold_s"),
+        trace_format=kwargs.pop("trace_format"),
     )
 
 
@@ -220,6 +280,29 @@ def describe_workload(ctx: BenchContext) -> str:
     )
 
 
+def describe_replications(report: BenchReport, split: bool) -> str:
+    """How the figures were replicated, how knobs were tuned, and the GPU-hour lower bound."""
+    from phoenix_operator.sim.bench import mean_ci95
+
+    parts = [
+        f"{report.replications} replication(s) (trace phase offsets and priority draws); each figure is "
+        "the mean, ± half its 95 % confidence interval (Student's t)"
+    ]
+    if report.bound_gpu_hours:
+        mean, (low, high) = mean_ci95(report.bound_gpu_hours)
+        span = f" (95 % CI {low:.3f}-{high:.3f})" if math.isfinite(low) else ""
+        parts.append(f"work-conservation lower bound {mean:.3f} GPU-h{span}")
+    if split:
+        parts.append("scored on the held-out blocks of the trace slice (odd 5-minute blocks)")
+    if report.tuning:
+        chosen = "; ".join(
+            f"{name}: " + ", ".join(f"{k}={v}" for k, v in t["chosen"].items())
+            for name, t in report.tuning.items()
+        )
+        parts.append(f"knobs tuned on the training blocks (even): {chosen}")
+    return ". ".join(parts) + "."
+
+
 def render_table(report: BenchReport) -> Any:
     from rich.table import Table
 
@@ -232,35 +315,11 @@ def render_table(report: BenchReport) -> Any:
         f"({wl.mean_rate:.1f} req/s), TTFT target {ctx.slo_ttft_s:g} s{where}"
     )
     table = Table(title=title)
-    for col in (
-        "policy",
-        "SLO att.",
-        "urgent att.",
-        "TTFT p50 s",
-        "p95 s",
-        "p99 s",
-        "GPU-h",
-        "cost $",
-        "mean repl.",
-        "scaling",
-        "batching",
-    ):
+    for col in TABLE_HEAD:
         table.add_column(col, justify="left" if col == "policy" else "right")
-    for run in report.runs:
-        f = run.figures
-        table.add_row(
-            run.name + (" *" if run.note else ""),
-            pct(f["slo_attainment"]),
-            pct(f["urgent_slo_attainment"]),
-            fmt_seconds(f["ttft_p50_s"]),
-            fmt_seconds(f["ttft_p95_s"]),
-            fmt_seconds(f["ttft_p99_s"]),
-            f"{f['gpu_hours']:.3f}",
-            f"{f['cost_usd']:.2f}",
-            f"{f['mean_replicas']:.2f}",
-            str(f["scaling_actions"]),
-            str(f["batching_changes"]),
-        )
+    notes = {run.name for run in report.runs if run.note}
+    for row in table_rows(report):
+        table.add_row(row[0] + (" *" if row[0] in notes else ""), *row[1:])
     return table
 
 
@@ -414,6 +473,13 @@ BENCH_COMMANDS: dict[str, str] = {
 )
 @output_options(json_help="Write the figures as JSON here.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option(
+    "--replications",
+    type=click.IntRange(1, 100),
+    default=None,
+    help=f"Independent replications (trace phase offsets and priority draws): default {REPLICATIONS}, "
+    f"{QUICK_REPLICATIONS} with --quick. Figures are means with 95 % confidence intervals.",
+)
 @click.pass_context
 def bench(
     ctx_click: click.Context,
@@ -427,6 +493,7 @@ def bench(
     json_path: Path | None,
     markdown_path: Path | None,
     no_plots: bool,
+    replications: int | None,
     **workload: Any,
 ) -> None:
     """Run the fleet policies on a peak-hour workload and compare SLO attainment and GPU cost.
@@ -445,9 +512,22 @@ def bench(
         raise click.BadParameter(
             f"unknown policies {unknown}; known: {sorted(REGISTRY)}", param_hint="--policies"
         )
-    wl = build_workload(opts, dict(profile.classes))
-    ctx = make_context(wl, profile, slo_ttft, opts.seed, opts.quick, lb, max_replicas)
-    report = run_bench(ctx, names, price)
+    classes = dict(profile.classes)
+    count = replications or (QUICK_REPLICATIONS if opts.quick else REPLICATIONS)
+    # Knobs are tuned on alternate blocks of the trace slice, the race is scored on the others.
+    split = opts.kind != "trace" or opts.scenario == "peak-hour"
+
+    def context_for(r: int) -> tuple[BenchContext, float]:
+        wl = build_workload(opts, classes, r, "test" if split else None)
+        ctx = make_context(wl, profile, slo_ttft, opts.seed + r, opts.quick, lb, max_replicas)
+        return ctx, float((wl.shape or {}).get("phase", 0.0))
+
+    train = None
+    if split and any(n in TUNING for n in names):
+        train_wl = build_workload(opts, classes, 0, "train")
+        train = make_context(train_wl, profile, slo_ttft, opts.seed, opts.quick, lb, max_replicas)
+    report = run_replicated(context_for, count, names, price, train)
+    ctx = report.context
     console.print(render_table(report))
     console.print(describe_workload(ctx) + ".", markup=False)
     console.print(
@@ -460,6 +540,7 @@ def bench(
     for run in report.runs:
         if run.note:
             console.print(f"* {run.name}: {run.note}")
+    console.print(describe_replications(report, split), markup=False)
     if report.missing:
         console.print(f"not registered (skipped): {', '.join(report.missing)}")
     if not no_plots and report.runs:

@@ -1,28 +1,33 @@
-"""Peer baselines, implemented from their documented algorithms, and the policy registry.
+"""Peer baselines as their documentation recommends for LLM serving, and the policy registry.
 
-* ``static-avg`` / ``static-peak`` — a fixed fleet sized for the average / the peak minute.
-* ``hpa`` — Kubernetes HPA (autoscaling/v2) on GPU utilisation: ``replica_calculator.go``'s
-  ``calcPlainMetricReplicas`` (10 % tolerance, pods without a metric assumed at target on
-  scale-down and at 0 on scale-up) and ``horizontal.go``'s behaviour normalisation (scale-down
-  stabilisation = highest recommendation of the last 300 s; scale-up at most max(100 %, 4 pods)
-  per 15 s; scale-down at most 100 % per 15 s), synced every 15 s.
-* ``keda`` — KEDA's Prometheus scaler on waiting requests (threshold 5 per pod, AverageValue),
-  polled every 30 s, HPA's external-metric math and the same behaviour underneath.
-* ``llmd`` — llm-d's saturation band: scale up when the fleet's average saturation exceeds 0.55,
-  down (one pod at a time) below 0.40; a pod's saturation is the larger of KV use / 0.8 and
-  waiting / 5 (llm-d workload-variant-autoscaler's kvCacheThreshold and queueLengthThreshold).
+* ``static-avg`` — a fixed fleet sized for the measured window's average load; ``static-best``
+  the smallest fixed fleet that meets the SLO there (found by search, in hindsight);
+  ``static-peak`` its busiest minute at the planning utilisation.
+* ``hpa`` — Kubernetes HPA (autoscaling/v2) on in-flight requests per pod (running + waiting),
+  GKE's recommendation for LLM serving: ``replica_calculator.go``'s ``calcPlainMetricReplicas``
+  (10 % tolerance, pods without a metric assumed at target on scale-down and at 0 on
+  scale-up) and ``horizontal.go``'s behaviour normalisation (scale-down stabilisation = highest
+  recommendation of the last 300 s; scale-up at most max(100 %, 4 pods) per 15 s; scale-down at
+  most 100 % per 15 s), synced every 15 s.
+* ``keda`` — KEDA's Prometheus scaler on waiting requests (threshold per pod, AverageValue), read
+  at every HPA sync (15 s), HPA's external-metric math and behaviour with a scale-down window.
+* ``llmd-slo`` — llm-d's SLO-aware scaling: max(P90 TTFT / target, P90 TPOT / target) capped at
+  2, smoothed over 45 s, discounted for warming pods; up above 0.55, down below 0.40.
+* ``dynamo-planner`` — NVIDIA Dynamo's SLA planner, throughput-based: predicted load over the
+  profiled per-replica throughput, every 180 s.
 * ``oracle`` — see :mod:`phoenix_operator.sim.oracle`.
 
-Policies are created from a :class:`BenchContext` by the factories in :data:`REGISTRY`; the
-control-loop policy is ``phoenix`` (the adapter in :mod:`phoenix_operator.sim.phoenix`).
+Knobs a policy may have tuned on the training slice are in :data:`TUNING`. Policies are created
+from a :class:`BenchContext` by the factories in :data:`REGISTRY`; ``phoenix`` and
+``phoenix-tuned`` are the operator's control loop (the adapter in :mod:`phoenix_operator.sim.phoenix`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -211,6 +216,11 @@ class HPABehavior:
 # --------------------------------------------------------------------------------------------
 
 
+def behavior_with(scale_down_stabilization_s: float = DEFAULT_SCALE_DOWN.stabilization_s) -> HPABehavior:
+    """HPA's default behaviour with another ``behavior.scaleDown.stabilizationWindowSeconds``."""
+    return HPABehavior(down=HPAScalingRules(scale_down_stabilization_s, DEFAULT_SCALE_DOWN.policies))
+
+
 @dataclass
 class StaticController:
     """A fixed fleet: starts at its size (``initial_replicas``, which the bench reads) and never acts."""
@@ -225,104 +235,164 @@ class StaticController:
 
 @dataclass
 class HPAController:
-    """HPA on the pods' average GPU utilisation (DCGM_FI_DEV_GPU_UTIL via a metrics adapter)."""
+    """HPA on in-flight requests per pod (running + waiting, a Pods metric with an AverageValue
+    target), GKE's recommendation for LLM serving; the target comes from a load test."""
 
-    target_utilization: float = 0.8
+    target_in_flight: float = 32.0
     name: str = "hpa"
     interval_s: float = HPA_SYNC_S
     tolerance: float = HPA_TOLERANCE
     behavior: HPABehavior = field(default_factory=HPABehavior)
 
     def decide(self, now: float, view: FleetView) -> FleetCommand:
-        util = view.observation.gpu_utilization
         current = view.desired_replicas
-        if util is None:
-            return FleetCommand(reason="no GPU utilisation metric: HPA keeps the scale")
+        if not view.replica_running:
+            return FleetCommand(reason="no ready pod reports in-flight requests: HPA keeps the scale")
+        per_pod = [float(r + w) for r, w in zip(view.replica_running, view.replica_waiting, strict=True)]
         desired = hpa_utilization_replicas(
-            current,
-            [util] * view.ready_replicas,
-            view.starting_replicas,
-            self.target_utilization,
-            self.tolerance,
+            current, per_pod, view.starting_replicas, self.target_in_flight, self.tolerance
         )
         final = self.behavior.normalize(now, current, desired, view.min_replicas, view.max_replicas)
+        mean = sum(per_pod) / len(per_pod)
         return FleetCommand(
             target_replicas=final,
-            reason=f"gpu util {util:.2f} vs target {self.target_utilization:.2f}: desired {desired}, "
+            reason=f"in-flight {mean:.1f}/pod vs target {self.target_in_flight:g}: desired {desired}, "
             f"after behaviour {final}",
         )
 
 
 @dataclass
 class KEDAController:
-    """KEDA Prometheus scaler on ``sum(waiting requests)`` with an AverageValue target per pod."""
+    """KEDA's Prometheus scaler on ``sum(waiting requests)``, AverageValue ``threshold`` per pod
+    (vLLM production-stack's default 5). Between 1 and N replicas the HPA asks KEDA's metrics
+    server at every sync, so the metric is read every 15 s; ``behavior`` is the HPA's, with the
+    scale-down stabilisation set through ``advanced.horizontalPodAutoscalerConfig``."""
 
     threshold: float = 5.0
-    polling_s: float = 30.0
     name: str = "keda"
     interval_s: float = HPA_SYNC_S
     tolerance: float = HPA_TOLERANCE
     behavior: HPABehavior = field(default_factory=HPABehavior)
-    _metric: float | None = None
-    _polled_at: float = -math.inf
 
     def decide(self, now: float, view: FleetView) -> FleetCommand:
-        if now - self._polled_at >= self.polling_s - 1e-9:
-            self._metric = view.observation.pending_requests
-            self._polled_at = now
         current = view.desired_replicas
-        if self._metric is None:
+        waiting = view.observation.pending_requests
+        if waiting is None:
             return FleetCommand(reason="no waiting-requests metric: keeping the scale")
         status_replicas = view.ready_replicas + view.starting_replicas
-        desired = hpa_external_average_replicas(status_replicas, self._metric, self.threshold, self.tolerance)
+        desired = hpa_external_average_replicas(status_replicas, waiting, self.threshold, self.tolerance)
         final = self.behavior.normalize(now, current, desired, view.min_replicas, view.max_replicas)
         return FleetCommand(
             target_replicas=final,
-            reason=f"waiting {self._metric:.0f} / {self.threshold:g} per pod: desired {desired}, "
+            reason=f"waiting {waiting:.0f} / {self.threshold:g} per pod: desired {desired}, "
             f"after behaviour {final}",
         )
 
 
-def llmd_saturation(
-    kv_utilization: float, waiting: int, kv_threshold: float = 0.8, queue_threshold: float = 5.0
-) -> float:
-    """One pod's saturation: how close it is to llm-d's saturated state (1.0 = saturated)."""
-    return max(kv_utilization / kv_threshold, waiting / queue_threshold)
+#: llm-d's published TPOT target (P90 TPOT 100 ms in its SLO-aware autoscaling results).
+LLMD_TPOT_TARGET_S = 0.1
+
+
+def llmd_slo_signal(
+    ttft_p90_s: float | None,
+    tpot_p90_s: float | None,
+    ttft_target_s: float,
+    tpot_target_s: float = LLMD_TPOT_TARGET_S,
+    cap: float = 2.0,
+) -> float | None:
+    """llm-d's SLO signal: max(P90 TTFT / TTFT target, P90 TPOT / TPOT target), capped."""
+    ratios = [v / t for v, t in ((ttft_p90_s, ttft_target_s), (tpot_p90_s, tpot_target_s)) if v is not None]
+    return min(cap, max(ratios)) if ratios else None
 
 
 @dataclass
-class LLMDController:
-    """llm-d's SLO-aware band on fleet saturation (scale up above 0.55, down below 0.40)."""
+class LLMDSLOController:
+    """llm-d's SLO-aware scaling: the SLO signal smoothed over 45 s, through KEDA at each HPA
+    sync: scale up when the signal discounted for pods still warming is above 0.55 (HPA's
+    proportional math on signal / 0.55), one pod down when it is below 0.40; HPA behaviour
+    (stabilisation, rate limits) on top."""
 
+    ttft_target_s: float = 3.0
+    tpot_target_s: float = LLMD_TPOT_TARGET_S
     scale_up_above: float = 0.55
     scale_down_below: float = 0.40
-    kv_threshold: float = 0.8
-    queue_threshold: float = 5.0
-    name: str = "llmd"
-    interval_s: float = 30.0
+    smoothing_s: float = 45.0
+    name: str = "llmd-slo"
+    interval_s: float = HPA_SYNC_S
+    behavior: HPABehavior = field(default_factory=HPABehavior)
+    samples: list[tuple[float, float]] = field(default_factory=list)
 
     def decide(self, now: float, view: FleetView) -> FleetCommand:
-        sats = [
-            llmd_saturation(kv, w, self.kv_threshold, self.queue_threshold)
-            for kv, w in zip(view.replica_saturation, view.replica_waiting, strict=True)
-        ]
         current = view.desired_replicas
-        total = sum(sats)
-        # Pods still starting count as capacity with no load: no double scale-up while warming.
-        capacity = max(view.ready_replicas + view.starting_replicas, 1)
-        avg = total / capacity
+        raw = llmd_slo_signal(view.ttft_p90_s, view.tpot_p90_s, self.ttft_target_s, self.tpot_target_s)
+        if raw is not None:
+            self.samples.append((now, raw))
+        self.samples = [(t, s) for t, s in self.samples if t > now - self.smoothing_s - 1e-9]
+        if not self.samples:
+            return FleetCommand(reason="no latency data: keeping the scale")
+        smoothed = sum(s for _, s in self.samples) / len(self.samples)
+        serving = view.ready_replicas + view.starting_replicas
+        # Scale-up reads the signal discounted for pods still warming (they will take load).
+        signal = smoothed * view.ready_replicas / serving if serving else smoothed
         desired = current
-        if avg > self.scale_up_above:
-            desired = max(current + 1, math.ceil(total / self.scale_up_above))
-        elif (
-            avg < self.scale_down_below
-            and view.starting_replicas == 0
-            and current > 1
-            and total / (current - 1) <= self.scale_up_above
-        ):
+        if signal > self.scale_up_above:
+            desired = max(current + 1, math.ceil(current * signal / self.scale_up_above))
+        elif smoothed < self.scale_down_below:
             desired = current - 1
+        final = self.behavior.normalize(now, current, desired, view.min_replicas, view.max_replicas)
+        return FleetCommand(
+            target_replicas=final,
+            reason=f"SLO signal {signal:.2f} (band 0.40-0.55): desired {desired}, after behaviour {final}",
+        )
+
+
+PREDICTORS = ("constant", "linear")
+
+
+@dataclass
+class DynamoPlannerController:
+    """NVIDIA Dynamo's SLA planner, throughput-based, for aggregated serving: every 180 s it
+    predicts the next interval's request rate and mean input/output lengths and divides the
+    predicted work by a replica's profiled throughput at those lengths (here the cost model's
+    GPU seconds per request at full load — the curve a profiling sweep measures)."""
+
+    cost: LLMEngineCost | BlockingBatchCost
+    max_batch_size: int = 1
+    predictor: str = "constant"
+    #: Share of the profiled throughput a replica is planned at.
+    utilization: float = 1.0
+    name: str = "dynamo-planner"
+    interval_s: float = 180.0
+    history: list[tuple[float, float, float, float]] = field(default_factory=list)
+
+    def _predict(self, now: float) -> tuple[float, float, float]:
+        _, rate, prompt, output = self.history[-1]
+        if self.predictor == "linear" and len(self.history) >= 2:
+            t = np.array([h[0] for h in self.history[-3:]])
+            r = np.array([h[1] for h in self.history[-3:]])
+            slope = float(np.polyfit(t, r, 1)[0])
+            rate = max(0.0, rate + slope * self.interval_s)
+        return rate, prompt, output
+
+    def decide(self, now: float, view: FleetView) -> FleetCommand:
+        obs = view.observation
+        if obs.request_rate is None or obs.request_rate <= 0:
+            return FleetCommand(reason="no traffic observed: keeping the scale")
+        prompt = obs.mean_prompt_tokens or (self.history[-1][2] if self.history else 1.0)
+        output = obs.mean_output_tokens or (self.history[-1][3] if self.history else 1.0)
+        self.history.append((now, float(obs.request_rate), float(prompt), float(output)))
+        rate, p, o = self._predict(now)
+        if isinstance(self.cost, LLMEngineCost):
+            pi, oi = self.cost.clip(round(p), round(o))
+            per_request = self.cost.service_time(pi, oi, float(pi) ** 2)
+        else:
+            per_request = self.cost.batch_time(self.max_batch_size) / self.max_batch_size
+        desired = size_for(rate * per_request, self.utilization)
         desired = max(view.min_replicas, min(view.max_replicas, desired))
-        return FleetCommand(target_replicas=desired, reason=f"avg saturation {avg:.2f}: desired {desired}")
+        return FleetCommand(
+            target_replicas=desired,
+            reason=f"predicted {rate:.1f} req/s at ISL {p:.0f} / OSL {o:.0f} ({self.predictor}): {desired}",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,6 +419,13 @@ class BenchContext:
     replica_capacity_rps: float
     seed: int = 0
     quick: bool = False
+    #: Policy name -> knob values chosen on the training slice (:data:`TUNING`); a policy
+    #: absent here runs with its documented defaults.
+    tuned: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def knobs(self, policy: str) -> dict[str, Any]:
+        """The policy's knobs: its defaults, overridden by what tuning chose."""
+        return {**{k: v[0] for k, v in TUNING.get(policy, {}).items()}, **dict(self.tuned.get(policy, {}))}
 
 
 def service_times(
@@ -394,6 +471,30 @@ def replica_load(
     return float(s.sum()) / length, peak
 
 
+def bound_gpu_seconds(
+    workload: Workload,
+    cost: LLMEngineCost | BlockingBatchCost,
+    max_batch_size: int,
+    window: tuple[float, float],
+    min_replicas: int = 1,
+) -> float:
+    """Work-conservation lower bound on the GPU time any policy bills in ``window``.
+
+    A replica completes at most one second of full-load work per second, so the GPU-seconds
+    billed are at least the full-load GPU seconds of the requests arriving in the window (those
+    arriving before it that are still served there only add to the true need); and at least
+    ``min_replicas`` are held throughout. Capacity at the SLO is at most the full-load capacity,
+    so this bound is valid (if loose) for any SLO.
+    """
+    lo, hi = window
+    if not workload.arrivals:
+        return min_replicas * (hi - lo)
+    t = np.fromiter((a.time_s for a in workload.arrivals), dtype=float, count=len(workload.arrivals))
+    inside = (t >= lo) & (t < hi)
+    work = float(service_times(workload, cost, max_batch_size)[inside].sum())
+    return max(work, min_replicas * (hi - lo))
+
+
 def replica_capacity_rps(
     workload: Workload, cost: LLMEngineCost | BlockingBatchCost, max_batch_size: int = 1
 ) -> float:
@@ -410,6 +511,16 @@ def size_for(load_replicas: float, utilization: float = 1.0) -> int:
 
 ControllerFactory = Callable[[BenchContext], FleetController]
 
+#: Knobs each policy may have tuned on the training slice, candidates first-is-default; every
+#: tuned policy gets the same budget (at most two knobs, at most four training runs).
+TUNING: dict[str, dict[str, tuple[Any, ...]]] = {
+    "phoenix-tuned": {"interval_s": (30, 15), "scale_down_stabilization_s": (300, 120)},
+    "hpa": {"target_in_flight": (32.0, 16.0, 64.0, 128.0)},
+    "keda": {"threshold": (5.0, 1.0), "scale_down_stabilization_s": (300.0, 120.0)},
+    "llmd-slo": {"ttft_target_scale": (1.0, 0.5), "scale_down_stabilization_s": (300.0, 120.0)},
+    "dynamo-planner": {"predictor": PREDICTORS, "utilization": (1.0, 0.8)},
+}
+
 
 def _static_avg(ctx: BenchContext) -> FleetController:
     return StaticController("static-avg", ctx.static_avg)
@@ -419,16 +530,37 @@ def _static_peak(ctx: BenchContext) -> FleetController:
     return StaticController("static-peak", ctx.static_peak)
 
 
+def _static_best(ctx: BenchContext) -> FleetController:
+    from phoenix_operator.sim.bench import smallest_static_fleet
+
+    return StaticController("static-best", smallest_static_fleet(ctx))
+
+
 def _hpa(ctx: BenchContext) -> FleetController:
-    return HPAController()
+    k = ctx.knobs("hpa")
+    return HPAController(target_in_flight=float(k["target_in_flight"]))
 
 
 def _keda(ctx: BenchContext) -> FleetController:
-    return KEDAController()
+    k = ctx.knobs("keda")
+    return KEDAController(
+        threshold=float(k["threshold"]), behavior=behavior_with(float(k["scale_down_stabilization_s"]))
+    )
 
 
-def _llmd(ctx: BenchContext) -> FleetController:
-    return LLMDController()
+def _llmd_slo(ctx: BenchContext) -> FleetController:
+    k = ctx.knobs("llmd-slo")
+    return LLMDSLOController(
+        ttft_target_s=ctx.slo_ttft_s * float(k["ttft_target_scale"]),
+        behavior=behavior_with(float(k["scale_down_stabilization_s"])),
+    )
+
+
+def _dynamo(ctx: BenchContext) -> FleetController:
+    k = ctx.knobs("dynamo-planner")
+    return DynamoPlannerController(
+        ctx.cost, ctx.profile.batching.max_batch_size, str(k["predictor"]), float(k["utilization"])
+    )
 
 
 def _oracle(ctx: BenchContext) -> FleetController:
@@ -444,22 +576,54 @@ def _phoenix(ctx: BenchContext) -> FleetController:
     return phoenix_controller(ctx)
 
 
-#: Policy name -> factory. ``phoenix`` is the operator's control loop through the adapter in
-#: :mod:`phoenix_operator.sim.phoenix`; ``register_controller`` adds or replaces entries.
+def _phoenix_tuned(ctx: BenchContext) -> FleetController:
+    from phoenix_operator.sim.phoenix import phoenix_controller
+
+    k = ctx.knobs("phoenix-tuned")
+    return phoenix_controller(
+        ctx,
+        name="phoenix-tuned",
+        interval_s=int(k["interval_s"]),
+        scale_down_stabilization_s=int(k["scale_down_stabilization_s"]),
+    )
+
+
+#: Policy name -> factory. ``phoenix`` is the operator's control loop as it ships (through the
+#: adapter in :mod:`phoenix_operator.sim.phoenix`); ``register_controller`` adds or replaces entries.
 REGISTRY: dict[str, ControllerFactory] = {
     "phoenix": _phoenix,
+    "phoenix-tuned": _phoenix_tuned,
     "oracle": _oracle,
     "hpa": _hpa,
     "keda": _keda,
-    "llmd": _llmd,
+    "llmd-slo": _llmd_slo,
+    "dynamo-planner": _dynamo,
+    "static-best": _static_best,
     "static-avg": _static_avg,
     "static-peak": _static_peak,
 }
 
+#: The fixed fleets' factories (the benchmark shares their runs between names of one size).
+REGISTRY_STATIC: dict[str, ControllerFactory] = {
+    "static-avg": _static_avg,
+    "static-peak": _static_peak,
+    "static-best": _static_best,
+}
+
 #: Report order of the benchmark.
-DEFAULT_POLICIES: tuple[str, ...] = ("phoenix", "oracle", "hpa", "keda", "llmd", "static-avg", "static-peak")
+DEFAULT_POLICIES: tuple[str, ...] = (
+    "phoenix",
+    "phoenix-tuned",
+    "oracle",
+    "hpa",
+    "keda",
+    "llmd-slo",
+    "dynamo-planner",
+    "static-best",
+    "static-avg",
+)
 
 
 def register_controller(name: str, factory: ControllerFactory) -> None:
-    """Add or replace a policy (the lead's ``phoenix`` policy registers here)."""
+    """Add or replace a policy in the registry."""
     REGISTRY[name] = factory

@@ -154,6 +154,7 @@ class Fleet:
         self.ft_p: list[int] = []
         self.fin_t: list[float] = []
         self.fin_o: list[int] = []
+        self.fin_tpot: list[float] = []
         self.dq_t: list[float] = []
         self.dq_queue: list[float] = []
         self.dq_compute: list[float] = []
@@ -312,6 +313,8 @@ class Fleet:
         rec.status = "ok"
         self.fin_t.append(self.env.now)
         self.fin_o.append(rec.output_tokens)
+        first = rec.first_token_s if rec.first_token_s is not None else self.env.now
+        self.fin_tpot.append((self.env.now - first) / max(rec.output_tokens - 1, 1))
         self._terminal_one()
 
     # -- observation ---------------------------------------------------------------------------
@@ -384,8 +387,18 @@ class Fleet:
             missing=missing,
         )
 
+    def latency_p90(self, t0: float) -> tuple[float | None, float | None]:
+        """(P90 TTFT, P90 TPOT) of first tokens / finished requests since ``t0``: the
+        histogram quantiles an SLO-driven scaler reads (llm-d's signal)."""
+        i = bisect_left(self.ft_t, t0)
+        f = bisect_left(self.fin_t, t0)
+        ttft = float(np.percentile(self.ft_v[i:], 90)) if i < len(self.ft_v) else None
+        tpot = float(np.percentile(self.fin_tpot[f:], 90)) if f < len(self.fin_tpot) else None
+        return ttft, tpot
+
     def view(self, t0: float, now: float, slo_ttft_s: float) -> FleetView:
         ready = self.ready
+        ttft_p90, tpot_p90 = self.latency_p90(t0)
         return FleetView(
             now=now,
             observation=self.observe(t0, now),
@@ -401,6 +414,8 @@ class Fleet:
             max_replicas=self.settings.max_replicas,
             startup_s=self.settings.startup_s,
             slo_ttft_s=slo_ttft_s,
+            ttft_p90_s=ttft_p90,
+            tpot_p90_s=tpot_p90,
         )
 
 

@@ -43,6 +43,10 @@ class FleetView:
     #: Known pod start-up time (for controllers that account for warm-up).
     startup_s: float
     slo_ttft_s: float
+    #: P90 TTFT of first tokens and P90 time per output token of requests finished in the
+    #: window (None = no data): the latency quantiles an SLO-driven scaler reads.
+    ttft_p90_s: float | None = None
+    tpot_p90_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from phoenix_operator.sim.interface import FleetCommand, FleetView
 from phoenix_operator.sim.metrics import URGENT, window_attainment
 
 #: Simulations the search may run: ``--quick`` and the full benchmark.
-QUICK_ITERATIONS = 12
+QUICK_ITERATIONS = 8
 FULL_ITERATIONS = 24
 
 

@@ -6,35 +6,29 @@ source produces, a :class:`FleetState`, Triton's batching as :class:`BatchingCon
 :func:`phoenix_operator.control.policy.decide`, and turns the :class:`Decision` back into a
 :class:`FleetCommand`. The policy's parameters come from a :class:`PhoenixDeploymentSpec`
 describing the simulated deployment (:func:`simulated_spec` for ``phoenix bench``, the user's
-file for ``phoenix plan``), plus a calibration of the profile's cost model in tokens
-(:func:`work_model`) — what a load test of the model on its GPU would give an operator.
+file for ``phoenix plan``) through ``PolicyParams.from_spec`` alone — the parameters the
+operator's control loop builds, with no calibration the operator would not have.
 
-Registered as ``phoenix`` in the benchmark's registry (``sim.controllers.REGISTRY``, imported
-lazily there).
+Registered as ``phoenix`` (the operator's defaults) and ``phoenix-tuned`` (interval and
+scale-down window tuned on the training slice) in ``sim.controllers.REGISTRY``.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from phoenix_operator.api.models import PhoenixDeploymentSpec
 from phoenix_operator.control import policy
 from phoenix_operator.render.tritonconfig import BatchingConfig
 from phoenix_operator.sim.config import BatcherConfig
 from phoenix_operator.sim.controllers import BenchContext
-from phoenix_operator.sim.cost import BlockingBatchCost, LLMEngineCost
+from phoenix_operator.sim.cost import LLMEngineCost
 from phoenix_operator.sim.interface import FleetCommand, FleetView
 from phoenix_operator.sim.profile import Profile
-from phoenix_operator.sim.workloads import AZURE_CONV_TOKENS
 
 #: Placeholder Prometheus URL: the spec needs one for mode auto; the simulator feeds the loop.
 SIM_PROMETHEUS = "http://prometheus.simulated:9090"
-#: The control-loop period in the simulated deployment (HPA's sync period, for a fair race).
-SIM_INTERVAL_S = 15
 
 
 def to_batching(config: BatcherConfig) -> BatchingConfig:
@@ -55,53 +49,6 @@ def from_batching(batching: BatchingConfig, base: BatcherConfig) -> BatcherConfi
     )
 
 
-_WORK_MODELS: dict[str, tuple[float, float, float]] = {}
-
-
-def _fit_work_model(cost: LLMEngineCost) -> tuple[float, float, float]:
-    rng = np.random.default_rng(0)
-    rows: list[tuple[float, float, float]] = []
-    targets: list[float] = []
-    # Windows of chatbot traffic whose mean prompt and output lengths vary (log-means +-0.7
-    # around the Azure conversation fit): what a load test over a range of mixes would measure.
-    for _ in range(120):
-        dist = replace(
-            AZURE_CONV_TOKENS,
-            prompt_mu=AZURE_CONV_TOKENS.prompt_mu + rng.uniform(-0.7, 0.7),
-            output_mu=AZURE_CONV_TOKENS.output_mu + rng.uniform(-0.7, 0.7),
-        )
-        prompts, outputs = dist.sample(100, rng)
-        clipped = [cost.clip(int(p), int(o)) for p, o in zip(prompts, outputs, strict=True)]
-        seconds = [cost.service_time(p, o, float(p) ** 2) for p, o in clipped]
-        mean_p = float(np.mean([p for p, _ in clipped]))
-        mean_o = float(np.mean([o for _, o in clipped]))
-        rows.append((mean_p, mean_o, mean_p * mean_o))
-        targets.append(float(np.mean(seconds)))
-    coef, *_ = np.linalg.lstsq(np.asarray(rows), np.asarray(targets), rcond=None)
-    p, o, kv = (max(0.0, float(c)) for c in coef)
-    return p, o, kv
-
-
-def work_model(cost: LLMEngineCost | BlockingBatchCost) -> dict[str, float]:
-    """Policy overrides: a replica's GPU-seconds per prompt token, output token and KV read.
-
-    A least-squares fit of the cost model's per-request GPU time at full load
-    (:meth:`LLMEngineCost.service_time`, the figure the static fleets and the oracle are sized
-    with) against the mean token counts of varied chatbot windows: work = a·prompt + b·output +
-    c·prompt·output (each generated token reads its prompt's KV cache). On the Azure
-    conversation trace it estimates 15 s windows' work within 6 % rms (11 % at worst);
-    request counts alone are off by 22 % rms. Empty for a blocking model, whose cost does not
-    depend on tokens.
-    """
-    if not isinstance(cost, LLMEngineCost):
-        return {}
-    key = repr(cost.profile)
-    if key not in _WORK_MODELS:
-        _WORK_MODELS[key] = _fit_work_model(cost)
-    p, o, kv = _WORK_MODELS[key]
-    return {"prompt_token_cost_s": p, "output_token_cost_s": o, "kv_token_cost_s": kv}
-
-
 def classes_block(profile: Profile, slo_ttft_s: float) -> dict[str, Any]:
     """Priority classes of the simulated deployment: the profile's levels; urgent at half the target."""
     ordered = sorted(profile.classes.items(), key=lambda item: item[1])
@@ -116,18 +63,33 @@ def classes_block(profile: Profile, slo_ttft_s: float) -> dict[str, Any]:
     }
 
 
-def simulated_spec(ctx: BenchContext) -> PhoenixDeploymentSpec:
-    """The PhoenixDeployment ``phoenix bench`` runs Phoenix with.
+def simulated_spec(
+    ctx: BenchContext, interval_s: int | None = None, scale_down_stabilization_s: int | None = None
+) -> PhoenixDeploymentSpec:
+    """The PhoenixDeployment ``phoenix bench`` runs Phoenix with, as a user would write it.
 
-    Same start as the other autoscalers (``settings.initial_replicas``, the profile's batching),
-    the same replica range (GPU budget = maxReplicas × 1 GPU), the benchmark's TTFT target, the
-    profile's priority levels as classes, batching bounds from the profile (maxBatchSize never
-    changes; queue delay 0-50 ms), the profile's pod start-up as ``replicaStartupSeconds`` (what
-    an operator measures once) and as scale-down stabilisation (do not give back a replica that
-    could not come back in time).
+    What describes the deployment is set: the model and its batching (the profile's; maxBatchSize
+    never changes, queue delay 0-50 ms), the replica range (GPU budget = maxReplicas x 1 GPU),
+    the benchmark's TTFT target, the profile's priority levels as classes. The control loop's
+    own settings are left to the operator's defaults (``intervalSeconds`` 30,
+    ``scaleDownStabilizationSeconds`` 300, ``replicaStartupSeconds`` 120) unless a tuned run
+    passes ``interval_s`` / ``scale_down_stabilization_s``; no calibration is added.
     """
     b = ctx.profile.batching
     llm = isinstance(ctx.cost, LLMEngineCost)
+    autoscaling: dict[str, Any] = {
+        "mode": "auto",
+        "minReplicas": ctx.settings.min_replicas,
+        "maxReplicas": ctx.settings.max_replicas,
+        "gpuBudget": ctx.settings.max_replicas,
+        "prometheusUrl": SIM_PROMETHEUS,
+        "ttftP95TargetSeconds": ctx.slo_ttft_s,
+        "tuneBatching": True,
+    }
+    if interval_s is not None:
+        autoscaling["intervalSeconds"] = interval_s
+    if scale_down_stabilization_s is not None:
+        autoscaling["scaleDownStabilizationSeconds"] = scale_down_stabilization_s
     data: dict[str, Any] = {
         "model": {
             "name": ctx.profile.name.replace("_", "-"),
@@ -148,36 +110,17 @@ def simulated_spec(ctx: BenchContext) -> PhoenixDeploymentSpec:
                 "maxInstanceCount": b.instance_count if llm else max(b.instance_count, 4),
             },
         },
-        "autoscaling": {
-            "mode": "auto",
-            "minReplicas": ctx.settings.min_replicas,
-            "maxReplicas": ctx.settings.max_replicas,
-            "gpuBudget": ctx.settings.max_replicas,
-            "prometheusUrl": SIM_PROMETHEUS,
-            "intervalSeconds": SIM_INTERVAL_S,
-            "ttftP95TargetSeconds": ctx.slo_ttft_s,
-            "scaleDownStabilizationSeconds": math.ceil(ctx.settings.startup_s),
-            "replicaStartupSeconds": math.ceil(ctx.settings.startup_s),
-            "tuneBatching": True,
-        },
+        "autoscaling": autoscaling,
     }
     if b.priority_levels:
         data["priority"] = classes_block(ctx.profile, ctx.slo_ttft_s)
     return PhoenixDeploymentSpec.model_validate(data)
 
 
-def params_for(
-    spec: PhoenixDeploymentSpec,
-    cost: LLMEngineCost | BlockingBatchCost,
-    capacity_rps: float,
-) -> policy.PolicyParams:
-    """The operator's ``PolicyParams.from_spec`` (warm-up = ``replicaStartupSeconds``) plus what
-    a load test of the model would tell: for the LLM engine the token work model; for a blocking
-    model (no token dependence) a replica's requests/s at full batches as the capacity prior."""
-    overrides: dict[str, Any] = dict(work_model(cost))
-    if not overrides.get("output_token_cost_s"):
-        overrides["initial_capacity_rps"] = capacity_rps
-    return policy.PolicyParams.from_spec(spec, **overrides)
+def params_for(spec: PhoenixDeploymentSpec) -> policy.PolicyParams:
+    """The operator's own parameters for a spec: ``PolicyParams.from_spec`` and nothing else,
+    exactly as the control loop (``control.loop``) builds them."""
+    return policy.PolicyParams.from_spec(spec)
 
 
 @dataclass
@@ -186,7 +129,7 @@ class PhoenixController:
 
     params: policy.PolicyParams
     name: str = "phoenix"
-    interval_s: float = float(SIM_INTERVAL_S)
+    interval_s: float = 30.0
     #: Replicas at time 0 (``phoenix plan``); None = the benchmark's autoscaler start.
     initial_replicas: int | None = None
     state: policy.PolicyState = field(default_factory=policy.PolicyState)
@@ -205,8 +148,14 @@ class PhoenixController:
         return FleetCommand(decision.replicas, batching, f"{decision.summary}: {decision.reason}")
 
 
-def phoenix_controller(ctx: BenchContext) -> PhoenixController:
+def phoenix_controller(
+    ctx: BenchContext,
+    name: str = "phoenix",
+    interval_s: int | None = None,
+    scale_down_stabilization_s: int | None = None,
+) -> PhoenixController:
     """``phoenix bench``'s Phoenix: the simulated deployment's spec, the operator's policy."""
-    spec = simulated_spec(ctx)
-    params = params_for(spec, ctx.cost, ctx.replica_capacity_rps)
-    return PhoenixController(params=params, interval_s=float(spec.autoscaling.interval_seconds))
+    spec = simulated_spec(ctx, interval_s, scale_down_stabilization_s)
+    return PhoenixController(
+        params=params_for(spec), name=name, interval_s=float(spec.autoscaling.interval_seconds)
+    )

@@ -170,7 +170,7 @@ def _controller(candidate: Candidate, ctx: BenchContext) -> StaticController | P
     auto = spec.autoscaling
     if auto.mode != AutoscalingMode.AUTO:
         return StaticController(candidate.name, spec.triton.replicas)
-    params = params_for(spec, ctx.cost, ctx.replica_capacity_rps)
+    params = params_for(spec)
     start = max(params.min_replicas, min(params.replica_cap, spec.triton.replicas))
     return PhoenixController(
         params=params, name=candidate.name, interval_s=float(auto.interval_seconds), initial_replicas=start

@@ -12,6 +12,7 @@ AzureLLMInferenceDataset2023. The token-distribution defaults below are fitted t
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,9 +147,43 @@ def _parse_times(raw: Sequence[str]) -> np.ndarray:
         return (stamps - stamps.min()).astype("int64") / 1e9
 
 
-def read_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(seconds from the first request, prompt tokens, output tokens), sorted by time."""
-    with Path(path).open(newline="", encoding="utf-8") as fh:
+TRACE_FORMATS = ("auto", "azure", "mooncake")
+
+
+def trace_format_of(path: str | Path, fmt: str = "auto") -> str:
+    """``azure`` (CSV) or ``mooncake`` (JSONL); ``auto`` decides by the file's suffix."""
+    if fmt not in TRACE_FORMATS:
+        raise ValueError(f"unknown trace format {fmt!r}; known: {', '.join(TRACE_FORMATS)}")
+    if fmt != "auto":
+        return fmt
+    return "mooncake" if Path(path).suffix.lower() in (".jsonl", ".json") else "azure"
+
+
+def _read_mooncake(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    times: list[float] = []
+    prompt: list[int] = []
+    output: list[int] = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                times.append(float(row["timestamp"]) / 1000.0)
+                prompt.append(int(row["input_length"]))
+                output.append(int(row["output_length"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"{path}:{number}: need a JSON object with timestamp (ms), input_length, "
+                    f"output_length ({exc})"
+                ) from exc
+    if not times:
+        raise ValueError(f"{path}: no rows")
+    return np.asarray(times), np.asarray(prompt), np.asarray(output)
+
+
+def _read_azure(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         needed = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}
         if not reader.fieldnames or not needed.issubset(reader.fieldnames):
@@ -159,6 +194,19 @@ def read_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     t = _parse_times([r["TIMESTAMP"] for r in rows])
     p = np.array([int(float(r["ContextTokens"])) for r in rows])
     o = np.array([int(float(r["GeneratedTokens"])) for r in rows])
+    return t, p, o
+
+
+def read_trace(path: str | Path, fmt: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seconds from the first request, prompt tokens, output tokens), sorted by time.
+
+    ``azure``: CSV with TIMESTAMP, ContextTokens, GeneratedTokens; ``mooncake``: JSONL with
+    timestamp (ms), input_length, output_length (its hash_ids, the prompt's KV blocks, are not
+    used: prefix caching is not modelled).
+    """
+    path = Path(path)
+    reader = _read_mooncake if trace_format_of(path, fmt) == "mooncake" else _read_azure
+    t, p, o = reader(path)
     order = np.argsort(t, kind="stable")
     t = t[order] - t[order][0]
     return t, p[order], o[order]
@@ -218,6 +266,7 @@ def trace_workload(
     seed: int = 0,
     mix: Mapping[str, float] | None = None,
     classes: Mapping[str, int] | None = None,
+    fmt: str = "auto",
 ) -> Workload:
     """Replay a trace, optionally a ``window`` (start, end) of it in trace seconds, compressed.
 
@@ -226,7 +275,7 @@ def trace_workload(
     """
     if multiplier <= 0:
         raise ValueError("multiplier must be > 0")
-    t, p, o = read_trace(path)
+    t, p, o = read_trace(path, fmt)
     start, end = (0.0, float(t[-1]) + 1e-9) if window is None else (float(window[0]), float(window[1]))
     if end <= start:
         raise ValueError("window end must be after its start")
@@ -316,6 +365,24 @@ class PeakShape:
         }
 
 
+def _alternate_blocks(
+    t: np.ndarray, p: np.ndarray, o: np.ndarray, period: float, block_s: float, parity: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Keep blocks ``parity``, ``parity + 2``, ... of a slice, joined end to end."""
+    n_blocks = max(1, math.ceil(period / block_s))
+    lengths = np.minimum(block_s, period - block_s * np.arange(n_blocks))
+    chosen = np.arange(n_blocks) % 2 == parity
+    if not chosen.any():
+        raise ValueError(f"a slice of {period:g} s has no {'odd' if parity else 'even'} {block_s:g} s block")
+    offsets = np.cumsum(np.where(chosen, lengths, 0.0)) - np.where(chosen, lengths, 0.0)
+    block = np.minimum((t // block_s).astype(int), n_blocks - 1)
+    sel = chosen[block]
+    if not sel.any():
+        raise ValueError("the chosen blocks of the slice hold no requests")
+    new_t = offsets[block[sel]] + (t[sel] - block[sel] * block_s)
+    return new_t, p[sel], o[sel], float(lengths[chosen].sum())
+
+
 def peak_workload(
     path: str | Path,
     shape: PeakShape,
@@ -323,15 +390,27 @@ def peak_workload(
     seed: int = 0,
     mix: Mapping[str, float] | None = None,
     classes: Mapping[str, int] | None = None,
+    fmt: str = "auto",
+    phase: float = 0.0,
+    part: str | None = None,
+    block_s: float = 300.0,
 ) -> Workload:
     """Replay a trace (or its ``window`` slice, trace seconds) through ``shape``'s time-warp.
 
     The slice is looped as often as the run needs (each loop continues where the previous one
     ended, one mean inter-arrival gap later); every replayed request draws its own priority
     class. Autoscalers start sized for the lead-in's normal load (``start_window_s``); the
-    headline is measured over the peak held (``measured_window_s``).
+    headline is measured over the peak held (``measured_window_s``). ``phase`` (0-1) starts the
+    replay that share of the slice in (wrapping round): independent replications of one trace.
+    ``part`` keeps alternate ``block_s``-long blocks of the slice, joined end to end: the even
+    blocks (``train``) or the odd ones (``test``) — disjoint requests that both span the
+    slice's slow swings, so knobs tuned on one are scored on requests they never saw.
     """
-    t, p, o = read_trace(path)
+    if not 0.0 <= phase < 1.0:
+        raise ValueError("phase must be in [0, 1)")
+    if part not in (None, "train", "test"):
+        raise ValueError("part must be 'train', 'test' or None")
+    t, p, o = read_trace(path, fmt)
     gap = float(t[-1]) / max(len(t) - 1, 1)
     start, end = (0.0, float(t[-1]) + gap) if window is None else (float(window[0]), float(window[1]))
     if end <= start:
@@ -341,13 +420,22 @@ def peak_workload(
         raise ValueError(f"window {window} of {path} holds no requests")
     period = min(end, float(t[-1]) + gap) - start
     base_t = t[keep] - start
+    p_keep, o_keep = p[keep], o[keep]
+    if part is not None:
+        base_t, p_keep, o_keep, period = _alternate_blocks(
+            base_t, p_keep, o_keep, period, block_s, 0 if part == "train" else 1
+        )
+    if phase:
+        rotated = (base_t - phase * period) % period
+        order = np.argsort(rotated, kind="stable")
+        base_t, p_keep, o_keep = rotated[order], p_keep[order], o_keep[order]
     needed = float(shape.trace_seconds(shape.duration_s))
     loops = max(1, math.ceil(needed / period))
     played = (base_t[None, :] + period * np.arange(loops)[:, None]).ravel()
     sel = played < needed
     times = shape.warp(played[sel])
-    prompt = np.tile(p[keep], loops)[sel]
-    output = np.tile(o[keep], loops)[sel]
+    prompt = np.tile(p_keep, loops)[sel]
+    output = np.tile(o_keep, loops)[sel]
     lead = shape.lead_in_s if shape.lead_in_s >= 60.0 else 60.0
     return _build(
         f"{Path(path).stem}-peak",
@@ -363,7 +451,7 @@ def peak_workload(
         window_s=None if window is None else (start, end),
         measured_window_s=shape.measured_window_s,
         start_window_s=(0.0, lead),
-        shape={**shape.to_dict(), "trace_loops": round(needed / period, 2)},
+        shape={**shape.to_dict(), "trace_loops": round(needed / period, 2), "phase": round(phase, 4)},
     )
 
 
