@@ -37,7 +37,13 @@ from phoenix_operator.quality.documents import (
     detect_format,
 )
 from phoenix_operator.quality.lifecycle import Version
-from phoenix_operator.reconcile.retrieval import PRIMARY_FIELD, TEXT_FIELD, TEXT_MAX_LENGTH, VECTOR_FIELD
+from phoenix_operator.reconcile.retrieval import (
+    PRIMARY_FIELD,
+    TEXT_FIELD,
+    TEXT_MAX_LENGTH,
+    VECTOR_FIELD,
+    index_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -192,17 +198,6 @@ def _schema(dimension: int) -> Any:
     return schema
 
 
-def _index_params(client: MilvusClient, spec: CollectionSpec) -> Any:
-    params = client.prepare_index_params()
-    params.add_index(
-        field_name=VECTOR_FIELD,
-        index_type=str(spec.index.type),
-        metric_type=str(spec.metric),
-        params=dict(spec.index.params),
-    )
-    return params
-
-
 def fit_bytes(text: str, limit: int = TEXT_MAX_LENGTH) -> str:
     """``text`` cut to at most ``limit`` UTF-8 bytes at a character boundary (VARCHAR bounds bytes)."""
     data = text.encode("utf-8")
@@ -345,7 +340,7 @@ def ingest(
     client.create_collection(name, schema=_schema(spec.dimension), properties=properties)
     log.info("created collection %s for %d chunks", name, len(chunks))
     try:
-        client.create_index(name, _index_params(client, spec), sync=False)
+        client.create_index(name, index_params(client, spec), sync=False)
         first_vector: list[float] | None = None
         for batch in _batches(chunks, EMBED_BATCH):
             vectors = embedder.embed([c.text for c in batch])

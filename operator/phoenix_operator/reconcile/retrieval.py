@@ -278,7 +278,7 @@ def _converge(
             f"creating the {spec.index.type} index on {name}.{VECTOR_FIELD}",
             client.create_index,
             name,
-            _index_params(client, spec),
+            index_params(client, spec),
             timeout=budget.left(),
             # Do not wait for the build: pymilvus's wait loop ignores float timeouts (it checks
             # isinstance(timeout, int)) and a large collection can take minutes. The state is
@@ -317,7 +317,8 @@ def _schema(spec: CollectionSpec) -> Any:
     return schema
 
 
-def _index_params(client: MilvusClient, spec: CollectionSpec) -> Any:
+def index_params(client: MilvusClient, spec: CollectionSpec) -> Any:
+    """The spec's vector index on the embedding field (also used by ``phoenix kb ingest``)."""
     params = client.prepare_index_params()
     params.add_index(
         field_name=VECTOR_FIELD,
