@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from phoenix_operator.lazycli import LazyGroup
+
+# Every child process here is exec'd right after fork (servers, the operator, the gateway), some
+# with a preexec_fn, while gRPC threads run (pymilvus, tritonclient, the demo's twin). gRPC's own
+# fork handlers then try to restart its pollers in the child and can abort it; exec needs none of
+# that, so they are switched off before any module imports grpc.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 #: command name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
