@@ -85,10 +85,13 @@ AUDITED: dict[tuple[str, str], frozenset[str]] = {
     ("", "events"): frozenset({"create"}),
     ("", "configmaps"): CHILD_VERBS,
     ("", "services"): CHILD_VERBS,
-    ("apps", "deployments"): CHILD_VERBS,  # + Kube.apply_replicas (autoscaler's field manager)
-    ("apps", "statefulsets"): CHILD_VERBS,
+    # + Kube.apply_replicas (autoscaler's field manager); watched by handlers.on_child_event.
+    ("apps", "deployments"): CHILD_VERBS | {"watch"},
+    ("apps", "statefulsets"): CHILD_VERBS | {"watch"},
     ("policy", "poddisruptionbudgets"): CHILD_VERBS,
-    ("batch", "cronjobs"): CHILD_VERBS,
+    ("batch", "cronjobs"): CHILD_VERBS | {"watch"},
+    ("batch", "jobs"): frozenset({"list", "watch"}),  # handlers.on_child_event: finished jobs
+    ("networking.k8s.io", "networkpolicies"): CHILD_VERBS,
     ("monitoring.coreos.com", "podmonitors"): CHILD_VERBS,  # only where the API is served
     ("monitoring.coreos.com", "prometheusrules"): CHILD_VERBS,
     ("milvus.io", "milvuses"): CHILD_VERBS,  # only where the Milvus Operator's API is served

@@ -36,6 +36,7 @@ from phoenix_operator.render.objects import (
     COMPONENT_LABEL,
     SPEC_HASH_ANNOTATION,
     Capabilities,
+    NetworkAccess,
     Target,
     render_all,
 )
@@ -393,3 +394,203 @@ def test_embedder_mismatch_degrades_but_leaves_ready_alone() -> None:
     assert conds["Degraded"]["reason"] == "DimensionMismatch"
     assert conds["Ready"]["status"] == "True"
     assert event_type(conds["EmbedderCompatible"]) == "Warning"
+
+
+# ------------------------------------------------------------------------------------------------
+# hardening: security contexts and NetworkPolicies
+
+
+def _pod_templates(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Pod spec of every workload, by ``Kind/name``."""
+    pods = {}
+    for obj in objects:
+        spec = obj.get("spec", {})
+        template = spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template")
+        if template is not None:
+            pods[f"{obj['kind']}/{obj['metadata']['name']}"] = template["spec"]
+    return pods
+
+
+def _effective(pod: dict[str, Any], container: dict[str, Any], key: str) -> Any:
+    """A security setting as the kubelet applies it: the container's, else the pod's."""
+    return container.get("securityContext", {}).get(key, pod.get("securityContext", {}).get(key))
+
+
+def test_every_container_drops_capabilities_and_escalation_under_runtime_default_seccomp() -> None:
+    objects = _render(_load(ROOT / "examples" / "production.yaml"))
+    pods = _pod_templates(objects)
+    assert {
+        "StatefulSet/chat-prod-milvus",
+        "CronJob/chat-prod-retrain",
+        "Deployment/chat-prod-triton",
+    } <= set(pods)
+    for name, pod in pods.items():
+        for container in pod["containers"]:
+            assert _effective(pod, container, "allowPrivilegeEscalation") is False, name
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}, name
+            assert _effective(pod, container, "seccompProfile") == {"type": "RuntimeDefault"}, name
+
+
+def test_only_milvus_and_bring_your_own_image_jobs_may_run_as_root() -> None:
+    pods = _pod_templates(_render(_load(ROOT / "examples" / "production.yaml")))
+    may_be_root = {
+        name
+        for name, pod in pods.items()
+        if not all(_effective(pod, c, "runAsNonRoot") for c in pod["containers"])
+    }
+    # retrain runs ghcr.io/example/finetune (the user's image); refresh and evaluate run ours.
+    assert may_be_root == {"StatefulSet/chat-prod-milvus", "CronJob/chat-prod-retrain"}
+    triton = pods["Deployment/chat-prod-triton"]
+    assert triton["securityContext"]["runAsUser"] == 1000 == triton["securityContext"]["fsGroup"]
+
+
+def test_read_only_roots_have_writable_empty_dirs_where_the_images_write() -> None:
+    pd = _load(ROOT / "examples" / "production.yaml")
+    pods = _pod_templates(_render(pd))
+    expected = {
+        "Deployment/chat-prod-triton": {"/tmp", "/dev/shm"},
+        "StatefulSet/chat-prod-milvus": {"/tmp", "/run/milvus"},
+        "CronJob/chat-prod-kb-refresh": {"/tmp", "/var/cache/phoenix"},
+    }
+    for name, writable in expected.items():
+        pod = pods[name]
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        empty = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+        assert {m["mountPath"] for m in container["volumeMounts"] if m["name"] in empty} == writable, name
+    triton_env = {e["name"]: e["value"] for e in pods["Deployment/chat-prod-triton"]["containers"][0]["env"]}
+    assert triton_env["HOME"] == "/tmp"
+    # The model is downloaded (s3://) into /tmp: no size limit that would evict the pod.
+    tmp = [v for v in pods["Deployment/chat-prod-triton"]["volumes"] if v["name"] == "tmp"]
+    assert tmp == [{"name": "tmp", "emptyDir": {}}]
+    # The user's image may write anywhere in its own filesystem.
+    (user,) = pods["CronJob/chat-prod-retrain"]["containers"]
+    assert user["securityContext"]["readOnlyRootFilesystem"] is False
+
+
+def test_a_users_home_for_triton_is_kept() -> None:
+    pd = _load(Path(__file__).parent / "data" / "cpu-pvc.yaml")
+    data = pd.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["triton"]["env"] = [{"name": "HOME", "value": "/models"}]
+    spec = PhoenixDeploymentSpec.model_validate(data)
+    triton = _by_kind(render_all(Target("x", "ns"), spec))["Deployment"]
+    env = triton["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e for e in env if e["name"] == "HOME"] == [{"name": "HOME", "value": "/models"}]
+
+
+def _policies(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels and In/NotIn/Exists expressions)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        value = labels.get(expr["key"])
+        match expr["operator"]:
+            case "In":
+                ok = value in expr["values"]
+            case "NotIn":
+                ok = value not in expr["values"]
+            case "Exists":
+                ok = value is not None
+            case _:
+                ok = value is None
+        if not ok:
+            return False
+    return True
+
+
+def _allowed(policy: dict[str, Any], pod_labels: dict[str, str], port: int) -> bool:
+    """Whether a pod of this namespace with ``pod_labels`` may reach ``port`` under ``policy``."""
+    return any(
+        any(p["port"] == port for p in rule["ports"])
+        and any(
+            "namespaceSelector" not in peer and _selects(peer["podSelector"], pod_labels)
+            for peer in rule["from"]
+        )
+        for rule in policy["spec"]["ingress"]
+    )
+
+
+def test_network_policies_admit_the_gateway_and_milvus_clients_only() -> None:
+    objects = _render(_load(ROOT / "examples" / "production.yaml"))
+    policies = _policies(objects)
+    assert set(policies) == {"chat-prod-triton", "chat-prod-milvus"}
+    pod_labels = {
+        f"{o['kind']}/{o['metadata']['name']}": (
+            o["spec"].get("template") or o["spec"]["jobTemplate"]["spec"]["template"]
+        )["metadata"]["labels"]
+        for o in objects
+        if o["kind"] in ("Deployment", "StatefulSet", "CronJob")
+    }
+    triton, milvus = policies["chat-prod-triton"], policies["chat-prod-milvus"]
+    assert _selects(triton["spec"]["podSelector"], pod_labels["Deployment/chat-prod-triton"])
+    assert _selects(milvus["spec"]["podSelector"], pod_labels["StatefulSet/chat-prod-milvus"])
+    assert not _selects(milvus["spec"]["podSelector"], pod_labels["Deployment/chat-prod-triton"])
+    # Every pod of ours given the Milvus address may reach Milvus; the rest may not.
+    for name, obj in ((f"{o['kind']}/{o['metadata']['name']}", o) for o in objects):
+        if name not in pod_labels:
+            continue
+        talks_to_milvus = "chat-prod-milvus.default.svc:19530" in str(obj["spec"])
+        assert _allowed(milvus, pod_labels[name], 19530) == talks_to_milvus, name
+    assert _allowed(triton, pod_labels["Deployment/chat-prod-gateway"], 8001)
+    assert not _allowed(triton, pod_labels["CronJob/chat-prod-evaluate"], 8001)
+    assert not _allowed(triton, pod_labels["Deployment/chat-prod-gateway"], 8002)
+
+
+def test_network_policy_peers_follow_the_operator_settings_and_can_be_turned_off() -> None:
+    pd = _load(ROOT / "examples" / "production.yaml")
+    target = Target("chat-prod", "default", uid="u")
+    access = NetworkAccess(
+        operator_namespaces={"kubernetes.io/metadata.name": "phoenix-system"},
+        operator_pods={"app.kubernetes.io/instance": "phx"},
+        prometheus_namespaces={"team": "observability"},
+    )
+    policies = _policies(render_all(target, pd.spec, network=access))
+    operator_peer = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "phoenix-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/instance": "phx"}},
+    }
+    for policy in policies.values():
+        assert any(operator_peer in rule["from"] for rule in policy["spec"]["ingress"])
+    scrape = [
+        r
+        for r in policies["chat-prod-triton"]["spec"]["ingress"]
+        if r["ports"] == [{"protocol": "TCP", "port": 8002}]
+    ]
+    assert scrape == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}],
+            "ports": scrape[0]["ports"],
+        }
+    ]
+    off = NetworkAccess(enabled=False)
+    assert _policies(render_all(target, pd.spec, network=off)) == {}
+
+
+def test_no_triton_policy_without_gateway_and_no_milvus_policy_without_its_statefulset() -> None:
+    pd = _load(ROOT / "examples" / "production.yaml")
+    target = Target("chat-prod", "default", uid="u")
+    spec = pd.spec.model_copy(update={"gateway": pd.spec.gateway.model_copy(update={"enabled": False})})
+    # Without the gateway, clients call Triton itself: isolating it would cut them off.
+    assert set(_policies(render_all(target, spec))) == {"chat-prod-milvus"}
+    with_operator = render_all(target, pd.spec, capabilities=Capabilities(milvus_operator=True))
+    assert set(_policies(with_operator)) == {"chat-prod-triton"}
+    external = _load(ROOT / "examples" / "external-milvus.yaml")
+    assert external.spec.gateway.enabled and "StatefulSet" not in {o["kind"] for o in _render(external)}
+    assert set(_policies(_render(external))) == {f"{external.metadata['name']}-triton"}
+
+
+def test_evaluation_reaches_milvus_only_when_it_measures_hit_at_k() -> None:
+    data = _load(ROOT / "examples" / "production.yaml").spec.model_dump(mode="json", by_alias=True)
+    target = Target("chat-prod", "default", uid="u")
+    evaluation = render_all(target, PhoenixDeploymentSpec.model_validate(data))
+    labels = _by_kind(evaluation, "evaluation")["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]
+    pod_labels = labels["metadata"]["labels"]
+    assert not _allowed(_policies(evaluation)["chat-prod-milvus"], pod_labels, 19530)
+    data["monitoring"]["evaluation"]["hitAtK"] = True
+    measured = render_all(target, PhoenixDeploymentSpec.model_validate(data))
+    assert "--milvus-uri=http://chat-prod-milvus.default.svc:19530" in str(measured)
+    assert _allowed(_policies(measured)["chat-prod-milvus"], pod_labels, 19530)

@@ -86,14 +86,23 @@ that creates the object is authorised as `create` as well.
 - apiGroups: [""]
   resources: ["configmaps", "services"]
   verbs: ["get", "list", "create", "patch", "delete"]
+# Deployments, StatefulSets and CronJobs are also watched, so status follows them within seconds.
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["batch"]
   resources: ["cronjobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The Jobs of its CronJobs (evaluation, refresh, retraining): finished ones refresh status.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["list", "watch"]
+# Each deployment's NetworkPolicies (who may reach Triton and Milvus).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
   verbs: ["get", "list", "create", "patch", "delete"]
 {{- if .Values.rbac.prometheusOperator }}
 # Rendered only when the Prometheus Operator's API is served (PodMonitor, PrometheusRule).

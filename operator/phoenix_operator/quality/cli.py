@@ -21,7 +21,13 @@ from phoenix_operator.api.models import PhoenixDeployment, PhoenixDeploymentSpec
 from phoenix_operator.quality import lifecycle
 
 if TYPE_CHECKING:
+    from pymilvus import MilvusClient
+
+    from phoenix_operator.api.models import CollectionSpec
     from phoenix_operator.quality.documents import SourceFormat
+    from phoenix_operator.quality.evaluate import LabelledSet
+    from phoenix_operator.quality.gate import RefreshVerdict
+    from phoenix_operator.quality.kb import IngestResult, TextEmbedder
 
 #: Seconds to wait between a verified build and the alias switch: a fault-injection seam so a test
 #: (or a drill) can kill an ingest at its most delicate point. Unset in normal use.
@@ -163,6 +169,30 @@ def kb() -> None:
 @click.option("--chunk-words", default=160, show_default=True, type=click.IntRange(1))
 @click.option("--chunk-overlap", default=32, show_default=True, type=click.IntRange(0))
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Embedder threads.")
+@click.option(
+    "--eval",
+    "eval_data",
+    default=None,
+    help="Labelled CSV text,label,doc_id: gate the alias switch on retrieval hit@k (k = gateway.topK).",
+)
+@click.option(
+    "--min-hit-at-k",
+    default=None,
+    type=click.FloatRange(0, 1),
+    help="With --eval: refuse a new version whose hit@k is below this.",
+)
+@click.option(
+    "--max-hit-at-k-drop",
+    default=None,
+    type=click.FloatRange(0, 1),
+    help="With --eval: refuse a new version more than this below the current one's hit@k [default: 0.02].",
+)
+@click.option(
+    "--termination-log",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --eval: write the gate's figures as JSON here (default /dev/termination-log if writable).",
+)
 def ingest(
     source: str,
     milvus_uri: str | None,
@@ -175,8 +205,17 @@ def ingest(
     chunk_words: int,
     chunk_overlap: int,
     threads: int,
+    eval_data: str | None,
+    min_hit_at_k: float | None,
+    max_hit_at_k_drop: float | None,
+    termination_log: Path | None,
 ) -> None:
-    """Build a new version of the knowledge base and switch the alias to it once it is verified."""
+    """Build a new version of the knowledge base and switch the alias to it once it is verified.
+
+    With --eval the switch also needs the new version's retrieval hit@k to pass the quality gate;
+    a rejected version is dropped, the alias stays, and the exit status is 3.
+    """
+    from phoenix_operator.quality import evaluate as ev
     from phoenix_operator.quality import kb as kbmod
     from phoenix_operator.quality.documents import (
         ChunkSettings,
@@ -185,6 +224,7 @@ def ingest(
         content_hash,
         parse_documents,
     )
+    from phoenix_operator.quality.gate import DEFAULT_MAX_HIT_AT_K_DROP, EXIT_REJECTED
 
     _log_to_stderr()
     deployment = _load_deployment(spec_file, name)
@@ -201,6 +241,20 @@ def ingest(
         raise click.ClickException(str(exc)) from None
     chunks = chunk_documents(docs, settings)
     pause = _pause_hook()
+    labelled: ev.LabelledSet | None = None
+    if eval_data is None:
+        for flag, value in (("--min-hit-at-k", min_hit_at_k), ("--max-hit-at-k-drop", max_hit_at_k_drop)):
+            if value is not None:
+                raise click.UsageError(f"{flag} needs --eval")
+    else:
+        try:
+            labelled = ev.parse_labelled(kbmod.read_source(eval_data)[0], eval_data)
+        except (SourceError, ev.DataError) as exc:
+            raise click.ClickException(str(exc)) from None
+        if not labelled.has_doc_ids:
+            raise click.ClickException(f"{eval_data}: the refresh gate needs a doc_id column with values")
+    max_drop = DEFAULT_MAX_HIT_AT_K_DROP if max_hit_at_k_drop is None else max_hit_at_k_drop
+    top_k = deployment.spec.gateway.top_k
 
     from phoenix_operator.ml.embedder import Embedder
 
@@ -215,6 +269,7 @@ def ingest(
         }
         sha = content_hash(docs, settings, build)
         click.echo(f"{len(docs)} documents, {len(chunks)} chunks from {source} (sha256 {sha[:12]})", err=True)
+        gate = _RefreshGate(client, collection, embedder, labelled, top_k, min_hit_at_k, max_drop)
         with _milvus_errors("ingest failed"), _sigterm_as_exit():
             result = kbmod.ingest(
                 client,
@@ -226,20 +281,110 @@ def ingest(
                 documents=len(docs),
                 retention=retention,
                 before_promote=pause,
+                judge=gate.judge if labelled is not None else None,
             )
+            message = gate.unchanged_message(result) if labelled is not None and result.unchanged else None
     finally:
         client.close()
+    for dropped in result.cleaned:
+        click.echo(f"dropped {dropped} (left unfinished by an earlier run)")
+    verdict = result.verdict
+    figures = f"; quality gate (k={top_k}): {verdict.message}" if verdict is not None else ""
     if result.unchanged:
         click.echo(f"{collection.name} -> {result.version} already serves this source: no new version")
-    else:
+    elif result.promoted:
         click.echo(
             f"{collection.name} -> {result.version} ({result.rows} chunks)"
             + (f", was {result.previous}" if result.previous else "")
+            + figures
         )
-    for dropped in result.cleaned:
-        click.echo(f"dropped {dropped} (left unfinished by an earlier run)")
+    else:
+        stays = f"stays on {result.previous}" if result.previous else "is not created"
+        click.echo(f"refresh rejected: {collection.name} {stays}, {result.version} dropped{figures}")
     for dropped in result.retired:
         click.echo(f"dropped {dropped} (beyond --retention {retention})")
+    if labelled is not None:
+        if message is None and verdict is not None:
+            message = gate.message(result, verdict)
+        _write_termination_log(termination_log, message)
+    if not result.promoted and not result.unchanged:
+        sys.exit(EXIT_REJECTED)
+
+
+class _RefreshGate:
+    """Measures hit@k of the new version and of the one the alias serves, searching each version by
+    name (never the alias), and asks the pure ``refresh_gate``."""
+
+    def __init__(
+        self,
+        client: MilvusClient,
+        collection: CollectionSpec,
+        embedder: TextEmbedder,
+        labelled: LabelledSet | None,
+        k: int,
+        min_hit_at_k: float | None,
+        max_drop: float,
+    ) -> None:
+        self.client, self.collection, self.embedder, self.labelled = client, collection, embedder, labelled
+        self.k, self.min_hit_at_k, self.max_drop = k, min_hit_at_k, max_drop
+        self.queries = 0
+
+    def _measure(self, names: list[str]) -> list[float]:
+        from phoenix_operator.quality.evaluate import retrieval_figures_of
+
+        assert self.labelled is not None, "the gate measures only with --eval"
+        figures = retrieval_figures_of(
+            self.client, names, self.collection, self.embedder, self.labelled, self.k
+        )
+        self.queries = figures[0].queries
+        return [f.hit_at_k for f in figures]
+
+    def judge(self, version: str, current: str | None) -> RefreshVerdict:
+        from phoenix_operator.quality.gate import refresh_gate
+
+        measured = self._measure([version] if current is None else [version, current])
+        now = measured[1] if current is not None else None
+        verdict = refresh_gate(measured[0], now, self.min_hit_at_k, self.max_drop)
+        click.echo(f"quality gate on {version} (k={self.k}): {verdict.message}", err=True)
+        return verdict
+
+    def message(self, result: IngestResult, verdict: RefreshVerdict) -> str:
+        from phoenix_operator.quality.gate import refresh_message
+
+        return refresh_message(
+            verdict,
+            promoted=result.promoted,
+            k=self.k,
+            queries=self.queries,
+            version=result.version,
+            previous=result.previous,
+        )
+
+    def unchanged_message(self, result: IngestResult) -> str:
+        """The live version's figure, so even a run with nothing new reports a fresh hit@k."""
+        from phoenix_operator.quality.gate import UNCHANGED, RefreshVerdict, refresh_message
+
+        live = self._measure([result.version])[0]
+        verdict = RefreshVerdict(False, UNCHANGED, "no new version", live, live)
+        return refresh_message(
+            verdict,
+            promoted=False,
+            k=self.k,
+            queries=self.queries,
+            version=result.version,
+            previous=result.version,
+            unchanged=True,
+        )
+
+
+def _write_termination_log(path: Path | None, message: str | None) -> None:
+    target = path or _default_termination_log()
+    if target is None or message is None:
+        return
+    try:
+        target.write_text(message)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the termination message to {target}: {exc}") from None
 
 
 def _pause_hook() -> Any:

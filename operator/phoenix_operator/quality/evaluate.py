@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from phoenix_operator.api.models import CollectionSpec, PhoenixDeploymentSpec
 from phoenix_operator.quality.metrics import (
     RetrievalFigures,
@@ -96,6 +98,28 @@ def urgent_from_routes(
     return urgent_figures(urgent, truth, predicted)
 
 
+def search_doc_ids(
+    client: MilvusClient, collection: CollectionSpec, vectors: np.ndarray, k: int
+) -> list[list[str]]:
+    """Document ids of the top-``k`` chunks for each query vector, searched in ``collection.name``
+    (the alias, or one version of it)."""
+    from phoenix_operator.quality.kb import DOC_ID_FIELD
+    from phoenix_operator.reconcile.retrieval import VECTOR_FIELD
+
+    out: list[list[str]] = []
+    for start in range(0, len(vectors), SEARCH_BATCH):
+        results = client.search(
+            collection.name,
+            [v.tolist() for v in vectors[start : start + SEARCH_BATCH]],
+            anns_field=VECTOR_FIELD,
+            limit=k,
+            search_params={"params": dict(collection.search_params)},
+            output_fields=[DOC_ID_FIELD],
+        )
+        out.extend([str(hit["entity"][DOC_ID_FIELD]) for hit in hits] for hits in results)
+    return out
+
+
 def retrieved_doc_ids(
     client: MilvusClient,
     collection: CollectionSpec,
@@ -104,22 +128,10 @@ def retrieved_doc_ids(
     k: int,
 ) -> list[list[str]]:
     """Document ids of the top-``k`` chunks for each text, searched through the collection's alias."""
-    from phoenix_operator.quality.kb import DOC_ID_FIELD
-    from phoenix_operator.reconcile.retrieval import VECTOR_FIELD
-
-    out: list[list[str]] = []
-    for start in range(0, len(texts), SEARCH_BATCH):
-        vectors = embedder.embed(list(texts[start : start + SEARCH_BATCH]))
-        results = client.search(
-            collection.name,
-            [v.tolist() for v in vectors],
-            anns_field=VECTOR_FIELD,
-            limit=k,
-            search_params={"params": dict(collection.search_params)},
-            output_fields=[DOC_ID_FIELD],
-        )
-        out.extend([str(hit["entity"][DOC_ID_FIELD]) for hit in hits] for hits in results)
-    return out
+    vectors = np.concatenate(
+        [embedder.embed(list(texts[s : s + SEARCH_BATCH])) for s in range(0, len(texts), SEARCH_BATCH)]
+    )
+    return search_doc_ids(client, collection, vectors, k)
 
 
 def retrieval_figures(
@@ -130,6 +142,27 @@ def retrieval_figures(
     k: int,
 ) -> RetrievalFigures:
     """hit@k over the rows that name a ``doc_id``."""
+    return retrieval_figures_of(client, [collection.name], collection, embedder, data, k)[0]
+
+
+def retrieval_figures_of(
+    client: MilvusClient,
+    names: Sequence[str],
+    collection: CollectionSpec,
+    embedder: TextEmbedder,
+    data: LabelledSet,
+    k: int,
+) -> list[RetrievalFigures]:
+    """hit@k of each collection in ``names`` (versions of ``collection``), embedding the queries once."""
     rows = [(t, d) for t, d in zip(data.texts, data.doc_ids, strict=True) if d is not None]
-    retrieved = retrieved_doc_ids(client, collection, embedder, [t for t, _ in rows], k)
-    return hit_at_k([d for _, d in rows], retrieved, k)
+    if not rows:
+        raise DataError("retrieval hit@k needs rows with a doc_id")
+    texts = [t for t, _ in rows]
+    vectors = np.concatenate(
+        [embedder.embed(texts[s : s + SEARCH_BATCH]) for s in range(0, len(texts), SEARCH_BATCH)]
+    )
+    relevant = [d for _, d in rows]
+    return [
+        hit_at_k(relevant, search_doc_ids(client, collection.model_copy(update={"name": n}), vectors, k), k)
+        for n in names
+    ]

@@ -36,6 +36,7 @@ from phoenix_operator.quality.documents import (
     SourceFormat,
     detect_format,
 )
+from phoenix_operator.quality.gate import RefreshVerdict
 from phoenix_operator.quality.lifecycle import Version
 from phoenix_operator.reconcile.retrieval import (
     PRIMARY_FIELD,
@@ -276,6 +277,13 @@ class IngestResult:
     previous: str | None
     cleaned: list[str] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
+    #: The quality gate's verdict when one judged the new version (None without ``judge``).
+    verdict: RefreshVerdict | None = None
+
+    @property
+    def promoted(self) -> bool:
+        """Whether this run moved the alias to a new version."""
+        return not self.unchanged and (self.verdict is None or self.verdict.promote)
 
 
 def ingest(
@@ -290,12 +298,14 @@ def ingest(
     retention: int = lifecycle.DEFAULT_RETENTION,
     index_timeout_s: float = 600.0,
     before_promote: Callable[[str], None] | None = None,
+    judge: Callable[[str, str | None], RefreshVerdict] | None = None,
 ) -> IngestResult:
     """Build ``<alias>_v<N>`` from ``chunks`` and move the alias to it once it is verified.
 
     Order: clean leftovers of failed runs; stop if the live version has this source's hash;
     create the version (state ``building``), embed and insert in batches, flush, wait for the
-    index, load, check the row count and that a search answers; then ``before_promote``, the alias
+    index, load, check the row count and that a search answers; then ``judge(new, current)`` (the
+    quality gate: a rejected version is dropped and the alias stays), ``before_promote``, the alias
     switch, state ``promoted``, and retirement of versions beyond ``retention``. Any failure before
     the switch drops the new version and re-raises.
     """
@@ -374,6 +384,10 @@ def ingest(
         if not hits or not hits[0]:
             raise KbError(f"{name} is loaded but a search returned nothing")
         log.info("verified %s: %d rows, index built, loaded, searchable", name, rows_now)
+        verdict = judge(name, state.target) if judge is not None else None
+        if verdict is not None and not verdict.promote:
+            _drop_unfinished(client, alias, name, "rejected by the quality gate")
+            return IngestResult(name, len(chunks), False, state.target, cleaned, [], verdict)
         if before_promote is not None:
             before_promote(name)
         _promote(client, alias, name, state)
@@ -382,15 +396,18 @@ def ingest(
         raise
     log.info("alias %s -> %s (was %s)", alias, name, state.target or "none")
     retired = _retire(client, alias, retention)
-    return IngestResult(name, len(chunks), False, state.target, cleaned, retired)
+    return IngestResult(name, len(chunks), False, state.target, cleaned, retired, verdict)
 
 
-def _drop_unfinished(client: MilvusClient, alias: str, name: str) -> None:
-    """Best-effort removal of this run's version after a failure; the next run cleans what stays."""
+def _drop_unfinished(
+    client: MilvusClient, alias: str, name: str, why: str = "this run did not finish"
+) -> None:
+    """Best-effort removal of this run's version; what stays is still ``building``, so the next run's
+    leftover cleanup drops it."""
     try:
         if alias_target(client, alias) == name:
             return
-        log.info("dropping %s: this run did not finish", name)
+        log.info("dropping %s: %s", name, why)
         client.drop_collection(name)
     except (MilvusException, OSError) as exc:
         log.warning("could not drop %s (%s); the next ingest drops it", name, exc)

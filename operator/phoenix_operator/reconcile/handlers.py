@@ -6,10 +6,13 @@ tests' `KopfRunner` both import it.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar, cast
 
 import kopf
 from kubernetes import config as k8s_config
@@ -20,6 +23,7 @@ from phoenix_operator.control import opmetrics
 from phoenix_operator.reconcile.kube import Kube
 from phoenix_operator.reconcile.reconciler import Outcome, Reconciler
 from phoenix_operator.reconcile.settings import OperatorSettings
+from phoenix_operator.render.objects import DEPLOYMENT_LABEL
 
 log = logging.getLogger("phoenix_operator")
 SETTINGS = OperatorSettings.from_env()
@@ -76,6 +80,7 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # discovery), which a namespaced install (Role/RoleBinding only) must not need. The CRDs are
     # installed before the operator (the chart's crds/) and namespaces are named exactly.
     settings.scanning.disabled = True
+    _state["executor"] = settings.execution.executor
     reconciler()
     logger.info(
         f"reconciler: {SETTINGS.reconcile_workers} handler thread(s) (PHOENIX_RECONCILE_WORKERS), "
@@ -89,6 +94,8 @@ class _Result(Protocol):
 
 
 R = TypeVar("R", bound=_Result)
+#: (namespace, name) of a PhoenixDeployment.
+OwnerKey = tuple[str, str]
 
 
 def run_exclusive(body: kopf.Body, work: Callable[[dict[str, Any]], R]) -> R | None:
@@ -160,6 +167,96 @@ def on_delete(body: kopf.Body, **_: Any) -> None:
     """Children go through ownerReferences (Kubernetes GC); only forget in-memory state."""
     with _locks_guard:
         _locks.pop(body["metadata"]["uid"], None)
+
+
+#: How long a child's burst of events (a roll-out updates a Deployment's status several times a
+#: second) is gathered into one status refresh of its owner.
+CHILD_EVENT_DEBOUNCE_SECONDS = 1.0
+#: Labels every child the operator renders carries (render/objects.py `labels`); the deployment
+#: label names the owning PhoenixDeployment, also on the Jobs its CronJobs start.
+CHILD_LABELS: dict[str, Any] = {
+    "app.kubernetes.io/managed-by": "phoenix-operator",
+    DEPLOYMENT_LABEL: kopf.PRESENT,
+}
+
+
+class Debouncer:
+    """One pending run of ``action(key)`` per key, however many times the key is poked.
+
+    A poke during the delay joins the pending run; a poke while the run is in progress schedules
+    one more run after it (that run may have read the child before the change that caused the
+    poke). Runs of different keys are independent. All calls come from one event loop.
+    """
+
+    def __init__(self, delay: float, action: Callable[[OwnerKey], Awaitable[None]]) -> None:
+        self.delay = delay
+        self.action = action
+        self._dirty: dict[OwnerKey, bool] = {}
+        self._tasks: dict[OwnerKey, asyncio.Task[None]] = {}
+
+    def poke(self, key: OwnerKey) -> None:
+        self._dirty[key] = True
+        if key not in self._tasks:
+            self._tasks[key] = asyncio.create_task(self._drain(key))
+
+    async def _drain(self, key: OwnerKey) -> None:
+        try:
+            while self._dirty.get(key):
+                await asyncio.sleep(self.delay)
+                self._dirty[key] = False
+                try:
+                    await self.action(key)
+                except Exception:
+                    # The resync covers it; one bad pass must not stop later refreshes.
+                    log.exception("status refresh of %s failed", key)
+        finally:
+            self._tasks.pop(key, None)
+            self._dirty.pop(key, None)
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+
+def _refresh_owner(namespace: str, name: str) -> None:
+    """The resync's pass for one PhoenixDeployment (status follows its children at once).
+
+    Not for an owner being deleted: its children are going away on purpose (foreground
+    deletion), and a pass would apply them again.
+    """
+    owner = reconciler().kube.get(f"{API_GROUP}/{API_VERSION}", KIND, name, namespace)
+    if owner is not None and not owner["metadata"].get("deletionTimestamp"):
+        _run(kopf.Body(cast(kopf.RawBody, owner)), from_timer=True)
+
+
+async def _refresh_in_executor(key: OwnerKey) -> None:
+    namespace, name = key
+    executor = _state.get("executor")
+    # Kopf's contextvars (its Event queue) travel with the call, as for Kopf's own sync handlers.
+    call = functools.partial(contextvars.copy_context().run, _refresh_owner, namespace, name)
+    await asyncio.get_running_loop().run_in_executor(executor, call)
+
+
+_children = Debouncer(CHILD_EVENT_DEBOUNCE_SECONDS, _refresh_in_executor)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
+@kopf.on.event("apps", "v1", "statefulsets", labels=CHILD_LABELS)
+@kopf.on.event("batch", "v1", "cronjobs", labels=CHILD_LABELS)
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
+async def on_child_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """A child changed: refresh its owner's status now instead of at the next resync.
+
+    The refresh is the resync's own pass, under the owner's lock and in Kopf's executor, so
+    status keeps a single writer and a child change that alters nothing writes nothing. The
+    initial listing (type None) is skipped: the resume handler runs a full pass at start-up.
+    """
+    if event.get("type") is None:
+        return
+    meta = body.get("metadata") or {}
+    owner = (meta.get("labels") or {}).get(DEPLOYMENT_LABEL)
+    if owner and meta.get("namespace"):
+        _children.poke((meta["namespace"], owner))
 
 
 @kopf.on.probe(id="reconciler")

@@ -69,6 +69,7 @@ PRUNABLE_KINDS = (
     ("apps/v1", "StatefulSet"),
     ("policy/v1", "PodDisruptionBudget"),
     ("batch/v1", "CronJob"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 )
 OPTIONAL_PRUNABLE_KINDS = (
     ("monitoring.coreos.com/v1", "PodMonitor"),
@@ -257,7 +258,7 @@ class Reconciler:
     ) -> list[str]:
         """Apply what differs; children the API server refuses are added to ``rejected``."""
         caps = self.kube.capabilities(self.settings.capabilities_ttl_seconds)
-        desired = render_all(target, spec, batching, caps, promoted)
+        desired = render_all(target, spec, batching, caps, promoted, self.settings.network)
         writes = []
         for obj in desired:
             what = f"{obj['kind']}/{obj['metadata']['name']}"

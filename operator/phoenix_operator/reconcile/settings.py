@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from urllib.parse import urlsplit, urlunsplit
 
+from phoenix_operator.render.objects import NetworkAccess
+
 
 @dataclass(frozen=True)
 class OperatorSettings:
@@ -28,6 +30,9 @@ class OperatorSettings:
     #: patches). The loops themselves are asyncio daemons that hold no thread while they wait,
     #: so this bounds concurrent steps, not deployments.
     control_workers: int = 4
+    #: Who may reach Triton and Milvus through each deployment's NetworkPolicies (and whether
+    #: they are rendered at all).
+    network: NetworkAccess = field(default_factory=NetworkAccess)
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -44,6 +49,7 @@ class OperatorSettings:
             ),
             reconcile_workers=_positive_int("PHOENIX_RECONCILE_WORKERS", cls.reconcile_workers),
             control_workers=_positive_int("PHOENIX_CONTROL_WORKERS", cls.control_workers),
+            network=_network_access(),
         )
 
     def resolve(self, uri: str) -> str:
@@ -70,3 +76,33 @@ def _positive_int(name: str, default: int) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
     return value
+
+
+def _network_access() -> NetworkAccess:
+    """NetworkPolicy peers from ``PHOENIX_*_SELECTOR`` (``key=value,...``); unset keeps the default."""
+    default = NetworkAccess()
+    enabled = os.environ.get("PHOENIX_NETWORK_POLICIES", "true").strip().lower()
+    if enabled not in ("true", "false"):
+        raise ValueError(f"PHOENIX_NETWORK_POLICIES must be true or false, got {enabled!r}")
+    return NetworkAccess(
+        enabled=enabled == "true",
+        operator_namespaces=_selector("PHOENIX_OPERATOR_NAMESPACE_SELECTOR", default.operator_namespaces),
+        operator_pods=_selector("PHOENIX_OPERATOR_POD_SELECTOR", default.operator_pods),
+        prometheus_namespaces=_selector(
+            "PHOENIX_PROMETHEUS_NAMESPACE_SELECTOR", default.prometheus_namespaces
+        ),
+    )
+
+
+def _selector(name: str, default: dict[str, str]) -> dict[str, str]:
+    """``matchLabels`` from ``key=value,key=value``; set but empty selects everything."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    labels: dict[str, str] = {}
+    for term in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = term.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{name} must be key=value[,key=value...], got {text!r}")
+        labels[key.strip()] = value.strip()
+    return labels

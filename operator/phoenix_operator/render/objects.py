@@ -51,6 +51,9 @@ GATEWAY_CLASSIFIER_DIR = "/var/lib/phoenix/classifier"
 GATEWAY_CACHE_DIR = "/var/cache/phoenix"
 #: The user the operator image runs as (its Dockerfile's USER).
 GATEWAY_UID = 10001
+#: ``triton-server``, the user NVIDIA's Triton images create and own /opt/tritonserver with.
+TRITON_UID = 1000
+MILVUS_METRICS_PORT = 9091
 #: Environment the gateway reads: its cache (classifier, downloads) and the external Milvus token.
 CACHE_DIR_ENV = "PHOENIX_CACHE_DIR"
 MILVUS_TOKEN_ENV = "PHOENIX_MILVUS_TOKEN"
@@ -74,6 +77,32 @@ class Capabilities:
 
     milvus_operator: bool = False
     prometheus_operator: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkAccess:
+    """Who besides this deployment's own pods may reach Triton and Milvus (operator settings).
+
+    Each selector is ``matchLabels``; an empty namespace selector selects every namespace.
+    """
+
+    enabled: bool = True
+    operator_namespaces: dict[str, str] = field(default_factory=dict)
+    operator_pods: dict[str, str] = field(
+        default_factory=lambda: {"app.kubernetes.io/name": "phoenix-operator", COMPONENT_LABEL: "operator"}
+    )
+    prometheus_namespaces: dict[str, str] = field(
+        default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"}
+    )
+
+    def operator_peer(self) -> Manifest:
+        return {
+            "namespaceSelector": {"matchLabels": dict(self.operator_namespaces)},
+            "podSelector": {"matchLabels": dict(self.operator_pods)},
+        }
+
+    def prometheus_peer(self) -> Manifest:
+        return {"namespaceSelector": {"matchLabels": dict(self.prometheus_namespaces)}}
 
 
 @dataclass(frozen=True)
@@ -250,15 +279,20 @@ def triton_deployment(
         "prometheus.io/path": "/metrics",
     } | triton.pod_annotations
 
+    repo = spec.model.repository
+    # Read-only root: /tmp takes a model repository Triton downloads (uri) and, as HOME, the
+    # caches of its Python backends; no size limit then, the model's size is not known here.
+    tmp: Manifest = {} if repo.uri else {"sizeLimit": "1Gi"}
     volumes: list[Manifest] = [
         {"name": "model-config", "configMap": {"name": config_map_name(target.name)}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+        {"name": "tmp", "emptyDir": tmp},
     ]
     mounts: list[Manifest] = [
         {"name": "model-config", "mountPath": MODEL_CONFIG_DIR, "readOnly": True},
         {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp"},
     ]
-    repo = spec.model.repository
     if repo.pvc is not None:
         volumes.append(
             {
@@ -313,11 +347,13 @@ def triton_deployment(
                 }
             }
         },
+        "securityContext": restricted_container_security(),
         "volumeMounts": mounts,
     }
     env = [{"name": e.name, "value": e.value} for e in triton.env]
-    if env:
-        container["env"] = env
+    if not any(e["name"] == "HOME" for e in env):
+        env.append({"name": "HOME", "value": "/tmp"})
+    container["env"] = env
     if repo.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": repo.credentials_secret}}]
 
@@ -326,6 +362,8 @@ def triton_deployment(
         "volumes": volumes,
         "terminationGracePeriodSeconds": 60,
         "enableServiceLinks": False,
+        "securityContext": restricted_pod_security(TRITON_UID)
+        | {"fsGroup": TRITON_UID, "fsGroupChangePolicy": "OnRootMismatch"},
     }
     if triton.node_selector:
         pod_spec["nodeSelector"] = dict(triton.node_selector)
@@ -538,7 +576,7 @@ def milvus_statefulset(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
                             ],
                             "ports": [
                                 {"name": "grpc", "containerPort": MILVUS_PORT},
-                                {"name": "metrics", "containerPort": 9091},
+                                {"name": "metrics", "containerPort": MILVUS_METRICS_PORT},
                             ],
                             "resources": _resources(managed.resources),
                             "readinessProbe": {
@@ -551,9 +589,23 @@ def milvus_statefulset(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
                                 "initialDelaySeconds": 90,
                                 "periodSeconds": 30,
                             },
-                            "volumeMounts": [{"name": "data", "mountPath": "/var/lib/milvus"}],
+                            # Root (older images own their binaries as root, mode 0774), but
+                            # without capabilities, escalation or a writable root filesystem.
+                            "securityContext": unprivileged_container_security(read_only_root=True),
+                            "volumeMounts": [
+                                {"name": "data", "mountPath": "/var/lib/milvus"},
+                                {"name": "tmp", "mountPath": "/tmp"},
+                                {"name": "run", "mountPath": "/run/milvus"},
+                            ],
                         }
-                    ]
+                    ],
+                    "volumes": [
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                        {"name": "run", "emptyDir": {"sizeLimit": "16Mi"}},
+                    ],
+                    "enableServiceLinks": False,
+                    "automountServiceAccountToken": False,
+                    "securityContext": runtime_default_seccomp(),
                 },
             },
             "volumeClaimTemplates": [
@@ -750,13 +802,26 @@ def restricted_container_security() -> Manifest:
     }
 
 
-def restricted_pod_security() -> Manifest:
+def restricted_pod_security(uid: int = GATEWAY_UID) -> Manifest:
     return {
         "runAsNonRoot": True,
-        "runAsUser": GATEWAY_UID,
-        "runAsGroup": GATEWAY_UID,
+        "runAsUser": uid,
+        "runAsGroup": uid,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def unprivileged_container_security(read_only_root: bool) -> Manifest:
+    """Everything of restricted Pod Security except a non-root user, for images that may need root."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def runtime_default_seccomp() -> Manifest:
+    return {"seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def gateway_service(target: Target) -> Manifest:
@@ -826,15 +891,14 @@ def cron_job(
         container["env"] = env
     if job.resources is not None:
         container["resources"] = _resources(job.resources)
-    return _cron_manifest(
-        target,
-        suffix,
-        component,
-        job.schedule,
-        job.suspend,
-        job.time_zone,
-        {"restartPolicy": "Never", "containers": [container]},
-    )
+    # The user's image may need root and a writable root filesystem: both stay allowed.
+    container["securityContext"] = unprivileged_container_security(read_only_root=False)
+    pod_spec: Manifest = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "securityContext": runtime_default_seccomp(),
+    }
+    return _cron_manifest(target, suffix, component, job.schedule, job.suspend, job.time_zone, pod_spec)
 
 
 def _cron_manifest(
@@ -1181,6 +1245,70 @@ def prometheus_rule(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
 
 
 # --------------------------------------------------------------------------------------------
+# network policies
+
+
+def _tcp(*ports: int) -> list[Manifest]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def _network_policy(target: Target, name: str, component: str, ingress: list[Manifest]) -> Manifest:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(target, name, component),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(target, component)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
+def triton_network_policy(target: Target, access: NetworkAccess) -> Manifest:
+    """Triton only for this deployment's gateway, the operator (reloads) and Prometheus (metrics)."""
+    return _network_policy(
+        target,
+        triton_name(target.name),
+        "triton",
+        [
+            {
+                "from": [{"podSelector": {"matchLabels": selector_labels(target, "gateway")}}],
+                "ports": _tcp(HTTP_PORT, GRPC_PORT),
+            },
+            {"from": [access.operator_peer()], "ports": _tcp(HTTP_PORT, GRPC_PORT, METRICS_PORT)},
+            {"from": [access.prometheus_peer()], "ports": _tcp(METRICS_PORT)},
+        ],
+    )
+
+
+def milvus_clients(spec: PhoenixDeploymentSpec) -> list[str]:
+    """Components of this deployment's pods that are given Milvus' address (retraining never is)."""
+    evaluation = spec.monitoring.evaluation
+    wanted = {
+        "gateway": spec.gateway.enabled,
+        REFRESH_JOB[1]: spec.retrieval is not None and spec.retrieval.refresh is not None,
+        EVALUATION_JOB[1]: evaluation is not None and evaluation.hit_at_k,
+    }
+    return [component for component, needed in wanted.items() if needed]
+
+
+def milvus_network_policy(target: Target, spec: PhoenixDeploymentSpec, access: NetworkAccess) -> Manifest:
+    """The managed Milvus only for the operator and this deployment's pods that search or fill it."""
+    peers = [access.operator_peer()]
+    clients = milvus_clients(spec)
+    if clients:
+        own = {
+            "matchLabels": {DEPLOYMENT_LABEL: target.name},
+            "matchExpressions": [{"key": COMPONENT_LABEL, "operator": "In", "values": clients}],
+        }
+        peers.insert(0, {"podSelector": own})
+    return _network_policy(
+        target, milvus_name(target.name), "retrieval", [{"from": peers, "ports": _tcp(MILVUS_PORT)}]
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # all
 
 
@@ -1190,20 +1318,21 @@ def render_all(
     batching: BatchingConfig | None = None,
     capabilities: Capabilities | None = None,
     promoted_classifier: str | None = None,
+    network: NetworkAccess | None = None,
 ) -> list[Manifest]:
-    """Every child object, in apply order (config before the pods that mount it).
+    """Every child object, in apply order (config and NetworkPolicies before the pods they govern).
 
     ``promoted_classifier`` is the retraining candidate the QualityGate last passed (status.quality).
+    Triton's NetworkPolicy exists only with the gateway: without it, clients call Triton directly.
     """
     capabilities = capabilities or Capabilities()
     batching = batching or BatchingConfig.from_spec(spec)
+    network = network or NetworkAccess()
     gateway = spec.gateway.enabled
-    objects = [
-        triton_config_map(target, spec, batching),
-        triton_service(target),
-        triton_deployment(target, spec, batching),
-        triton_pdb(target),
-    ]
+    objects = [triton_config_map(target, spec, batching), triton_service(target)]
+    if network.enabled and gateway:
+        objects.append(triton_network_policy(target, network))
+    objects += [triton_deployment(target, spec, batching), triton_pdb(target)]
     if gateway:
         objects += [
             gateway_config_map(target, spec),
@@ -1225,6 +1354,8 @@ def render_all(
             if capabilities.milvus_operator:
                 objects.append(milvus_custom_resource(target, spec))
             else:
+                if network.enabled:
+                    objects.append(milvus_network_policy(target, spec, network))
                 objects += [milvus_service(target), milvus_statefulset(target, spec)]
         if retrieval.refresh is not None:
             objects.append(refresh_cron_job(target, spec))
