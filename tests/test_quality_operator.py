@@ -692,3 +692,58 @@ def test_default_retraining_script_reports_a_candidate_the_operator_reads(tmp_pa
     assert report.candidate == "quality-retrain-29000001"
     assert report.examples == 50
     assert 0.6 <= report.figures["macro_f1"] <= 1.0
+
+
+def test_a_refresh_the_ingest_judged_is_reported_as_judged_never_re_judged() -> None:
+    """``phoenix kb ingest --eval`` reports its own verdict; the operator keeps the live figure."""
+    spec = _spec()
+    start = apply_reports(
+        spec, None, {"evaluation": _job("evaluation", '{"macro_f1": 0.91, "hit_at_k": 0.95}', "ev-1")}, NOW
+    )
+    rejected = (
+        '{"hit_at_k": 0.175, "current_hit_at_k": 0.95, "promoted": false, "reason": "Regressed", "k": 4}'
+    )
+    after = apply_reports(spec, start.quality, {"refresh": _job("refresh", rejected, "kb-1", ok=False)}, NOW)
+    assert after.quality is not None and after.quality.hit_at_k == 0.95  # the live version's figure stays
+    gate_cond = gate_condition(after.quality)
+    assert gate_cond is not None and (gate_cond["status"], gate_cond["reason"]) == ("False", "Regressed")
+    assert "0.1750" in gate_cond["message"] and "0.9500" in gate_cond["message"]
+    assert after.events[0][:2] == ("Warning", "QualityGateFailed")
+
+    promoted = '{"hit_at_k": 0.97, "current_hit_at_k": 0.95, "promoted": true, "k": 4}'
+    passed = apply_reports(spec, after.quality, {"refresh": _job("refresh", promoted, "kb-2")}, NOW)
+    assert passed.quality is not None and passed.quality.hit_at_k == 0.97
+    assert passed.quality.gate is not None and passed.quality.gate.passed
+
+    same = '{"hit_at_k": 0.97, "current_hit_at_k": 0.97, "promoted": false, "unchanged": true}'
+    unchanged = apply_reports(spec, passed.quality, {"refresh": _job("refresh", same, "kb-3")}, NOW)
+    assert unchanged.quality is not None and unchanged.quality.gate == passed.quality.gate
+    assert [e[1] for e in unchanged.events] == ["QualityRefreshUnchanged"]
+
+    with pytest.raises(ReportError, match="promoted"):
+        parse_report(_job("refresh", '{"hit_at_k": 0.9, "promoted": "yes"}'))
+
+
+def test_default_refresh_is_gated_on_the_evaluation_set_and_a_rejection_is_not_retried() -> None:
+    from phoenix_operator.quality.gate import EXIT_REJECTED
+    from phoenix_operator.render.objects import REFRESH_REJECTED, Target, refresh_cron_job
+
+    target = Target(name="q", namespace="ns", uid="u")
+    gated = refresh_cron_job(target, _spec())
+    job = gated["spec"]["jobTemplate"]["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+    assert "--eval=https://data.example.com/held-out.csv" in container["args"]
+    assert "--max-hit-at-k-drop=0.02" in container["args"]
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [REFRESH_REJECTED] == [
+        EXIT_REJECTED
+    ]
+    assert rule["onExitCodes"]["containerName"] == container["name"]
+    assert job["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
+
+    ungated = refresh_cron_job(target, _spec(monitoring={"minF1": 0.8}, maintenance=None))
+    assert not any(
+        a.startswith("--eval")
+        for a in ungated["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    assert "podFailurePolicy" not in ungated["spec"]["jobTemplate"]["spec"]

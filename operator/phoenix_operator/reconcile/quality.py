@@ -45,6 +45,12 @@ class Report:
     figures: dict[str, float]
     examples: int | None = None
     candidate: str | None = None
+    #: ``phoenix kb ingest --eval`` already judged the refresh: whether the alias moved, why not,
+    #: the hit@k of the version it measured against, and whether the source was unchanged.
+    promoted: bool | None = None
+    reason: str | None = None
+    current_hit_at_k: float | None = None
+    unchanged: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,32 @@ def parse_report(job: FinishedJob) -> Report:
         raise ReportError(f"job {job.job_name}: candidate must be a directory name, got {candidate!r}")
     if job.kind == "retraining" and ("macro_f1" not in figures or candidate is None):
         raise ReportError(f"job {job.job_name}: a retraining report needs candidate and macro_f1")
-    return Report(job.kind, job.job_name, job.finished_at, figures, examples, candidate)
+    promoted, unchanged, reason = data.get("promoted"), data.get("unchanged", False), data.get("reason")
+    if promoted is not None and not isinstance(promoted, bool):
+        raise ReportError(f"job {job.job_name}: promoted must be true or false, got {promoted!r}")
+    if not isinstance(unchanged, bool):
+        raise ReportError(f"job {job.job_name}: unchanged must be true or false, got {unchanged!r}")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 128):
+        raise ReportError(f"job {job.job_name}: reason must be a short text, got {reason!r}")
+    current_hit = data.get("current_hit_at_k")
+    if current_hit is not None and (
+        isinstance(current_hit, bool) or not isinstance(current_hit, int | float) or not 0 <= current_hit <= 1
+    ):
+        raise ReportError(
+            f"job {job.job_name}: current_hit_at_k must be a number in [0, 1], got {current_hit!r}"
+        )
+    return Report(
+        job.kind,
+        job.job_name,
+        job.finished_at,
+        figures,
+        examples,
+        candidate,
+        promoted=promoted,
+        reason=reason,
+        current_hit_at_k=None if current_hit is None else float(current_hit),
+        unchanged=unchanged,
+    )
 
 
 @dataclass(frozen=True)
@@ -231,6 +262,25 @@ def _decide(
         retraining = spec.maintenance.retraining if spec.maintenance else None
         tolerance = retraining.max_f1_drop if retraining else 0.02
         decision = gate("retraining", report.figures, current, spec.monitoring.min_f1, tolerance)
+    elif report.promoted is not None:
+        # The ingest judged itself before moving the alias: report its verdict, never re-judge.
+        if report.current_hit_at_k is not None:
+            current["hit_at_k"] = report.current_hit_at_k
+        if report.unchanged:
+            if "hit_at_k" in report.figures:
+                quality.hit_at_k = report.figures["hit_at_k"]
+            return ("Normal", "QualityRefreshUnchanged", f"refresh job {report.job_name}: source unchanged")
+        hit = report.figures.get("hit_at_k")
+        now_hit = current.get("hit_at_k")
+        both = f"candidate hit@k {'none' if hit is None else f'{hit:.4f}'}, current " + (
+            "none" if now_hit is None else f"{now_hit:.4f}"
+        )
+        verdict = "promoted by the ingest's gate" if report.promoted else "rejected by the ingest's gate"
+        decision = GateDecision(
+            report.promoted,
+            "Passed" if report.promoted else (report.reason or "Rejected"),
+            f"{both}: {verdict}",
+        )
     else:
         refresh = spec.retrieval.refresh if spec.retrieval else None
         tolerance = refresh.max_hit_at_k_drop if refresh else 0.02

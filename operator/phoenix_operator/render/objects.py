@@ -1067,8 +1067,15 @@ def refresh_cron_job(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
         f"--source={job.file(refresh.source, 'documents')}",
         f"--milvus-uri={endpoint}",
         f"--spec={SPEC_FILE}",
-        *refresh.args,
     ]
+    evaluation = spec.monitoring.evaluation
+    if evaluation is not None:
+        # The alias moves only if hit@k on the held-out set passes the gate (exit 3 otherwise).
+        args += [
+            f"--eval={job.file(evaluation.data, 'labelled')}",
+            f"--max-hit-at-k-drop={refresh.max_hit_at_k_drop:g}",
+        ]
+    args += refresh.args
     token = milvus_token_env(spec)
     if token:
         args.append(f"--token-env={MILVUS_TOKEN_ENV}")
@@ -1082,10 +1089,29 @@ def refresh_cron_job(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
         [*token, *user_env],
         refresh.resources,
     )
-    return _cron_manifest(
+    manifest = _cron_manifest(
         target, suffix, component, refresh.schedule, refresh.suspend, refresh.time_zone, pod
     )
+    if evaluation is not None:
+        # A refresh the gate rejected is final: rebuilding it on a retry would be rejected again.
+        container = pod["containers"][0]["name"]
+        manifest["spec"]["jobTemplate"]["spec"]["podFailurePolicy"] = {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": container,
+                        "operator": "In",
+                        "values": [REFRESH_REJECTED],
+                    },
+                }
+            ]
+        }
+    return manifest
 
+
+#: ``phoenix kb ingest --eval``'s exit status when its gate keeps the current version.
+REFRESH_REJECTED = 3
 
 #: The default retraining: train into ``<candidates>/<job name>``, then measure it on held-out data;
 #: ``phoenix eval --candidate`` puts the candidate's name beside its figures.
