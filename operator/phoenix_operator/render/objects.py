@@ -97,12 +97,18 @@ class NetworkAccess:
 
     def operator_peer(self) -> Manifest:
         return {
-            "namespaceSelector": {"matchLabels": dict(self.operator_namespaces)},
-            "podSelector": {"matchLabels": dict(self.operator_pods)},
+            "namespaceSelector": _label_selector(self.operator_namespaces),
+            "podSelector": _label_selector(self.operator_pods),
         }
 
     def prometheus_peer(self) -> Manifest:
-        return {"namespaceSelector": {"matchLabels": dict(self.prometheus_namespaces)}}
+        return {"namespaceSelector": _label_selector(self.prometheus_namespaces)}
+
+
+def _label_selector(match: dict[str, str]) -> Manifest:
+    """A selector as the API server stores it: "every" is ``{}``, never an empty matchLabels,
+    which the server drops (the rendered object would then differ from the live one for ever)."""
+    return {"matchLabels": dict(match)} if match else {}
 
 
 @dataclass(frozen=True)
