@@ -160,7 +160,9 @@ def test_restricted_admits_every_child_but_milvus_and_the_users_own_job_image(
 
 
 @pytest.mark.integration
-def test_network_policies_are_applied_with_the_settings_peers_and_pruned(deployed: Deployed) -> None:
+def test_network_policies_are_applied_with_the_settings_peers_and_pruned(
+    session_operator_paused: None, deployed: Deployed
+) -> None:
     access = NetworkAccess(
         operator_namespaces={"kubernetes.io/metadata.name": "phoenix-system"},
         operator_pods={"app.kubernetes.io/instance": "phx"},
