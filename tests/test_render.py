@@ -38,8 +38,11 @@ from phoenix_operator.render.objects import (
     Capabilities,
     NetworkAccess,
     Target,
+    generated_secret_manifest,
+    generated_secrets,
     render_all,
 )
+from phoenix_operator.render.secrets import milvus_token, triton_control_headers
 from phoenix_operator.render.tritonconfig import (
     BatchingConfig,
     batching_of,
@@ -458,7 +461,9 @@ def test_read_only_roots_have_writable_empty_dirs_where_the_images_write() -> No
         assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
         empty = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
         assert {m["mountPath"] for m in container["volumeMounts"] if m["name"] in empty} == writable, name
-    triton_env = {e["name"]: e["value"] for e in pods["Deployment/chat-prod-triton"]["containers"][0]["env"]}
+    triton_env = {
+        e["name"]: e.get("value") for e in pods["Deployment/chat-prod-triton"]["containers"][0]["env"]
+    }
     assert triton_env["HOME"] == "/tmp"
     # The model is downloaded (s3://) into /tmp: no size limit that would evict the pod.
     tmp = [v for v in pods["Deployment/chat-prod-triton"]["volumes"] if v["name"] == "tmp"]
@@ -594,3 +599,107 @@ def test_evaluation_reaches_milvus_only_when_it_measures_hit_at_k() -> None:
     measured = render_all(target, PhoenixDeploymentSpec.model_validate(data))
     assert "--milvus-uri=http://chat-prod-milvus.default.svc:19530" in str(measured)
     assert _allowed(_policies(measured)["chat-prod-milvus"], pod_labels, 19530)
+
+
+# --------------------------------------------------------------------------------------------
+# generated Secrets: referenced by the children, never carried in them
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def _secret_ref(entry: dict[str, Any]) -> tuple[str, str]:
+    ref = entry["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def test_triton_model_control_needs_the_generated_key_from_its_secret() -> None:
+    triton = _by_kind(_render(_load(ROOT / "examples" / "minimal.yaml")))["Deployment"]
+    container = _container(triton)
+    restricted = [a for a in container["args"] if "restricted" in a]
+    assert restricted == [
+        f"--{flag}=model-repository,model-config,shared-memory,trace,logging:"
+        "phoenix-control-key=$(PHOENIX_TRITON_CONTROL_KEY)"
+        for flag in ("http-restricted-api", "grpc-restricted-protocol")
+    ]
+    assert _secret_ref(_env(container)["PHOENIX_TRITON_CONTROL_KEY"]) == (
+        "chat-minimal-triton-control",
+        "key",
+    )
+    # The postStart load is a model-control call too: it sends the key from the same variable.
+    hook = container["lifecycle"]["postStart"]["exec"]["command"][2]
+    assert "{'phoenix-control-key': os.environ.get('PHOENIX_TRITON_CONTROL_KEY', '')}" in hook
+
+
+def test_managed_milvus_runs_with_auth_and_the_generated_root_password() -> None:
+    pd = _load(ROOT / "examples" / "production.yaml")
+    statefulset = _by_kind(_render(pd))["StatefulSet"]
+    env = _env(statefulset["spec"]["template"]["spec"]["containers"][0])
+    assert env["COMMON_SECURITY_AUTHORIZATIONENABLED"]["value"] == "true"
+    assert _secret_ref(env["COMMON_SECURITY_DEFAULTROOTPASSWORD"]) == ("chat-prod-milvus-root", "password")
+    milvus = _by_kind(_render(pd, milvus_operator=True))["Milvus"]["spec"]
+    assert milvus["config"]["common"]["security"]["authorizationEnabled"] is True
+    (password,) = [
+        e for e in milvus["components"]["env"] if e["name"] == "COMMON_SECURITY_DEFAULTROOTPASSWORD"
+    ]
+    assert _secret_ref(password) == ("chat-prod-milvus-root", "password")
+
+
+def test_every_managed_milvus_client_composes_its_token_from_the_root_secret() -> None:
+    data = _load(ROOT / "examples" / "production.yaml").spec.model_dump(mode="json", by_alias=True)
+    data["monitoring"]["evaluation"]["hitAtK"] = True
+    objects = render_all(Target("chat-prod", "default", uid="u"), PhoenixDeploymentSpec.model_validate(data))
+    containers = {
+        f"{o['kind']}/{o['metadata']['name']}": (
+            o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            if o["kind"] == "CronJob"
+            else o["spec"]["template"]["spec"]
+        )["containers"][0]
+        for o in objects
+        if o["kind"] in {"Deployment", "CronJob"}
+    }
+    clients = {"Deployment/chat-prod-gateway", "CronJob/chat-prod-kb-refresh", "CronJob/chat-prod-evaluate"}
+    for name, container in containers.items():
+        env = _env(container)
+        if name not in clients:
+            assert "PHOENIX_MILVUS_TOKEN" not in env, name
+            continue
+        assert _secret_ref(env["PHOENIX_MILVUS_USER"]) == ("chat-prod-milvus-root", "username"), name
+        assert _secret_ref(env["PHOENIX_MILVUS_PASSWORD"]) == ("chat-prod-milvus-root", "password"), name
+        assert env["PHOENIX_MILVUS_TOKEN"]["value"] == "$(PHOENIX_MILVUS_USER):$(PHOENIX_MILVUS_PASSWORD)"
+        # Kubernetes expands $(VAR) only from variables defined earlier in the list.
+        names = [e["name"] for e in container["env"]]
+        assert names.index("PHOENIX_MILVUS_TOKEN") > names.index("PHOENIX_MILVUS_PASSWORD"), name
+        if name.startswith("CronJob/"):
+            assert "--token-env=PHOENIX_MILVUS_TOKEN" in container["args"], name
+
+
+def test_generated_secrets_are_owned_immutable_and_only_what_the_spec_needs() -> None:
+    target = Target("chat-prod", "ns", uid="uid-9")
+    production = _load(ROOT / "examples" / "production.yaml").spec
+    external = _load(ROOT / "examples" / "external-milvus.yaml").spec
+    assert [s.name for s in generated_secrets(target, production)] == [
+        "chat-prod-triton-control",
+        "chat-prod-milvus-root",
+    ]
+    assert [s.name for s in generated_secrets(target, external)] == ["chat-prod-triton-control"]
+    control, root = generated_secrets(target, production)
+    manifest = generated_secret_manifest(target, root, {"password": "p4ss"})
+    assert manifest["immutable"] is True
+    assert manifest["stringData"] == {"username": "root", "password": "p4ss"}
+    (owner,) = manifest["metadata"]["ownerReferences"]
+    assert owner["uid"] == "uid-9" and owner["controller"] is True
+    with pytest.raises(ValueError, match="key"):
+        generated_secret_manifest(target, control, {})
+
+
+def test_secret_helpers_turn_secret_data_into_credentials() -> None:
+    assert milvus_token({"username": "root", "password": "p4ss\n"}) == "root:p4ss"
+    assert milvus_token({"username": "root", "password": " "}) is None
+    assert milvus_token(None) is None
+    assert triton_control_headers({"key": "k"}) == {"phoenix-control-key": "k"}
+    assert triton_control_headers({"key": "k"}, grpc=True) == {
+        "triton-grpc-protocol-phoenix-control-key": "k"
+    }
+    assert triton_control_headers({}) == {} and triton_control_headers(None) == {}

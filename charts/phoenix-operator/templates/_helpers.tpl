@@ -120,10 +120,11 @@ that creates the object is authorised as `create` as well.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# Preflight: model-store credentials and the external Milvus token (read by name only).
+# Secrets by name only (no list or watch): model-store credentials and the external Milvus token
+# the spec names, and the ones the operator generates once (Triton's control key, Milvus' root).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create"]
 # Control loop: the ready Triton endpoints to reload batching on.
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]

@@ -855,10 +855,48 @@ class RetrievalSpec(ApiModel):
     refresh: RefreshJobSpec | None = Field(default=None, description="Knowledge-base refresh job.")
 
 
+AnswerMetric = Literal["answer_f1", "exact_match"]
+
+
+class FineTuningJobSpec(JobSpec):
+    """LLM fine-tuning with your own image, promoted through the same gate as a retrained classifier.
+
+    The job writes a new numbered version directory ``<model>/<N>/`` into the model repository and
+    reports ``candidate_version`` and its answer-quality figures in its termination message; the
+    operator pins Triton to version N (``version_policy``) only if the figure passes the gate.
+    """
+
+    __rules__ = (
+        Rule(
+            "has(self.image)",
+            "fineTuning.image is required: fine-tuning runs your own image",
+            check=lambda s: s.image is not None,
+            field=".image",
+        ),
+    )
+
+    metric: AnswerMetric = Field(
+        default="answer_f1",
+        description="The figure the gate judges: token-level answer F1 or exact match on held-out answers.",
+    )
+    min_score: float = Field(
+        default=0.0, ge=0, le=1, description="Gate floor: a candidate scoring below this is not promoted."
+    )
+    max_score_drop: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Gate tolerance: a candidate more than this below the serving version is not promoted.",
+    )
+
+
 class MaintenanceSpec(ApiModel):
-    """Scheduled retraining of the intent classifier, promoted through the QualityGate."""
+    """Scheduled retraining of the intent classifier and fine-tuning of the LLM, both gated."""
 
     retraining: RetrainingJobSpec | None = None
+    fine_tuning: FineTuningJobSpec | None = Field(
+        default=None, description="Bring-your-own LLM fine-tuning job proposing a new model version."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1002,6 +1040,36 @@ class AutoscalingMode(StrEnum):
     AUTO = "auto"
 
 
+class ReplicaCapacity(ApiModel):
+    """What one Triton replica sustains within the TTFT target, measured by a load test.
+
+    ``phoenix plan --calibrate`` measures it (a ramped load against one replica) and prints the
+    block to paste here. The control loop starts from it instead of learning capacity from
+    scratch; the token mix it was measured at lets the loop rescale it when the live mix differs.
+    """
+
+    __rules__ = (
+        Rule(
+            "has(self.promptTokens) == has(self.outputTokens)",
+            "promptTokens and outputTokens go together (the token mix the capacity was measured at)",
+            check=lambda s: (s.prompt_tokens is None) == (s.output_tokens is None),
+            field=".promptTokens",
+        ),
+    )
+
+    requests_per_second: float = Field(
+        gt=0,
+        le=1_000_000,
+        description="Requests/s one replica serves with TTFT p95 within the target (load-tested).",
+    )
+    prompt_tokens: float | None = Field(
+        default=None, gt=0, le=10_000_000, description="Mean prompt tokens per request of the load test."
+    )
+    output_tokens: float | None = Field(
+        default=None, gt=0, le=10_000_000, description="Mean generated tokens per request of the load test."
+    )
+
+
 class AutoscalingSpec(ApiModel):
     """The control loop: SLO-driven replicas and live batching."""
 
@@ -1043,6 +1111,14 @@ class AutoscalingSpec(ApiModel):
         ),
     )
     tune_batching: bool = Field(default=True, description="Let the loop retune batching live.")
+    replica_capacity: ReplicaCapacity | None = Field(
+        default=None,
+        description=(
+            "A replica's measured capacity (`phoenix plan --calibrate` prints it): the loop sizes the "
+            "fleet from it at once and refines it online; without it capacity is learned from the "
+            "fleet's own metrics, which oversizes the fleet until it has seen enough load."
+        ),
+    )
     metrics_selector: str | None = Field(
         default=None,
         max_length=1024,
@@ -1329,6 +1405,39 @@ class QualityGateStatus(ApiModel):
     decided_at: str
 
 
+class ModelGateStatus(ApiModel):
+    """The last gate decision on a fine-tuned model version, with both figures."""
+
+    job_name: str
+    candidate_version: int | None = None
+    serving_version: int | None = None
+    metric: str
+    passed: bool
+    reason: str
+    message: str
+    candidate_score: float | None = None
+    serving_score: float | None = None
+    decided_at: str
+
+
+class ModelVersionStatus(ApiModel):
+    """The LLM version Triton is pinned to (``version_policy``) and how it got there."""
+
+    serving_version: int | None = Field(
+        default=None, description="The version Triton serves; None: Triton's default (latest) policy."
+    )
+    previous_version: int | None = Field(default=None, description="The version before it, for rollback.")
+    metric: str | None = None
+    score: float | None = Field(default=None, description="The serving version's figure when it was judged.")
+    job_name: str | None = Field(default=None, description="The job that proposed the serving version.")
+    promoted_at: str | None = None
+    applied_version: int | None = Field(
+        default=None, description="The version confirmed live on every ready Triton endpoint."
+    )
+    apply_message: str | None = Field(default=None, description="What the last live apply did.")
+    gate: ModelGateStatus | None = None
+
+
 class QualityStatus(ApiModel):
     """Figures of the last offline evaluation (its Job's termination message), and the gate's state."""
 
@@ -1345,6 +1454,9 @@ class QualityStatus(ApiModel):
         default=None, description="Promoted retraining candidate the gateway loads (none: the spec's)."
     )
     gate: QualityGateStatus | None = None
+    model: ModelVersionStatus | None = Field(
+        default=None, description="The fine-tuned LLM version served and the last fine-tuning gate decision."
+    )
     last_error: str | None = Field(default=None, description="Why the last report could not be read.")
     seen_jobs: dict[str, str] = Field(
         default_factory=dict, description="Last Job whose report was read, per kind (each is read once)."

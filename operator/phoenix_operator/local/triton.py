@@ -30,9 +30,26 @@ from pathlib import Path
 from types import TracebackType
 
 from phoenix_operator.local._proc import free_port, log_tail, stop_process, wait_for
+from phoenix_operator.render.secrets import TRITON_CONTROL_HEADER, TRITON_RESTRICTED_APIS
 
 #: Where prepared server trees are cached (one per wheel version and Python version).
 CACHE_ROOT = Path(os.environ.get("PHOENIX_CACHE_DIR", Path.home() / ".cache" / "phoenix-operator"))
+
+
+#: The APIs ``control_key`` guards: the same ones the operator restricts in a cluster.
+RESTRICTED_APIS = TRITON_RESTRICTED_APIS
+
+
+def restricted_api_args(key: str, header: str = TRITON_CONTROL_HEADER) -> list[str]:
+    """Triton flags that make ``RESTRICTED_APIS`` answer only requests carrying ``header: key``.
+
+    Triton refuses others with HTTP 403 (gRPC ``UNAVAILABLE``) naming the header it expects.
+    """
+    apis = ",".join(RESTRICTED_APIS)
+    return [
+        f"--http-restricted-api={apis}:{header}={key}",
+        f"--grpc-restricted-protocol={apis}:{header}={key}",
+    ]
 
 
 class TritonNotAvailable(RuntimeError):
@@ -110,7 +127,9 @@ class LocalTriton:
     """A ``tritonserver`` process on free loopback ports, in EXPLICIT model-control mode.
 
     Use as a context manager. ``http_url``/``grpc_url`` are ``host:port`` as tritonclient wants
-    them; ``metrics_target`` is the ``host:port`` a Prometheus scrape config wants.
+    them; ``metrics_target`` is the ``host:port`` a Prometheus scrape config wants. With
+    ``control_key`` the model-control and model-config APIs are restricted to requests that carry
+    it in ``TRITON_CONTROL_HEADER``, as the operator runs Triton in a cluster.
     """
 
     def __init__(
@@ -124,6 +143,7 @@ class LocalTriton:
         log_verbose: int = 0,
         extra_args: Sequence[str] = (),
         cache_root: Path | None = None,
+        control_key: str | None = None,
     ) -> None:
         self.model_repository = Path(model_repository)
         self.models = list(models)
@@ -132,6 +152,7 @@ class LocalTriton:
         self.log_verbose = log_verbose
         self.extra_args = list(extra_args)
         self.cache_root = cache_root
+        self.control_key = control_key
         self._own_log_dir: Path | None = None
         if log_path is None:
             self._own_log_dir = Path(tempfile.mkdtemp(prefix="phoenix-triton-log-"))
@@ -191,6 +212,8 @@ class LocalTriton:
             f"--log-verbose={self.log_verbose}",
         ]
         cmd += [f"--load-model={name}" for name in self.models]
+        if self.control_key:
+            cmd += restricted_api_args(self.control_key)
         return cmd + self.extra_args
 
     def start(self, attempts: int = 3) -> LocalTriton:

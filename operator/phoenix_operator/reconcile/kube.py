@@ -7,6 +7,7 @@ the live one and only sends the apply when something the operator owns differs.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -134,6 +135,21 @@ class Kube:
         )
         return True
 
+    def create_if_absent(self, obj: Manifest) -> bool:
+        """Create ``obj`` unless an object of that name exists (never updates it). True if created.
+
+        For what must be written once and then left alone (generated Secrets): a plain create,
+        so a concurrent creator wins cleanly (409) instead of one overwriting the other.
+        """
+        meta = obj["metadata"]
+        try:
+            self.resource(obj["apiVersion"], obj["kind"]).create(body=obj, namespace=meta["namespace"])
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
     def apply_replicas(self, name: str, namespace: str, replicas: int) -> bool:
         """Set a Deployment's replicas under the autoscaler's own field manager (no-op if equal)."""
         live = self.get("apps/v1", "Deployment", name, namespace)
@@ -184,14 +200,13 @@ class Kube:
         return any(r.kind == kind for r in resources.resources)
 
     def secret_data(self, name: str, namespace: str) -> dict[str, str] | None:
+        """A Secret's decoded data by name (``get`` only: the operator never lists or watches Secrets)."""
         try:
             secret = self.core.read_namespaced_secret(name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        import base64
-
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
 

@@ -24,6 +24,17 @@ from phoenix_operator.api.models import (
     PhoenixDeploymentSpec,
     Resources,
 )
+from phoenix_operator.render.secrets import (
+    MILVUS_PASSWORD_KEY,
+    MILVUS_ROOT_USER,
+    MILVUS_USERNAME_KEY,
+    SECRET_VALUE_KEY,
+    TRITON_CONTROL_HEADER,
+    TRITON_CONTROL_KEY_ENV,
+    TRITON_RESTRICTED_APIS,
+    milvus_root_secret_name,
+    triton_control_secret_name,
+)
 from phoenix_operator.render.tritonconfig import (
     BatchingConfig,
     model_config_dict,
@@ -57,6 +68,12 @@ MILVUS_METRICS_PORT = 9091
 #: Environment the gateway reads: its cache (classifier, downloads) and the external Milvus token.
 CACHE_DIR_ENV = "PHOENIX_CACHE_DIR"
 MILVUS_TOKEN_ENV = "PHOENIX_MILVUS_TOKEN"
+#: The managed Milvus' root user and password, which the token variable is composed of.
+MILVUS_USER_ENV = "PHOENIX_MILVUS_USER"
+MILVUS_PASSWORD_ENV = "PHOENIX_MILVUS_PASSWORD"
+#: Milvus reads its config from the environment too (``common.security.defaultRootPassword``).
+MILVUS_AUTH_ENV = "COMMON_SECURITY_AUTHORIZATIONENABLED"
+MILVUS_ROOT_PASSWORD_ENV = "COMMON_SECURITY_DEFAULTROOTPASSWORD"
 #: Directory of retraining candidates at the root of the classifier volume (one per Job name).
 CLASSIFIER_CANDIDATES_DIR = "phoenix-candidates"
 #: Where the operator's jobs mount the PVCs of their data files.
@@ -66,6 +83,11 @@ TERMINATION_LOG = "/dev/termination-log"
 REFRESH_JOB = ("kb-refresh", "knowledge-base")
 RETRAIN_JOB = ("retrain", "maintenance")
 EVALUATION_JOB = ("evaluate", "evaluation")
+FINE_TUNE_JOB = ("fine-tune", "fine-tuning")
+#: What a fine-tuning job is told about the model it proposes a new version of.
+MODEL_NAME_ENV = "PHOENIX_MODEL_NAME"
+MODEL_REPOSITORY_ENV = "PHOENIX_MODEL_REPOSITORY"
+SERVING_VERSION_ENV = "PHOENIX_SERVING_VERSION"
 #: The sentence embedder every gateway image runs; collections it searches need its dimension.
 EMBEDDER_NAME = "all-MiniLM-L6-v2"
 EMBEDDER_DIMENSION = 384
@@ -226,6 +248,21 @@ def model_repository_arg(spec: PhoenixDeploymentSpec) -> str:
     return MODEL_VOLUME_DIR + ("" if repo.pvc.path == "/" else repo.pvc.path.rstrip("/"))
 
 
+def triton_restricted_args() -> list[str]:
+    """Model control only with the generated key; Kubernetes expands ``$(…)`` from the container's env."""
+    restriction = f"{','.join(TRITON_RESTRICTED_APIS)}:{TRITON_CONTROL_HEADER}=$({TRITON_CONTROL_KEY_ENV})"
+    return [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+
+
+def triton_control_key_env(target: Target) -> Manifest:
+    return {
+        "name": TRITON_CONTROL_KEY_ENV,
+        "valueFrom": {
+            "secretKeyRef": {"name": triton_control_secret_name(target.name), "key": SECRET_VALUE_KEY}
+        },
+    }
+
+
 def triton_args(spec: PhoenixDeploymentSpec) -> list[str]:
     args = [
         f"--model-repository={model_repository_arg(spec)}",
@@ -240,22 +277,26 @@ def triton_args(spec: PhoenixDeploymentSpec) -> list[str]:
         "--metrics-config=histogram_latencies=true",
         "--metrics-config=summary_latencies=true",
         "--metrics-config=summary_quantiles=0.5:0.05,0.9:0.01,0.95:0.005,0.99:0.001",
+        *triton_restricted_args(),
     ]
     return args + list(spec.triton.args)
 
 
 #: postStart hook: load the model with the operator's config (batching, priorities) from the
 #: mounted ConfigMap. Triton only serves traffic (readiness) after it returns, so a new pod never
-#: serves with the repository's stale config. Stdlib only: every Triton image ships Python.
+#: serves with the repository's stale config. Stdlib only: every Triton image ships Python. The
+#: load is a model-control call, so it carries the generated key from the container's env.
 LOAD_MODEL_SCRIPT = """\
-import json, sys, time, urllib.request
+import json, os, sys, time, urllib.request
 cfg = open('{dir}/config.json').read()
 body = json.dumps({{'parameters': {{'config': cfg}}}}).encode()
 url = 'http://127.0.0.1:{port}/v2/repository/models/{model}/load'
+headers = {{'{header}': os.environ.get('{key_env}', '')}}
 deadline = time.time() + {timeout}
 while True:
     try:
-        urllib.request.urlopen(urllib.request.Request(url, data=body, method='POST'), timeout=600)
+        request = urllib.request.Request(url, data=body, headers=headers, method='POST')
+        urllib.request.urlopen(request, timeout=600)
         sys.exit(0)
     except Exception as exc:
         if time.time() > deadline:
@@ -348,6 +389,8 @@ def triton_deployment(
                             port=HTTP_PORT,
                             model=spec.model.name,
                             timeout=triton.startup_timeout_seconds,
+                            header=TRITON_CONTROL_HEADER,
+                            key_env=TRITON_CONTROL_KEY_ENV,
                         ),
                     ]
                 }
@@ -359,7 +402,7 @@ def triton_deployment(
     env = [{"name": e.name, "value": e.value} for e in triton.env]
     if not any(e["name"] == "HOME" for e in env):
         env.append({"name": "HOME", "value": "/tmp"})
-    container["env"] = env
+    container["env"] = [triton_control_key_env(target), *env]
     if repo.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": repo.credentials_secret}}]
 
@@ -419,9 +462,14 @@ def triton_service(target: Target) -> Manifest:
     }
 
 
-def triton_config_map(target: Target, spec: PhoenixDeploymentSpec, batching: BatchingConfig) -> Manifest:
-    """The model config new pods load (``config.json``) and a readable copy (``config.pbtxt``)."""
-    config = model_config_dict(spec, batching)
+def triton_config_map(
+    target: Target, spec: PhoenixDeploymentSpec, batching: BatchingConfig, serving_version: int | None = None
+) -> Manifest:
+    """The model config new pods load (``config.json``) and a readable copy (``config.pbtxt``).
+
+    ``serving_version`` is the fine-tuned version the gate promoted: new pods start pinned to it.
+    """
+    config = model_config_dict(spec, batching, serving_version)
     data = {
         "config.pbtxt": to_pbtxt(config),
         "config.json": to_load_json(config),
@@ -491,6 +539,50 @@ def _prom_label(label: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# generated Secrets
+
+
+@dataclass(frozen=True)
+class GeneratedSecret:
+    """A Secret the reconciler creates once: ``fixed`` data plus a random value per ``random_keys``."""
+
+    name: str
+    component: str
+    random_keys: tuple[str, ...]
+    fixed: dict[str, str] = field(default_factory=dict)
+
+
+def generated_secrets(target: Target, spec: PhoenixDeploymentSpec) -> list[GeneratedSecret]:
+    """The Secrets this deployment's children reference but nobody else provides."""
+    out = [GeneratedSecret(triton_control_secret_name(target.name), "triton", (SECRET_VALUE_KEY,))]
+    if spec.retrieval is not None and spec.retrieval.milvus.mode == "managed":
+        out.append(
+            GeneratedSecret(
+                milvus_root_secret_name(target.name),
+                "retrieval",
+                (MILVUS_PASSWORD_KEY,),
+                {MILVUS_USERNAME_KEY: MILVUS_ROOT_USER},
+            )
+        )
+    return out
+
+
+def generated_secret_manifest(target: Target, secret: GeneratedSecret, values: dict[str, str]) -> Manifest:
+    """The Secret with its random ``values``; immutable, so nothing can rotate it by accident."""
+    missing = set(secret.random_keys) - set(values)
+    if missing:
+        raise ValueError(f"no value for {sorted(missing)} of Secret {secret.name}")
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(target, secret.name, secret.component),
+        "type": "Opaque",
+        "immutable": True,
+        "stringData": secret.fixed | {key: values[key] for key in secret.random_keys},
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # Milvus
 
 
@@ -504,15 +596,44 @@ def retrieval_endpoint(target: Target, spec: PhoenixDeploymentSpec) -> str | Non
     return milvus_endpoint(target.name, target.namespace)
 
 
-def milvus_token_env(spec: PhoenixDeploymentSpec) -> list[Manifest]:
-    """The external Milvus token as an env var read from its Secret (never copied into a manifest)."""
+def _secret_env(name: str, secret: str, key: str) -> Manifest:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def milvus_token_env(target: Target, spec: PhoenixDeploymentSpec) -> list[Manifest]:
+    """The Milvus token as env vars read from a Secret (never copied into a manifest).
+
+    External: ``tokenSecretRef``. Managed: ``user:password`` composed from the generated root
+    Secret (Kubernetes expands ``$(…)`` of variables defined before it in the same list).
+    """
     retrieval = spec.retrieval
-    if retrieval is None or retrieval.milvus.mode != "external" or retrieval.milvus.external is None:
+    if retrieval is None:
+        return []
+    if retrieval.milvus.mode == "managed":
+        secret = milvus_root_secret_name(target.name)
+        return [
+            _secret_env(MILVUS_USER_ENV, secret, MILVUS_USERNAME_KEY),
+            _secret_env(MILVUS_PASSWORD_ENV, secret, MILVUS_PASSWORD_KEY),
+            {"name": MILVUS_TOKEN_ENV, "value": f"$({MILVUS_USER_ENV}):$({MILVUS_PASSWORD_ENV})"},
+        ]
+    if retrieval.milvus.external is None:
         return []
     ref = retrieval.milvus.external.token_secret_ref
     if ref is None:
         return []
-    return [{"name": MILVUS_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+    return [_secret_env(MILVUS_TOKEN_ENV, ref.name, ref.key)]
+
+
+def milvus_auth_env(target: Target) -> list[Manifest]:
+    """Managed Milvus with auth on and root's first password from the generated Secret.
+
+    Milvus maps ``COMMON_SECURITY_*`` variables onto ``common.security.*`` and ranks them above
+    milvus.yaml; ``defaultRootPassword`` only seeds root when its metadata has no root user yet.
+    """
+    return [
+        {"name": MILVUS_AUTH_ENV, "value": "true"},
+        _secret_env(MILVUS_ROOT_PASSWORD_ENV, milvus_root_secret_name(target.name), MILVUS_PASSWORD_KEY),
+    ]
 
 
 def milvus_custom_resource(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
@@ -533,12 +654,16 @@ def milvus_custom_resource(target: Target, spec: PhoenixDeploymentSpec) -> Manif
         "metadata": _metadata(target, target.name, "retrieval"),
         "spec": {
             "mode": "standalone",
-            "components": {"image": managed.image, "resources": _resources(managed.resources)},
+            "components": {
+                "image": managed.image,
+                "resources": _resources(managed.resources),
+                "env": milvus_auth_env(target),
+            },
             "dependencies": {
                 "etcd": {"inCluster": {"deletionPolicy": "Retain", "pvcDeletion": False}},
                 "storage": {"inCluster": {"deletionPolicy": "Retain", "pvcDeletion": False}},
             },
-            "config": {},
+            "config": {"common": {"security": {"authorizationEnabled": True}}},
             "persistence": persistence,
         },
     }
@@ -579,6 +704,7 @@ def milvus_statefulset(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
                                 {"name": "ETCD_USE_EMBED", "value": "true"},
                                 {"name": "ETCD_DATA_DIR", "value": "/var/lib/milvus/etcd"},
                                 {"name": "COMMON_STORAGETYPE", "value": "local"},
+                                *milvus_auth_env(target),
                             ],
                             "ports": [
                                 {"name": "grpc", "containerPort": MILVUS_PORT},
@@ -738,7 +864,7 @@ def gateway_deployment(target: Target, spec: PhoenixDeploymentSpec, promoted: st
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-        *milvus_token_env(spec),
+        *milvus_token_env(target, spec),
     ]
     container: Manifest = {
         "name": "gateway",
@@ -1041,7 +1167,7 @@ def evaluation_cron_job(target: Target, spec: PhoenixDeploymentSpec, promoted: s
     endpoint = retrieval_endpoint(target, spec)
     if evaluation.hit_at_k and endpoint is not None:
         args.append(f"--milvus-uri={endpoint}")
-        token = milvus_token_env(spec)
+        token = milvus_token_env(target, spec)
         if token:
             args.append(f"--token-env={MILVUS_TOKEN_ENV}")
             env += token
@@ -1064,7 +1190,7 @@ def refresh_cron_job(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
         env: list[Manifest] = [
             {"name": "PHOENIX_MILVUS_URI", "value": endpoint},
             {"name": "PHOENIX_COLLECTION", "value": retrieval.collection.name},
-            *milvus_token_env(spec),
+            *milvus_token_env(target, spec),
         ]
         return cron_job(target, suffix, component, refresh, env)
     assert refresh.source is not None  # guaranteed by RefreshJobSpec's rule
@@ -1082,7 +1208,7 @@ def refresh_cron_job(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
             f"--max-hit-at-k-drop={refresh.max_hit_at_k_drop:g}",
         ]
     args += refresh.args
-    token = milvus_token_env(spec)
+    token = milvus_token_env(target, spec)
     if token:
         args.append(f"--token-env={MILVUS_TOKEN_ENV}")
     user_env = [{"name": e.name, "value": e.value} for e in refresh.env]
@@ -1176,6 +1302,36 @@ def retrain_cron_job(target: Target, spec: PhoenixDeploymentSpec) -> Manifest:
     return _cron_manifest(
         target, suffix, component, retraining.schedule, retraining.suspend, retraining.time_zone, pod
     )
+
+
+def fine_tune_cron_job(target: Target, spec: PhoenixDeploymentSpec, serving_version: int | None) -> Manifest:
+    """The user's fine-tuning image, told which model and version it improves on.
+
+    It writes ``<model>/<N>/`` beside the serving version, so a model repository on a PVC is
+    mounted writable where Triton mounts it; an object store is reached with the repository's
+    credentials Secret, as Triton reaches it.
+    """
+    maintenance = spec.maintenance
+    assert maintenance is not None and maintenance.fine_tuning is not None
+    suffix, component = FINE_TUNE_JOB
+    env: list[Manifest] = [
+        {"name": MODEL_NAME_ENV, "value": spec.model.name},
+        {"name": MODEL_REPOSITORY_ENV, "value": model_repository_arg(spec)},
+    ]
+    if serving_version is not None:
+        env.append({"name": SERVING_VERSION_ENV, "value": str(serving_version)})
+    cron = cron_job(target, suffix, component, maintenance.fine_tuning, env)
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    repo = spec.model.repository
+    if repo.pvc is not None:
+        pod["volumes"] = [
+            {"name": "model-repository", "persistentVolumeClaim": {"claimName": repo.pvc.claim_name}}
+        ]
+        container["volumeMounts"] = [{"name": "model-repository", "mountPath": MODEL_VOLUME_DIR}]
+    if repo.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": repo.credentials_secret}}]
+    return cron
 
 
 def needs_spec_config_map(spec: PhoenixDeploymentSpec) -> bool:
@@ -1351,17 +1507,19 @@ def render_all(
     capabilities: Capabilities | None = None,
     promoted_classifier: str | None = None,
     network: NetworkAccess | None = None,
+    serving_version: int | None = None,
 ) -> list[Manifest]:
     """Every child object, in apply order (config and NetworkPolicies before the pods they govern).
 
-    ``promoted_classifier`` is the retraining candidate the QualityGate last passed (status.quality).
+    ``promoted_classifier`` is the retraining candidate the QualityGate last passed and
+    ``serving_version`` the fine-tuned LLM version it pins (both from status.quality).
     Triton's NetworkPolicy exists only with the gateway: without it, clients call Triton directly.
     """
     capabilities = capabilities or Capabilities()
     batching = batching or BatchingConfig.from_spec(spec)
     network = network or NetworkAccess()
     gateway = spec.gateway.enabled
-    objects = [triton_config_map(target, spec, batching), triton_service(target)]
+    objects = [triton_config_map(target, spec, batching, serving_version), triton_service(target)]
     if network.enabled and gateway:
         objects.append(triton_network_policy(target, network))
     objects += [triton_deployment(target, spec, batching), triton_pdb(target)]
@@ -1393,6 +1551,8 @@ def render_all(
             objects.append(refresh_cron_job(target, spec))
     if spec.maintenance is not None and spec.maintenance.retraining is not None:
         objects.append(retrain_cron_job(target, spec))
+    if spec.maintenance is not None and spec.maintenance.fine_tuning is not None:
+        objects.append(fine_tune_cron_job(target, spec, serving_version))
     if spec.monitoring.evaluation is not None:
         objects.append(evaluation_cron_job(target, spec, promoted_classifier))
     return objects

@@ -62,8 +62,33 @@ def _priority_block(priority: PrioritySpec) -> dict[str, Any]:
     }
 
 
-def model_config_dict(spec: PhoenixDeploymentSpec, batching: BatchingConfig | None = None) -> dict[str, Any]:
-    """The model config in Triton's JSON shape (proto field names)."""
+def version_policy(version: int) -> dict[str, Any]:
+    """Serve exactly ``version``: a candidate directory the gate rejected is never loaded.
+
+    Triton's default policy serves the highest-numbered directory, so without a pin a pod that
+    restarts after a fine-tune wrote ``<model>/<N>/`` would serve the candidate unjudged.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"a model version is a positive integer, got {version!r}")
+    return {"specific": {"versions": [version]}}
+
+
+def served_versions_of(config: dict[str, Any]) -> tuple[int, ...] | None:
+    """The versions a (served) config pins; None when it keeps Triton's default policy."""
+    specific = (config.get("version_policy") or {}).get("specific")
+    if specific is None:
+        return None
+    return tuple(sorted(int(v) for v in specific.get("versions") or []))
+
+
+def model_config_dict(
+    spec: PhoenixDeploymentSpec, batching: BatchingConfig | None = None, version: int | None = None
+) -> dict[str, Any]:
+    """The model config in Triton's JSON shape (proto field names).
+
+    ``version`` is the fine-tuned version the gate promoted (``status.quality.model.servingVersion``);
+    None keeps Triton's default version policy.
+    """
     batching = batching or BatchingConfig.from_spec(spec)
     model = spec.model
     config: dict[str, Any] = {
@@ -78,6 +103,8 @@ def model_config_dict(spec: PhoenixDeploymentSpec, batching: BatchingConfig | No
         ],
         "model_transaction_policy": {"decoupled": model.decoupled},
     }
+    if version is not None:
+        config["version_policy"] = version_policy(version)
     if spec.batching.enabled:
         block: dict[str, Any] = {
             "preferred_batch_size": list(batching.preferred_batch_sizes),
