@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from tritonclient.utils import InferenceServerException
 
 from api_cases import valid_doc
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
@@ -37,6 +38,11 @@ from phoenix_operator.reconcile.kube import Kube
 from phoenix_operator.reconcile.reconciler import Reconciler
 from phoenix_operator.reconcile.settings import OperatorSettings
 from phoenix_operator.render.objects import config_map_name
+from phoenix_operator.render.secrets import (
+    SECRET_VALUE_KEY,
+    TRITON_CONTROL_HEADER,
+    triton_control_secret_name,
+)
 from phoenix_operator.render.tritonconfig import batching_of, model_config_dict, to_pbtxt
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
@@ -92,6 +98,8 @@ class Rig:
         self.triton: LocalTriton | None = None
         self.prometheus: LocalPrometheus | None = None
         self.load: LoadRun | None = None
+        #: Triton's model control is restricted to this key, which the loop reads from the Secret.
+        self.control_key = "loop-control-key-4c1d"
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -100,7 +108,17 @@ class Rig:
     def start_triton(self, spec: PhoenixDeploymentSpec) -> LocalTriton:
         repo = self.workdir / "models"
         write_model_repository(repo, EMULATED_LLM, to_pbtxt(model_config_dict(spec)))
-        self.triton = LocalTriton(repo, models=[EMULATED_LLM], log_path=self.workdir / "triton.log").start()
+        # The generated Secret exists before the object, as the reconciler creates it (never overwritten).
+        client.CoreV1Api(self.kube_cluster.api_client).create_namespaced_secret(
+            self.namespace,
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name=triton_control_secret_name(self.name)),
+                string_data={SECRET_VALUE_KEY: self.control_key},
+            ),
+        )
+        self.triton = LocalTriton(
+            repo, models=[EMULATED_LLM], log_path=self.workdir / "triton.log", control_key=self.control_key
+        ).start()
         return self.triton
 
     def start_prometheus(self, attempt: int = 0) -> LocalPrometheus:
@@ -139,7 +157,8 @@ class Rig:
 
     def served(self) -> Any:
         assert self.triton is not None
-        return TritonModelControl().served_batching([self.triton.http_url], EMULATED_LLM)
+        control = TritonModelControl(control_key=self.control_key)
+        return control.served_batching([self.triton.http_url], EMULATED_LLM)
 
     def stop(self) -> None:
         if self.load is not None:
@@ -197,7 +216,10 @@ def test_generated_config_is_loaded_by_real_triton_with_batching_and_priorities(
     assert rig.triton is not None
     import tritonclient.http as httpclient
 
-    served = httpclient.InferenceServerClient(rig.triton.http_url).get_model_config(EMULATED_LLM)
+    triton = httpclient.InferenceServerClient(rig.triton.http_url)
+    with pytest.raises(InferenceServerException, match="403"):  # model config is behind the key
+        triton.get_model_config(EMULATED_LLM)
+    served = triton.get_model_config(EMULATED_LLM, headers={TRITON_CONTROL_HEADER: rig.control_key})
     batcher = served["dynamic_batching"]
     assert batcher["preferred_batch_size"] == [4, 8]
     assert int(batcher["max_queue_delay_microseconds"]) == 1000
@@ -229,6 +251,9 @@ def test_loop_retunes_batching_live_then_fails_static(rig: Rig) -> None:
     assert status["batching"]["source"] == "tuned"
     assert status["batching"]["maxQueueDelayMicroseconds"] == decision.batching.max_queue_delay_us
     assert status["decisions"][-1]["applied"] is True and status["decisions"][-1]["action"] == "batching"
+    applied = {c["type"]: c for c in status["conditions"]}["BatchingApplied"]
+    assert applied["status"] == "True" and applied["reason"] == "Applied", applied
+    assert "1/1 endpoints reloaded" in applied["message"]
     cm = client.CoreV1Api(rig.kube_cluster.api_client).read_namespaced_config_map(
         config_map_name(rig.name), rig.namespace
     )
@@ -384,6 +409,9 @@ def test_a_reload_that_fails_is_reported_and_not_recorded_as_in_force(rig: Rig) 
     status = rig.body()["status"]
     last = status["decisions"][-1]
     assert last["applied"] is False and "127.0.0.1:1" in last["reason"]
+    condition = {c["type"]: c for c in status["conditions"]}["BatchingApplied"]
+    assert condition["status"] == "False" and condition["reason"] == "NotApplied", condition
+    assert "127.0.0.1:1" in condition["message"]
     assert status.get("batching", {}).get("source", "spec") == "spec"  # nothing half-applied
     assert rig.served() == before
     # The policy forgot the failed step, so it proposes it again on a later interval (retry).

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import copy
 import inspect
+import json
 import os
 import signal
 import subprocess
@@ -445,3 +446,85 @@ def test_start_up_says_what_peering_it_waits_for(bare_cluster: LocalCluster, tmp
         )
     finally:
         _stop(proc)
+
+
+# ============================================================================================
+# `phoenix bench operator`: its arithmetic, then a small fleet end to end
+# ============================================================================================
+def test_histogram_quantile_interpolates_within_a_bucket_as_promql_does() -> None:
+    from phoenix_operator.cluster.benchops import bucket_difference, histogram_quantile, share_within
+
+    buckets = [(0.01, 50.0), (0.1, 90.0), (1.0, 100.0), (float("inf"), 100.0)]
+    assert histogram_quantile(buckets, 0.5) == pytest.approx(0.01)
+    assert histogram_quantile(buckets, 0.7) == pytest.approx(0.01 + 0.09 * 20 / 40)
+    assert histogram_quantile(buckets, 0.95) == pytest.approx(0.1 + 0.9 * 5 / 10)
+    assert share_within(buckets, 0.1) == pytest.approx(0.9)
+    assert histogram_quantile([(0.1, 0.0), (float("inf"), 0.0)], 0.95) is None
+    assert bucket_difference(buckets, [(0.01, 40.0), (0.1, 40.0)])[:2] == [(0.01, 10.0), (0.1, 50.0)]
+
+
+def test_audit_entries_count_the_operators_requests_once_and_only_them() -> None:
+    from phoenix_operator.cluster.benchops import operator_requests
+
+    def entry(
+        audit_id: str, agent: str, verb: str, namespace: str = "ns", user: str = "kubernetes-admin"
+    ) -> str:
+        return json.dumps(
+            {
+                "auditID": audit_id,
+                "verb": verb,
+                "userAgent": agent,
+                "user": {"username": user},
+                "objectRef": {"resource": "phoenixdeployments", "namespace": namespace, "name": "a"},
+                "requestReceivedTimestamp": "2026-12-04T19:00:00.000000Z",
+                "stageTimestamp": "2026-12-04T19:00:00.100000Z",
+            }
+        )
+
+    lines = [
+        entry("1", "kopf/1.38", "patch"),
+        entry("1", "kopf/1.38", "patch"),  # the same request at a second stage
+        entry("2", "OpenAPI-Generator/37.0.2/python", "get"),
+        entry("3", "phoenix-bench", "create"),  # the bench itself
+        entry("4", "kopf/1.38", "patch", namespace="other"),
+        entry("5", "kube-controller-manager/v1.34", "update", user="system:serviceaccount:x:y"),
+    ]
+    requests = operator_requests(lines, "ns")
+    assert [(r.verb, r.write) for r in requests] == [("patch", True), ("get", False)]
+
+
+@pytest.mark.integration
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_bench_operator_reports_every_figure_for_a_small_fleet(tmp_path: Path) -> None:
+    """Six deployments (two per mode) on the bench's own cluster: all Ready, steps on time, silent."""
+    from click.testing import CliRunner
+
+    from phoenix_operator.cluster.benchops import bench_operator, mode_of
+
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        bench_operator,
+        ["--deployments", "6", "--interval", "5", "--resync", "5", "--settle", "10", "--window", "15",
+         "--json", str(out), "--workdir", str(tmp_path / "work")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + tail(tmp_path / "work" / "operator.log", 40)
+    figures = json.loads(out.read_text())
+    print("\n" + json.dumps(figures, indent=2))
+    assert figures["modes"] == {"off": 2, "recommend": 2, "auto": 2}
+    assert figures["ready"] == 6
+    assert 0 < figures["rendered_s"] <= figures["ready_s"] < 120
+    # Four loops every 5 s over 15 s: about 12 steps; each started within 10 % of its interval.
+    assert figures["steps_in_window"] >= 8
+    assert figures["interval_drift"] is not None and figures["interval_drift"] < 0.1
+    assert figures["steps_within_10pct"] >= 0.95
+    # The resync still reads every deployment (it checks for drift), so requests never stop.
+    assert figures["api_rps"] > 0
+    # Steady load: `off` and `auto` deployments write nothing once converged. A `recommend`
+    # deployment re-records its standing (never applied) proposal, at most one status patch and
+    # one Event per interval (3 intervals in the window); the bound becomes 0 once the loop
+    # records a standing proposal only once.
+    recommending = {f"fleet-{i:04d}" for i in range(6) if mode_of(i) == "recommend"}
+    assert set(figures["writes_converged_why"]) <= recommending, figures["writes_converged_why"]
+    assert figures["writes_converged"] <= 2 * len(recommending) * 3, figures["writes_converged_sample"]
+    assert 50 < figures["rss_mb"] <= 250

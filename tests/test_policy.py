@@ -23,7 +23,7 @@ from phoenix_operator.control.policy import (
     within_bounds,
 )
 from phoenix_operator.render.tritonconfig import BatchingConfig
-from policy_cases import BATCHING, make_fleet, make_obs, make_params, with_state
+from policy_cases import BATCHING, SteppedFleet, make_fleet, make_obs, make_params, with_state
 
 
 def _decide(
@@ -293,6 +293,135 @@ def test_from_spec_reads_bounds_and_classes() -> None:
     assert params.ttft_target_s == 2.5 and params.warmup_s == 90.0
     assert params.max_preferred_batch_size == 32 and params.max_queue_delay_us == 8000
     assert params.inflight_batching is True  # vLLM batches in flight
+
+
+def _spec(**autoscaling: Any) -> PhoenixDeploymentSpec:
+    return PhoenixDeploymentSpec.model_validate(
+        {
+            "model": {"name": "m", "backend": "vllm", "maxBatchSize": 64, "repository": {"uri": "s3://m/m"}},
+            "autoscaling": {"mode": "auto", "prometheusUrl": "http://p:9090", **autoscaling},
+        }
+    )
+
+
+def test_from_spec_takes_the_measured_capacity_as_its_prior() -> None:
+    measured = {"requestsPerSecond": 9.5, "promptTokens": 1100.0, "outputTokens": 210.0}
+    params = PolicyParams.from_spec(_spec(replicaCapacity=measured))
+    assert params.initial_capacity_rps == 9.5 and params.has_capacity_mix
+    assert (params.capacity_prompt_tokens, params.capacity_output_tokens) == (1100.0, 210.0)
+    assert not params.has_work_model
+    bare = PolicyParams.from_spec(_spec())
+    assert bare.initial_capacity_rps is None and not bare.has_capacity_mix
+    # A capacity without its mix is a plain request-rate prior.
+    plain = PolicyParams.from_spec(_spec(replicaCapacity={"requestsPerSecond": 4}))
+    assert plain.initial_capacity_rps == 4.0 and not plain.has_capacity_mix
+
+
+@pytest.mark.parametrize(
+    ("capacity", "error"),
+    [
+        ({"requestsPerSecond": 0}, "greater than 0"),
+        ({"requestsPerSecond": -1}, "greater than 0"),
+        ({}, "requestsPerSecond"),
+        ({"requestsPerSecond": 5, "promptTokens": 900}, "promptTokens and outputTokens go together"),
+        ({"requestsPerSecond": 5, "rps": 5}, "rps"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_a_bad_replica_capacity_is_rejected_with_the_field_named(
+    capacity: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        _spec(replicaCapacity=capacity)
+
+
+def test_the_crd_validates_replica_capacity_like_pydantic() -> None:
+    from phoenix_operator.api.crdgen import build_crd
+
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    block = schema["properties"]["spec"]["properties"]["autoscaling"]["properties"]["replicaCapacity"]
+    rps = block["properties"]["requestsPerSecond"]
+    assert (
+        rps["minimum"] == 0 and rps["exclusiveMinimum"] is True and block["required"] == ["requestsPerSecond"]
+    )
+    rules = [v["rule"] for v in block["x-kubernetes-validations"]]
+    assert rules == ["has(self.promptTokens) == has(self.outputTokens)"]
+
+
+def test_load_is_weighed_against_the_mix_the_capacity_was_measured_at() -> None:
+    """10 req/s per replica measured at 1000 prompt / 200 output tokens: the same request rate of
+    twice as long answers is more load, so more replicas."""
+    mix: dict[str, Any] = {
+        "initial_capacity_rps": 10.0,
+        "capacity_prompt_tokens": 1000.0,
+        "capacity_output_tokens": 200.0,
+        "tune_batching": False,
+    }
+    same, _ = _decide({"rate": 30.0, "mean_prompt_tokens": 1000.0, "mean_output_tokens": 200.0}, **mix)
+    assert same.metrics["load"] == pytest.approx(30.0) and same.action == "hold"
+    assert "req/s at the measured mix" in same.reason
+    longer, _ = _decide(
+        {"rate": 30.0, "ttft": 2.0, "mean_prompt_tokens": 1000.0, "mean_output_tokens": 400.0}, **mix
+    )
+    weight = (400 + 0.2 * 1000) / (200 + 0.2 * 1000)  # 1.5 requests of the measured mix each
+    assert longer.metrics["load"] == pytest.approx(30.0 * weight)
+    assert longer.action == "scale-up" and longer.replicas is not None and longer.replicas > 5
+    # Without token metrics the request rate counts as the measured mix.
+    blind, _ = _decide({"rate": 30.0}, **mix)
+    assert blind.metrics["load"] == pytest.approx(30.0)
+
+
+def test_deep_slack_probes_capacity_up_and_says_so() -> None:
+    """No prior: 4 replicas serve 30 req/s at 0.1x the target with nothing queued. The load served
+    proves 7.5 per replica (8.33 planned at 90 %), which sizes exactly this fleet; the old policy
+    stopped there for good. Deep slack now raises the estimate to what releases one replica."""
+    state = with_state(serving=4, pending=0.0)
+    no_prior: dict[str, Any] = {"initial_capacity_rps": None, "tune_batching": False}
+    decision, new_state = _decide({"rate": 30.0, "ttft": 0.3}, state=state, **no_prior)
+    release = 30.0 / (3 * 0.9)  # 4 - max(1, 4 // 3) = 3 replicas left
+    assert new_state.capacity == pytest.approx(release)
+    assert f"probed up to {release:.2f}: 7.50 per replica with TTFT p95 at 0.10x target" in decision.reason
+    assert decision.metrics["capacity_before"] is None
+    assert decision.metrics["capacity_per_replica"] == pytest.approx(release)
+    # Not while TTFT is merely within the scale-down band, nor with a queue, nor when the estimate
+    # already releases replicas (nothing then depends on it).
+    for obs, capacity in (({"ttft": 1.2}, None), ({"pending": 20.0}, None), ({"rate": 10.0}, 20.0)):
+        _, kept = _decide(
+            {"rate": 30.0, "ttft": 0.3, **obs}, state=replace(state, capacity=capacity), **no_prior
+        )
+        assert kept.capacity == pytest.approx(capacity or 7.5 / 0.9), obs
+    # A load at which the queue was seen growing caps later probes below it.
+    _, capped = _decide({"rate": 30.0, "ttft": 0.3}, state=replace(state, refuted=9.0), **no_prior)
+    assert capped.capacity == pytest.approx(0.95 * 9.0)
+    _, refuting = _decide(
+        {"rate": 36.0, "ttft": 2.5, "pending": 80.0}, state=replace(state, capacity=11.0), **no_prior
+    )
+    assert (
+        refuting.refuted == pytest.approx(9.0) and refuting.capacity is not None and refuting.capacity < 11.0
+    )
+    # A load-tested prior is not probed past: the load test found where TTFT breaks.
+    _, calibrated = _decide({"rate": 30.0, "ttft": 0.3}, state=state)
+    assert calibrated.capacity == pytest.approx(10.0)
+
+
+def test_an_oversized_fleet_without_a_prior_learns_its_capacity_and_shrinks() -> None:
+    """The fleet the old policy never left: 8 replicas, 30 req/s, TTFT 0.3 s. A replica really
+    serves 10 req/s; the fleet's TTFT stays low until one carries more than that, and the queue
+    grows beyond it. Probing converges the estimate to within 25 % of 10 and sheds replicas."""
+    params = make_params(initial_capacity_rps=None, interval_s=30.0, scale_down_stabilization_s=300.0)
+    fleet = SteppedFleet(params, desired=8)
+    pending = 0.0
+    for _ in range(120):  # one hour
+        per_replica = 30.0 / fleet.ready
+        over = per_replica > 10.0
+        pending = pending + 200.0 if over else 0.0
+        fleet.step(rate=30.0, ttft=4.0 if over else 0.3 + 0.1 * per_replica, pending=pending)
+    assert fleet.state.capacity is not None and 7.5 <= fleet.state.capacity <= 12.5, fleet.state.capacity
+    assert fleet.desired in (4, 5), [d.summary for _, d in fleet.decisions if d.replicas is not None]
+    old = SteppedFleet(replace(params, capacity_probing=False), desired=8)
+    for _ in range(120):
+        old.step(rate=30.0, ttft=0.3 + 0.1 * 30.0 / old.ready, pending=0.0)
+    assert old.desired == 8  # what learning from the load served alone does
 
 
 # --------------------------------------------------------------------------------------------

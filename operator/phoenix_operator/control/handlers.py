@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import kopf
+from prometheus_client import Histogram
 
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.control.loop import ControlLoop
@@ -35,6 +36,19 @@ RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 DEFAULT_INTERVAL_S = 30.0
 log = logging.getLogger("phoenix_operator.control")
 T = TypeVar("T")
+
+#: How far each step's start strayed from its interval: what "steps run on time" is measured by
+#: (``phoenix bench operator`` reads it). A skipped slot shows as 1.0 (twice the interval).
+STEP_INTERVAL_DRIFT = Histogram(
+    "phoenix_control_step_interval_drift_ratio",
+    "|actual - configured| / configured interval between consecutive control-loop step starts",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
+STEP_SECONDS = Histogram(
+    "phoenix_control_step_seconds",
+    "Control-loop step duration, waiting for a control worker included",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 _loop: dict[str, ControlLoop] = {}
 _pool: dict[str, ThreadPoolExecutor] = {}
@@ -75,17 +89,26 @@ async def run_periodically(
     interval_s: Callable[[], float],
     wait: Callable[[float], Awaitable[bool]],
     clock: Callable[[], float] = time.monotonic,
+    on_drift: Callable[[float], None] | None = None,
 ) -> None:
     """Await ``step`` on a fixed grid of planned starts until ``wait`` reports a stop.
 
     ``interval_s`` is read after every step (a spec edit applies from the next slot);
-    ``wait(seconds)`` sleeps without holding a thread and returns True once stopped.
+    ``wait(seconds)`` sleeps without holding a thread and returns True once stopped;
+    ``on_drift`` gets |actual − configured| / configured for each interval between two starts.
     """
     planned = clock()
+    previous_start: float | None = None
+    configured = interval_s()
     while True:
+        started = clock()
+        if previous_start is not None and on_drift is not None:
+            on_drift(abs((started - previous_start) - configured) / configured)
+        previous_start = started
         await step()
-        following = next_start(planned, interval_s(), clock())
-        skipped = missed_slots(planned, interval_s(), following)
+        configured = interval_s()
+        following = next_start(planned, configured, clock())
+        skipped = missed_slots(planned, configured, following)
         if skipped:
             log.warning("control-loop step overran its interval: skipped %d slot(s)", skipped)
         planned = following
@@ -130,10 +153,13 @@ async def run_control_loop(stopped: kopf.DaemonStopped, body: kopf.Body, logger:
     uid = body["metadata"]["uid"]
 
     async def step() -> None:
+        began = time.monotonic()
         try:
             await in_executor(reconcile_handlers.run_exclusive, body, control.step)
         except Exception:  # one bad step must not kill the loop; the next interval retries
             logger.exception("control-loop step failed")
+        finally:
+            STEP_SECONDS.observe(time.monotonic() - began)
 
     async def wait(seconds: float) -> bool:
         if not stopped:
@@ -141,6 +167,6 @@ async def run_control_loop(stopped: kopf.DaemonStopped, body: kopf.Body, logger:
         return bool(stopped)
 
     try:
-        await run_periodically(step, lambda: _interval_of(body), wait)
+        await run_periodically(step, lambda: _interval_of(body), wait, on_drift=STEP_INTERVAL_DRIFT.observe)
     finally:
         control.forget(uid)

@@ -16,6 +16,7 @@ something else is written anyway.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +28,12 @@ from pydantic import ValidationError
 
 from phoenix_operator.api.models import AutoscalingMode, PhoenixDeploymentSpec
 from phoenix_operator.control import opmetrics
-from phoenix_operator.control.actuators import TritonModelControl, ready_endpoints
+from phoenix_operator.control.actuators import (
+    BATCHING_APPLIED,
+    TritonModelControl,
+    ready_endpoints,
+    triton_control_key,
+)
 from phoenix_operator.control.metrics import PrometheusMetricSource
 from phoenix_operator.control.observation import Observation
 from phoenix_operator.control.policy import (
@@ -39,6 +45,7 @@ from phoenix_operator.control.policy import (
     check_retrieval,
     decide,
 )
+from phoenix_operator.reconcile import quality as qual
 from phoenix_operator.reconcile.kube import Kube
 from phoenix_operator.reconcile.reconciler import batching_in_force
 from phoenix_operator.reconcile.settings import OperatorSettings
@@ -46,8 +53,9 @@ from phoenix_operator.reconcile.status import DeploymentState, changed_condition
 from phoenix_operator.render.objects import Target, triton_config_map, triton_name
 from phoenix_operator.render.tritonconfig import BatchingConfig, model_config_dict, to_load_json
 
+log = logging.getLogger("phoenix_operator.control")
 RETRIEVAL_SLOW = "RetrievalSlow"
-CONTROL_CONDITIONS = ("MetricsAvailable", "Autoscaling", RETRIEVAL_SLOW)
+CONTROL_CONDITIONS = ("MetricsAvailable", "Autoscaling", RETRIEVAL_SLOW, BATCHING_APPLIED)
 #: Edges (TTFT p95 / target) of the bands ``status.ttftP95Seconds`` is rewritten across.
 TTFT_BAND_EDGES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
 #: How far past a band's edge the TTFT must go before it counts as having left the band, so a
@@ -181,6 +189,7 @@ class ControlLoop:
         result = StepResult(decision=decision, observation=observation)
         draft: dict[str, Any] = {}
         notes: list[str] = []
+        extra_conditions: list[dict[str, str]] = []
 
         if auto.mode == AutoscalingMode.AUTO and decision.changes_something:
             result.applied = True
@@ -188,7 +197,10 @@ class ControlLoop:
                 self.kube.apply_replicas(triton_name(name), namespace, decision.replicas)
                 draft["desiredReplicas"] = decision.replicas
             if decision.batching is not None:
-                ok, note = self._apply_batching(target, spec, decision.batching, now, draft)
+                ok, note, condition = self._apply_batching(
+                    target, spec, decision.batching, now, draft, qual.serving_version(status)
+                )
+                extra_conditions.append(condition)
                 result.applied = result.applied and ok
                 notes.append(note)
                 if not ok:
@@ -208,6 +220,9 @@ class ControlLoop:
             notes,
             self.settings.max_decisions,
             params.ttft_target_s,
+            extra_conditions,
+            # Only a loop that may retune batching keeps saying whether the last retune took.
+            drop_batching=not (auto.mode == AutoscalingMode.AUTO and auto.tune_batching),
         )
         opmetrics.observe_step(name, namespace, observation, decision, result.applied, auto.mode)
         return result
@@ -221,16 +236,23 @@ class ControlLoop:
         batching: BatchingConfig,
         now: float,
         draft: dict[str, Any],
-    ) -> tuple[bool, str]:
+        serving_version: int | None = None,
+    ) -> tuple[bool, str, dict[str, str]]:
+        """Reload every endpoint at once (all or nothing); persist only what the whole fleet serves.
+
+        The reload carries the promoted LLM version's pin: without it Triton would fall back to
+        serving the newest version directory, which may be a candidate the gate rejected.
+        """
         endpoints = ready_endpoints(
             self.kube, triton_name(target.name), target.namespace, self.settings.resolve
         )
-        config_json = to_load_json(model_config_dict(spec, batching))
-        outcome = self.model_control.apply(endpoints, spec.model.name, config_json)
+        config_json = to_load_json(model_config_dict(spec, batching, serving_version))
+        control = self.model_control.with_key(triton_control_key(self.kube, target))
+        outcome = control.apply(endpoints, spec.model.name, config_json)
         if not outcome.applied:
-            return False, outcome.describe()
+            return False, outcome.describe(), outcome.condition()
         # Persist so new pods start tuned and a restarted operator keeps it (batching_in_force).
-        self.kube.apply(triton_config_map(target, spec, batching))
+        self.kube.apply(triton_config_map(target, spec, batching, serving_version))
         draft["batching"] = {
             "preferredBatchSizes": list(batching.preferred_batch_sizes),
             "maxQueueDelayMicroseconds": batching.max_queue_delay_us,
@@ -238,7 +260,7 @@ class ControlLoop:
             "source": "tuned",
             "appliedAt": _rfc3339(now),
         }
-        return True, outcome.describe()
+        return True, outcome.describe(), outcome.condition()
 
     # ------------------------------------------------------------------ explain
 
@@ -255,6 +277,8 @@ class ControlLoop:
         notes: list[str],
         settings_n: int,
         ttft_target_s: float,
+        extra_conditions: list[dict[str, str]] | None = None,
+        drop_batching: bool = False,
     ) -> None:
         previous = list(status.get("decisions") or [])
         last = previous[-1] if previous else None
@@ -265,9 +289,20 @@ class ControlLoop:
             and not last.get("applied")
             and str(last.get("reason", "")).startswith("fail-static")
         )
-        # Changes (or proposals) are always recorded; a hold only when fail-static begins, so a
-        # steady deployment writes nothing interval after interval.
-        if decision.changes_something or (fail_static and not last_was_fail_static):
+        # A recommendation nobody acts on comes back every interval: it is recorded when it
+        # first stands or changes, not re-recorded (and re-announced) while it stands.
+        standing_proposal = (
+            mode == AutoscalingMode.RECOMMEND
+            and last is not None
+            and last.get("mode") == str(mode)
+            and last.get("action") == decision.action
+            and last.get("summary") == decision.summary
+        )
+        # Changes (or new proposals) are always recorded; a hold only when fail-static begins, so
+        # a steady deployment writes nothing interval after interval.
+        if (decision.changes_something and not standing_proposal) or (
+            fail_static and not last_was_fail_static
+        ):
             entry = {
                 "time": _rfc3339(now),
                 "action": decision.action,
@@ -295,8 +330,11 @@ class ControlLoop:
         wanted = self._conditions(observation, mode)
         if retrieval is not None:
             wanted.append(retrieval_condition(retrieval))
+        wanted.extend(extra_conditions or [])
         # No gateway, no retrieval in the TTFT: the condition would only mislead.
-        drop = () if retrieval is not None else (RETRIEVAL_SLOW,)
+        drop = (() if retrieval is not None else (RETRIEVAL_SLOW,)) + (
+            (BATCHING_APPLIED,) if drop_batching else ()
+        )
         merged = merge_conditions(current, wanted, _rfc3339(now), None, drop=drop)
         # A message that only quotes new figures (same status and reason) is not worth a write
         # of its own; it rides along with any other.

@@ -13,11 +13,15 @@ to warm up, so waiting for a TTFT breach is too late: the policy *feeds forward*
   per output token x prompt token, from a calibration) and the metrics carry mean token counts,
   load = request rate x work per request, in *replicas' worth of work*. Otherwise load is the
   request rate and capacity is in requests/s.
-* **Learned capacity.** What one replica sustains starts at the prior (1.0 replica of work, or
-  ``initial_capacity_rps``) and moves part of the way towards the fleet's evidence, from
-  windows the same replicas served throughout: a queue that grows at some load per replica
-  proves capacity is below it; a minute served with TTFT slack at a higher load proves it is
-  above. Without a prior, the load served with slack is planned at target.
+* **Measured, then learned capacity.** What one replica sustains starts at the prior: the
+  load-tested ``spec.autoscaling.replicaCapacity`` (``phoenix plan --calibrate``; with its token
+  mix, load is counted in requests of that mix), else 1.0 replica of work, else nothing. It moves
+  part of the way towards the fleet's evidence, from windows the same replicas served
+  throughout: a queue that grows at some load per replica proves capacity is below it (and caps
+  later probes); a minute served with TTFT slack at a higher load proves it is above. Without a
+  prior, the load served with slack is planned at target. Load served can only prove the fleet
+  that serves it, so under deep TTFT slack, no queue and a load that is not climbing the
+  estimate is *probed* up to what releases a third of the fleet (never past a measured prior).
 * **Forecast over the warm-up** (``replicaStartupSeconds``). Replicas are sized for the largest
   of three time scales: the *sustained* load (``sustained_s``, 4 min) at ``target_utilization``
   — headroom for what the warm-up hides; the minute's level and the newest window at
@@ -147,7 +151,23 @@ class PolicyParams:
     kv_token_cost_s: float = 0.0
     #: Prior for a replica's capacity in requests/s (request-count mode) until the fleet has
     #: taught the policy better; in work mode the prior is one replica's worth of work.
+    #: ``spec.autoscaling.replicaCapacity.requestsPerSecond`` (a load test's figure).
     initial_capacity_rps: float | None = None
+    #: Mean prompt / generated tokens per request the capacity was measured at: with them (and
+    #: token means in the metrics) load is counted in requests *of that mix*, so a live mix of
+    #: longer requests weighs more (``prompt_token_weight``).
+    capacity_prompt_tokens: float | None = None
+    capacity_output_tokens: float | None = None
+    #: A prompt token's cost relative to a generated one when rescaling a measured capacity to
+    #: the live mix: prefill runs a prompt's tokens in one pass, decode takes a step per token.
+    prompt_token_weight: float = 0.2
+    #: Probing for headroom: while TTFT has deep slack and the capacity estimate holds the fleet,
+    #: raise the estimate to what releases a third of it (one replica at least; the others then
+    #: prove it, or a growing queue refutes it and caps later probes below that load). False =
+    #: learn only from load served.
+    capacity_probing: bool = True
+    #: Probe only while TTFT p95 is below this fraction of target in every class.
+    capacity_probe_band: float = 0.35
     #: Share of the TTFT target retrieval (embed + search at the gateway) may take at p95
     #: (``spec.gateway.retrievalTtftShare``); None = no gateway, so no retrieval in the TTFT.
     retrieval_ttft_share: float | None = None
@@ -168,6 +188,17 @@ class PolicyParams:
     def has_work_model(self) -> bool:
         return self.prompt_token_cost_s > 0 or self.output_token_cost_s > 0 or self.kv_token_cost_s > 0
 
+    @property
+    def has_capacity_mix(self) -> bool:
+        return bool(self.initial_capacity_rps and self.capacity_prompt_tokens and self.capacity_output_tokens)
+
+    def requests_at_capacity_mix(self, prompt_tokens: float, output_tokens: float) -> float:
+        """How many requests of the measured mix one request of this mix weighs (0.25-4)."""
+        assert self.capacity_prompt_tokens is not None and self.capacity_output_tokens is not None
+        measured = self.capacity_output_tokens + self.prompt_token_weight * self.capacity_prompt_tokens
+        live = output_tokens + self.prompt_token_weight * prompt_tokens
+        return min(4.0, max(0.25, live / measured))
+
     def work_per_request(self, prompt_tokens: float, output_tokens: float) -> float:
         """Replica-seconds one request with these mean token counts costs (work model)."""
         return max(
@@ -181,6 +212,7 @@ class PolicyParams:
     @classmethod
     def from_spec(cls, spec: PhoenixDeploymentSpec, **overrides: float | int | bool | None) -> PolicyParams:
         auto, bounds = spec.autoscaling, spec.batching.bounds
+        measured = auto.replica_capacity
         classes = sorted(spec.priority.classes, key=lambda c: c.level) if spec.priority else []
         params = cls(
             min_replicas=auto.min_replicas,
@@ -204,6 +236,9 @@ class PolicyParams:
             inflight_batching=str(spec.model.backend) in INFLIGHT_BACKENDS,
             warmup_s=float(auto.replica_startup_seconds),
             retrieval_ttft_share=spec.gateway.retrieval_ttft_share if spec.gateway.enabled else None,
+            initial_capacity_rps=measured.requests_per_second if measured else None,
+            capacity_prompt_tokens=measured.prompt_tokens if measured else None,
+            capacity_output_tokens=measured.output_tokens if measured else None,
         )
         return replace(params, **overrides)  # type: ignore[arg-type]
 
@@ -242,6 +277,8 @@ class PolicyState:
     #: Running means of the token counts (work mode), so a window without data keeps the last.
     mean_prompt_tokens: float | None = None
     mean_output_tokens: float | None = None
+    #: Lowest load per replica at which the queue was seen growing: probes stay below it.
+    refuted: float | None = None
     #: Requests waiting at the previous decision (queue growth = overload).
     pending: float | None = None
     #: Replicas serving at the previous decision: a window teaches capacity only when the same
@@ -413,17 +450,20 @@ class _Load:
     sustained: float | None = None
     #: The load is still climbing over ``climb_window_s`` (no scale-down).
     climbing: bool = False
+    #: How this interval moved the capacity estimate, and on what evidence ("" = not moved).
+    learned: str = ""
 
     def describe(self, params: PolicyParams) -> str:
         """The numbers behind ``needed_up``, for a Decision's reason."""
         if self.forecast_up is None or not self.capacity or self.needed_up is None:
             return "load model not ready (no request rate or capacity yet)"
         confirmed = self.up_utilization == params.target_utilization
+        learned = f" ({self.learned})" if self.learned else ""
         return (
             f"load {self.now or 0.0:.2f} {self.unit} now, {self.level or 0.0:.2f} over "
             f"{params.smoothing_s:g}s, {self.sustained or 0.0:.2f} over {params.sustained_s:g}s, "
             f"+{self.trend:.2f} trend{' (climbing)' if self.climbing else ''}, +{self.backlog:.2f} backlog; "
-            f"a replica takes {self.capacity:.2f}, planned at {params.target_utilization:.0%} "
+            f"a replica takes {self.capacity:.2f}{learned}, planned at {params.target_utilization:.0%} "
             f"(minute and newest window at {self.up_utilization:.0%}"
             f"{', confirmed by queue/TTFT' if confirmed else ''}): needs {self.needed_up}"
         )
@@ -442,6 +482,13 @@ def _load(
         unit = "replicas of work"
         per_request = params.work_per_request(prompt, output)
         prior: float | None = 1.0
+    elif params.has_capacity_mix:
+        # Requests weighed against the mix the capacity was load-tested at.
+        unit = "req/s at the measured mix"
+        per_request = (
+            1.0 if prompt is None or output is None else params.requests_at_capacity_mix(prompt, output)
+        )
+        prior = params.initial_capacity_rps
     else:
         unit = "req/s"
         per_request = 1.0
@@ -474,6 +521,9 @@ def _load(
         shrinking = state.pending - pending > noise
     ratio = (obs.ttft_p95_s or 0.0) / params.ttft_target_s
     # An idle window proves nothing about capacity (no load was served).
+    learned = ""
+    refuted = state.refuted
+    climbing = _climbing(loads, now, params)
     if load and serving > 0 and fleet.warming == 0 and state.serving in (None, serving):
         # Evidence moves capacity part of the way (one window's load estimate is noisy); without
         # a prior, the first evidence is taken as it is.
@@ -482,6 +532,8 @@ def _load(
         if growing and ratio > params.scale_down_band and (capacity is None or per_replica < capacity):
             # The queue grows at this load: a replica sustains less than it.
             capacity = per_replica if capacity is None else capacity + step * (per_replica - capacity)
+            refuted = per_replica if refuted is None else min(refuted, per_replica)
+            learned = f"lowered: the queue grows at {per_replica:.2f} per replica"
         elif ratio < params.scale_down_band and not growing:
             # Served with slack at this load: a replica sustains at least this much. Without a
             # prior, that proven load is planned at target utilisation (so it alone never orders
@@ -495,11 +547,40 @@ def _load(
                 capacity = (
                     proven if capacity is None or prior is None else capacity + step * (proven - capacity)
                 )
+                learned = f"raised: {per_replica:.2f} per replica served with TTFT slack"
+            # The estimate that would let a third of the fleet fewer (one at least) carry this load;
+            # never a probe that raises a replica's load by more than half (2 -> 1 doubles it).
+            fewer = serving - max(1, serving // 3)
+            release = (
+                per_replica * serving / (fewer * params.target_utilization)
+                if fewer >= 1 and serving <= 1.5 * fewer
+                else None
+            )
+            if release is not None and state.refuted is not None:
+                release = min(release, 0.95 * state.refuted)
+            if (
+                capacity is not None
+                and release is not None
+                and params.capacity_probing
+                and serving > params.min_replicas
+                and (prior is None or capacity < prior)
+                and not climbing
+                and _deep_slack(params, obs, ratio)
+                and (pending or 0.0) <= serving
+                and capacity < release
+            ):
+                # The estimate is what holds this fleet, and the fleet serves with deep slack and
+                # no queue: a replica may well take more. Probe: the estimate that releases a third
+                # of the fleet; the others then prove it, or a growing queue pulls it back.
+                capacity = release
+                learned = (
+                    f"probed up to {capacity:.2f}: {per_replica:.2f} per replica with "
+                    f"TTFT p95 at {ratio:.2f}x target and no queue"
+                )
     if capacity is not None and prior is not None:
         capacity = min(1.5 * prior, max(0.67 * prior, capacity))
 
     level = trend = sustained = None
-    climbing = False
     backlog = 0.0
     forecast_up = None
     needed_up = None
@@ -509,7 +590,6 @@ def _load(
         level = sum(recent) / len(recent)
         long = [v for t, v in loads if now - t < max(params.sustained_s, params.interval_s)]
         sustained = sum(long) / len(long)
-        climbing = _climbing(loads, now, params)
         history = tuple((t, v) for t, v in loads if now - t < params.trend_window_s)
         # A trend needs a long history: a few points after a start or a step are noise, and
         # extrapolating them over minutes orders replicas for nothing.
@@ -559,10 +639,11 @@ def _load(
         mean_output_tokens=output,
         pending=pending,
         serving=serving,
+        refuted=refuted,
     )
     picture = _Load(
         unit=unit,
-        work_per_request=per_request if unit != "req/s" else None,
+        work_per_request=per_request if unit == "replicas of work" else None,
         now=load,
         level=level,
         trend=trend or 0.0,
@@ -574,13 +655,32 @@ def _load(
         queue_shrinking=shrinking,
         up_utilization=up_util,
         sustained=sustained,
-        climbing=climbing,
+        climbing=climbing and load is not None,
+        learned=learned,
     )
     return picture, new_state
 
 
+def _deep_slack(params: PolicyParams, obs: Observation, ratio: float) -> bool:
+    """TTFT p95 below ``capacity_probe_band`` x target overall and in every class reported."""
+    band = params.capacity_probe_band
+    classes = (
+        value / target
+        for name, target in params.class_targets.items()
+        if (value := obs.ttft_p95_by_class_s.get(name)) is not None
+    )
+    return ratio < band and all(r < band for r in classes)
+
+
+#: More replicas than any fleet has: what a load needs when the capacity learned is ~0.
+_UNBOUNDED_REPLICAS = 1_000_000
+
+
 def _replicas_for(load: float, capacity: float, utilization: float) -> int:
-    return math.ceil(load / (capacity * utilization) - 1e-9)
+    needed = load / max(capacity * utilization, 1e-300)
+    if not math.isfinite(needed) or needed > _UNBOUNDED_REPLICAS:
+        return _UNBOUNDED_REPLICAS
+    return math.ceil(needed - 1e-9)
 
 
 def _surprise(
@@ -601,7 +701,9 @@ def _surprise(
 
 def _climbing(loads: tuple[tuple[float, float], ...], now: float, params: PolicyParams) -> bool:
     """Whether the newest half of the last ``climb_window_s`` (or of the history, once it spans
-    the trend window) carried clearly more load than the older half."""
+    the trend window) carried clearly more load than the older half, and the load still rises
+    over the trend window (Sen's lower bound above zero): a plateau reached after a climb is a
+    plateau, even while the older half still remembers the climb."""
     if not params.climb_window_s or not loads:
         return False
     span = min(params.climb_window_s, now - loads[0][0] + params.interval_s)
@@ -612,7 +714,10 @@ def _climbing(loads: tuple[tuple[float, float], ...], now: float, params: Policy
     older = [v for t, v in loads if now - span < t <= half]
     if not newer or not older:
         return False
-    return sum(newer) / len(newer) > params.climb_ratio * (sum(older) / len(older))
+    if sum(newer) / len(newer) <= params.climb_ratio * (sum(older) / len(older)):
+        return False
+    recent = tuple((t, v) for t, v in loads if now - t < params.trend_window_s)
+    return _rising_slope(recent, params.trend_confidence) > 0
 
 
 def _scale_down_window(params: PolicyParams, state: PolicyState) -> float:
@@ -683,6 +788,7 @@ def decide(
             "backlog_load": load.backlog,
             "forecast_load": load.forecast_up,
             "capacity_per_replica": load.capacity,
+            "capacity_before": state.capacity,
             "work_per_request_s": load.work_per_request,
             "mean_prompt_tokens": new_state.mean_prompt_tokens,
             "mean_output_tokens": new_state.mean_output_tokens,
