@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from phoenix_operator.cluster import build
-from phoenix_operator.cluster.local import ClusterError, LocalCluster, default_state_dir
+from phoenix_operator.cluster.local import COMPONENTS, ClusterError, LocalCluster, default_state_dir
 from phoenix_operator.cluster.manifests import NodeSpec
 from phoenix_operator.cluster.pki import PkiError
 
@@ -108,6 +108,25 @@ def down(state_dir: Path | None) -> None:
         _info(f"cluster stopped; removed {lc.state_dir}")
     else:
         _info(f"no cluster in {lc.state_dir}")
+
+
+@cluster.command()
+@click.argument("component", type=click.Choice(COMPONENTS))
+@click.option(
+    "--downtime",
+    type=click.FloatRange(0, 3600),
+    default=0.0,
+    show_default=True,
+    help="Seconds to keep it stopped before starting it again.",
+)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for health.")
+@_state_dir_option
+@_one_line_errors
+def restart(component: str, downtime: float, timeout: float, state_dir: Path | None) -> None:
+    """Restart one component (same ports, same data): a fault drill for the operator."""
+    lc = LocalCluster(state_dir)
+    seconds = lc.restart_component(component, downtime=downtime, timeout=timeout)
+    _info(f"{component} restarted; healthy {seconds:.1f}s after its start")
 
 
 @cluster.command()

@@ -90,6 +90,10 @@ class ProcessRecord:
     start_ticks: int
     log: str
     ports: dict[str, int] = field(default_factory=dict)
+    #: How it was started (command line and extra environment), so one component can be
+    #: restarted exactly as it was: same ports, same data directory.
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -619,7 +623,7 @@ class LocalCluster:
             )
         self._children.append(proc)
         stat = _proc_stat(proc.pid)
-        return ProcessRecord(name, proc.pid, stat[1] if stat else 0, str(log_path))
+        return ProcessRecord(name, proc.pid, stat[1] if stat else 0, str(log_path), argv=argv, env=env or {})
 
     def _check_alive(self, component: str) -> None:
         for rec in self._records():
@@ -647,6 +651,87 @@ class LocalCluster:
 
     def _wait_http(self, component: str, url: str, ctx: ssl.SSLContext | None, timeout: float) -> None:
         self._wait(component, lambda: _http_ok(url, verify=ctx), timeout, f"{component} at {url}")
+
+    # ----------------------------------------------------------------- one component
+
+    def stop_component(self, name: str, *, grace: float = 10.0) -> None:
+        """Stop one component (SIGTERM, then SIGKILL after *grace*) and wait until its ports are free.
+
+        Its record stays, so :meth:`start_component` brings it back as it was: this is how the
+        fault tests take the API server or etcd away from a running operator.
+        """
+        with build.file_lock(self._lock_path):
+            rec = self._record(name)
+            stop_process_groups([rec], grace=grace)
+        self._wait_ports_free(rec)
+
+    def start_component(self, name: str, *, timeout: float = 60.0) -> float:
+        """Start a stopped component again with its command line, environment and ports.
+
+        Waits until it is healthy (etcd ``/health``, the API server ``/readyz``, the others
+        ``/healthz``) and returns the seconds that took. A component still running is left alone.
+        """
+        started = time.monotonic()
+        with build.file_lock(self._lock_path):
+            state = self._read_state()
+            rec = self._record(name, state)
+            if process_alive(rec.pid, rec.start_ticks):
+                return 0.0
+            if not rec.argv:
+                raise ClusterError(f"{name} was started by an older version; restart the whole cluster")
+            new = self._spawn(name, rec.argv, rec.env)
+            new.ports = rec.ports
+            assert state is not None
+            state["processes"] = [asdict(new) if p["name"] == name else p for p in state["processes"]]
+            self._write_state(state)
+        self._wait(name, self._health_check(name), timeout, f"{name} to be healthy again")
+        return time.monotonic() - started
+
+    def restart_component(self, name: str, *, downtime: float = 0.0, timeout: float = 60.0) -> float:
+        """Stop *name*, keep it down for *downtime* seconds, start it again; seconds until healthy."""
+        self.stop_component(name)
+        time.sleep(downtime)
+        return self.start_component(name, timeout=timeout)
+
+    def restart_apiserver(self, *, downtime: float = 0.0, timeout: float = 60.0) -> float:
+        """Restart kube-apiserver on the same port; returns seconds from its start to ``/readyz``."""
+        return self.restart_component("kube-apiserver", downtime=downtime, timeout=timeout)
+
+    def restart_etcd(self, *, downtime: float = 0.0, timeout: float = 60.0) -> float:
+        """Restart etcd on the same ports and data directory (no data is lost)."""
+        return self.restart_component("etcd", downtime=downtime, timeout=timeout)
+
+    def _record(self, name: str, state: dict[str, Any] | None = None) -> ProcessRecord:
+        if name not in COMPONENTS:
+            raise ClusterError(f"unknown component {name!r}; one of: {', '.join(COMPONENTS)}")
+        for rec in self._records(state):
+            if rec.name == name:
+                return rec
+        raise ClusterError(f"no {name} in {self.state_dir}; run `phoenix cluster up`")
+
+    def _wait_ports_free(self, rec: ProcessRecord) -> None:
+        try:
+            wait_for(
+                lambda: not any(port_is_listening(p, timeout=0.2) for p in rec.ports.values()),
+                timeout=10,
+                interval=0.05,
+                description=f"{rec.name}'s ports to be free",
+            )
+        except WaitTimeout as exc:
+            raise ClusterError(str(exc)) from None
+
+    def _health_check(self, name: str) -> Callable[[], bool]:
+        ports = self.ports
+        if name == "etcd":
+            return lambda: _http_ok(f"http://127.0.0.1:{ports['etcd_client']}/health")
+        if name == "kube-apiserver":
+            server = str(self.server)
+            return lambda: self._apiserver_ready(server)
+        if name == "kwok":
+            return lambda: _http_ok(f"http://127.0.0.1:{ports['kwok']}/healthz")
+        port = ports["controller_manager" if name == "kube-controller-manager" else "scheduler"]
+        insecure = _insecure_ctx()
+        return lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", verify=insecure)
 
     def ensure_nodes(self, api: _Api | None = None) -> list[str]:
         """Register the fake GPU nodes (existing ones are left as they are); returns their names."""

@@ -80,6 +80,8 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # discovery), which a namespaced install (Role/RoleBinding only) must not need. The CRDs are
     # installed before the operator (the chart's crds/) and namespaces are named exactly.
     settings.scanning.disabled = True
+    # A standby takes over once the active replica's peering record expires: keep that short.
+    settings.peering.lifetime = SETTINGS.peering_lifetime_seconds
     _state["executor"] = settings.execution.executor
     reconciler()
     logger.info(

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 import grpc
 from pymilvus import DataType, MilvusClient
-from pymilvus.client.types import LoadState
-from pymilvus.exceptions import MilvusException
+from pymilvus.client.types import LoadState, Status
+from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
 
 from phoenix_operator.api.models import CollectionSpec, RetrievalStatus, SecretKeyRef
 
@@ -208,11 +208,28 @@ def ensure_collection(
     return report(True, ready_reason, _ready_message(spec, observed))
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says Milvus could not be reached (down, restarting, partitioned), not that
+    it refused: the client connects lazily, so a Milvus that went away fails the first call."""
+    if isinstance(exc, MilvusUnavailableException | ConnectError | ConnectionError):
+        return True
+    if isinstance(exc, MilvusException) and exc.code == Status.CONNECT_FAILED:
+        return True
+    if exc.__cause__ is not None and exc.__cause__ is not exc:
+        return _unreachable(exc.__cause__)
+    code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
+    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or isinstance(
+        exc, grpc.FutureTimeoutError
+    )
+
+
 def _call(reason: Reason, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one pymilvus call; a Milvus error becomes ``_Stop(reason)`` naming what was being done."""
     try:
         return fn(*args, **kwargs)
     except _MILVUS_ERRORS as exc:
+        if _unreachable(exc):
+            reason = Reason.MILVUS_UNREACHABLE
         raise _Stop(reason, f"Milvus failed while {doing}: {_error_text(exc)}") from exc
 
 
@@ -234,7 +251,8 @@ def _converge(
                 f"Milvus has no such database: {text}. Create the database or fix "
                 "retrieval.milvus.external.dbName.",
             ) from exc
-        raise _Stop(Reason.MILVUS_ERROR, f"Milvus failed while looking up collection {name}: {text}") from exc
+        reason = Reason.MILVUS_UNREACHABLE if _unreachable(exc) else Reason.MILVUS_ERROR
+        raise _Stop(reason, f"Milvus failed while looking up collection {name}: {text}") from exc
 
     if not exists:
         _call(

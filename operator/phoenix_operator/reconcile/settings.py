@@ -30,6 +30,9 @@ class OperatorSettings:
     #: patches). The loops themselves are asyncio daemons that hold no thread while they wait,
     #: so this bounds concurrent steps, not deployments.
     control_workers: int = 4
+    #: Seconds a peering record stays valid without a refresh: how long a standby replica waits
+    #: before it takes over from an active one that died (Kopf's default is 60).
+    peering_lifetime_seconds: int = 15
     #: Who may reach Triton and Milvus through each deployment's NetworkPolicies (and whether
     #: they are rendered at all).
     network: NetworkAccess = field(default_factory=NetworkAccess)
@@ -49,6 +52,9 @@ class OperatorSettings:
             ),
             reconcile_workers=_positive_int("PHOENIX_RECONCILE_WORKERS", cls.reconcile_workers),
             control_workers=_positive_int("PHOENIX_CONTROL_WORKERS", cls.control_workers),
+            peering_lifetime_seconds=_positive_int(
+                "PHOENIX_PEERING_LIFETIME_SECONDS", cls.peering_lifetime_seconds
+            ),
             network=_network_access(),
         )
 
