@@ -24,6 +24,7 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from api_cases import valid_doc
+from fixtures.jobs import finished_job_pod
 from fixtures.operator import OperatorProcess
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.api.models import PhoenixDeploymentSpec, QualityStatus
@@ -44,7 +45,6 @@ from phoenix_operator.render.objects import (
     Target,
     evaluation_cron_job,
     gateway_deployment,
-    labels,
     prometheus_rule,
     refresh_cron_job,
     render_all,
@@ -315,7 +315,17 @@ def test_default_refresh_ingests_the_source_and_own_images_keep_their_contract()
     spec.retrieval.refresh.image = "ghcr.io/example/kb-ingest:1"
     own = _container(refresh_cron_job(TARGET, spec))
     assert own["image"] == "ghcr.io/example/kb-ingest:1" and "command" not in own
-    assert {e["name"] for e in own["env"]} == {"PHOENIX_MILVUS_URI", "PHOENIX_COLLECTION"}
+    env = {e["name"]: e for e in own["env"]}
+    # Managed Milvus runs with auth: an own image gets the generated root credential by reference.
+    assert set(env) == {
+        "PHOENIX_MILVUS_URI",
+        "PHOENIX_COLLECTION",
+        "PHOENIX_MILVUS_USER",
+        "PHOENIX_MILVUS_PASSWORD",
+        "PHOENIX_MILVUS_TOKEN",
+    }
+    assert "secretKeyRef" in env["PHOENIX_MILVUS_PASSWORD"]["valueFrom"]
+    assert "value" not in env["PHOENIX_MILVUS_PASSWORD"]
 
 
 def test_promotion_rolls_the_gateway_and_nothing_else_changes() -> None:
@@ -484,52 +494,6 @@ def _wait_condition(
     return wait_for(check, timeout=60, interval=0.5, description=f"{name} {type_}={status}/{reason}")
 
 
-def _finished_pod(
-    kube_cluster: Any, ns: str, deployment: str, component: str, job: str, message: str
-) -> None:
-    """A pod as the Job controller and kubelet leave it: labels, then a terminated container's message."""
-    core = client.CoreV1Api(kube_cluster.api_client)
-    target = Target(name=deployment, namespace=ns)
-    pod: Any = {
-        "metadata": {
-            "name": f"{job}-x1",
-            "labels": labels(target, component) | {"batch.kubernetes.io/job-name": job, "job-name": job},
-        },
-        "spec": {
-            "restartPolicy": "Never",
-            # Never scheduled, so kwok never plays this pod's kubelet: the test writes its status.
-            "nodeSelector": {"phoenix-test/nowhere": "true"},
-            "containers": [{"name": "job", "image": "busybox:1.36"}],
-        },
-    }
-    core.create_namespaced_pod(ns, pod)
-    finished = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    status = {
-        "status": {
-            "phase": "Succeeded",
-            "containerStatuses": [
-                {
-                    "name": "job",
-                    "image": "busybox:1.36",
-                    "imageID": "",
-                    "ready": False,
-                    "restartCount": 0,
-                    "state": {
-                        "terminated": {
-                            "exitCode": 0,
-                            "reason": "Completed",
-                            "message": message,
-                            "startedAt": finished,
-                            "finishedAt": finished,
-                        }
-                    },
-                }
-            ],
-        }
-    }
-    core.patch_namespaced_pod_status(f"{job}-x1", ns, status)
-
-
 def _events(kube_cluster: Any, ns: str, name: str) -> list[tuple[Any, Any, str]]:
     core = client.CoreV1Api(kube_cluster.api_client)
     items = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items
@@ -579,7 +543,7 @@ def test_quality_loop_on_the_cluster(
 
     # A finished evaluation → status.quality, QualityMeasured, an Event, the operator's metrics.
     report = {"accuracy": 0.92, "examples": 154, "macro_f1": 0.91, "urgent_recall": 0.97, "hit_at_k": 0.96}
-    _finished_pod(kube_cluster, ns, name, "evaluation", f"{name}-evaluate-1", json.dumps(report))
+    finished_job_pod(kube_cluster, ns, name, "evaluation", f"{name}-evaluate-1", json.dumps(report))
     measured = _wait_condition(kube_cluster, ns, name, "QualityMeasured", "True", "Measured")
     assert "0.9100" in measured["message"]
     quality = _get_pd(kube_cluster, ns, name)["status"]["quality"]
@@ -599,7 +563,8 @@ def test_quality_loop_on_the_cluster(
     assert timestamp is not None and abs(timestamp - datetime.now(UTC).timestamp()) < 120
 
     # A bad report: a Warning Event and a condition, the figures kept.
-    _finished_pod(kube_cluster, ns, name, "evaluation", f"{name}-evaluate-2", "Traceback (most recent call")
+    traceback = "Traceback (most recent call"
+    finished_job_pod(kube_cluster, ns, name, "evaluation", f"{name}-evaluate-2", traceback)
     _wait_event(kube_cluster, ns, name, "Warning", "QualityReportInvalid")
     invalid = _wait_condition(kube_cluster, ns, name, "QualityMeasured", "False", "InvalidReport")
     assert f"{name}-evaluate-2" in invalid["message"]
@@ -609,7 +574,7 @@ def test_quality_loop_on_the_cluster(
 
     # A retraining candidate worse than the current model: gate closed, both figures, nothing rolls.
     worse = {"candidate": f"{name}-retrain-1", "macro_f1": 0.85, "accuracy": 0.86}
-    _finished_pod(kube_cluster, ns, name, "maintenance", f"{name}-retrain-1", json.dumps(worse))
+    finished_job_pod(kube_cluster, ns, name, "maintenance", f"{name}-retrain-1", json.dumps(worse))
     closed = _wait_condition(kube_cluster, ns, name, "QualityGate", "False", "Regressed")
     assert "0.8500" in closed["message"] and "0.9100" in closed["message"]
     warning = _wait_event(kube_cluster, ns, name, "Warning", "QualityGateFailed")
@@ -619,7 +584,7 @@ def test_quality_loop_on_the_cluster(
 
     # A better one: promoted, the gateway now loads it.
     better = {"candidate": f"{name}-retrain-2", "macro_f1": 0.93}
-    _finished_pod(kube_cluster, ns, name, "maintenance", f"{name}-retrain-2", json.dumps(better))
+    finished_job_pod(kube_cluster, ns, name, "maintenance", f"{name}-retrain-2", json.dumps(better))
     _wait_condition(kube_cluster, ns, name, "QualityGate", "True", "Passed")
     promoted = f"--classifier=/var/lib/phoenix/classifier/phoenix-candidates/{name}-retrain-2"
     wait_for(
@@ -632,7 +597,7 @@ def test_quality_loop_on_the_cluster(
 
     # The next evaluation clears the invalid report (a merge patch must remove lastError).
     fresh = {"accuracy": 0.94, "macro_f1": 0.935}
-    _finished_pod(kube_cluster, ns, name, "evaluation", f"{name}-evaluate-3", json.dumps(fresh))
+    finished_job_pod(kube_cluster, ns, name, "evaluation", f"{name}-evaluate-3", json.dumps(fresh))
     _wait_condition(kube_cluster, ns, name, "QualityMeasured", "True", "Measured")
     quality = _get_pd(kube_cluster, ns, name)["status"]["quality"]
     assert "lastError" not in quality and quality["macroF1"] == 0.935

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import secrets
 import signal
 import uuid
 from pathlib import Path
@@ -83,10 +84,42 @@ def test_valid_document_is_accepted_and_defaulted(
     assert spec["triton"]["tolerations"][0]["key"] == "nvidia.com/gpu"
 
 
+def create_named_token_secrets(kube_cluster: Any, ns: str, example: Path) -> list[str]:
+    """The external-Milvus token Secrets an example names but (holding credentials) does not carry."""
+    created = []
+    for doc in yaml.safe_load_all(example.read_text()):
+        if not doc or doc["kind"] != "PhoenixDeployment":
+            continue
+        external = ((doc["spec"].get("retrieval") or {}).get("milvus") or {}).get("external") or {}
+        ref = external.get("tokenSecretRef")
+        if ref:
+            token = f"phoenix:{secrets.token_urlsafe(16)}"
+            client.CoreV1Api(kube_cluster.api_client).create_namespaced_secret(
+                ns,
+                client.V1Secret(
+                    metadata=client.V1ObjectMeta(name=ref["name"]), string_data={ref["key"]: token}
+                ),
+            )
+            created.append(ref["name"])
+    return created
+
+
+def test_no_example_carries_a_credential() -> None:
+    """Examples are applied as they are (GitOps points at the folder): a password there is a leak."""
+    for example in EXAMPLES:
+        text = example.read_text()
+        assert "root:Milvus" not in text and 'Milvus"' not in text, example
+        for doc in yaml.safe_load_all(text):
+            if doc and doc["kind"] == "Secret":
+                values = {**(doc.get("stringData") or {}), **(doc.get("data") or {})}
+                assert all(v == "replace-me" for v in values.values()), (example, sorted(values))
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_example_reaches_ready(
     kube_cluster: Any, operator_process: Any, kube_namespace: str, example: Path
 ) -> None:
+    create_named_token_secrets(kube_cluster, kube_namespace, example)
     kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", str(example))
     names = [
         d["metadata"]["name"]
@@ -161,6 +194,9 @@ def test_delete_garbage_collects_children(
     _wait_condition(kube_cluster, ns, name, "Ready", "True", timeout=120)
     core, apps = client.CoreV1Api(kube_cluster.api_client), client.AppsV1Api(kube_cluster.api_client)
     assert core.read_namespaced_config_map(f"{name}-triton-config", ns)
+    # The generated Secrets are owned by the PhoenixDeployment too.
+    control: Any = core.read_namespaced_secret(f"{name}-triton-control", ns)
+    assert control.metadata.owner_references
     _custom(kube_cluster).delete_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
 
     def gone() -> bool:
@@ -170,6 +206,7 @@ def test_delete_garbage_collects_children(
             or apps.list_namespaced_stateful_set(ns, label_selector=selector).items
             or core.list_namespaced_config_map(ns, label_selector=selector).items
             or core.list_namespaced_service(ns, label_selector=selector).items
+            or core.list_namespaced_secret(ns, label_selector=selector).items
             or client.BatchV1Api(kube_cluster.api_client)
             .list_namespaced_cron_job(ns, label_selector=selector)
             .items

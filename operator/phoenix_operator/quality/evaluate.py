@@ -166,3 +166,60 @@ def retrieval_figures_of(
         hit_at_k(relevant, search_doc_ids(client, collection.model_copy(update={"name": n}), vectors, k), k)
         for n in names
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# answer quality (a fine-tuned LLM's held-out answers)
+
+_ARTICLES = {"a", "an", "the"}
+
+
+def answer_tokens(text: str) -> list[str]:
+    """SQuAD's normalisation: lower case, punctuation and articles dropped, whitespace collapsed."""
+    kept = "".join(ch if ch.isalnum() or ch.isspace() else " " for ch in text.lower())
+    return [t for t in kept.split() if t not in _ARTICLES]
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """Harmonic mean of token precision and recall (tokens counted with multiplicity)."""
+    predicted, expected = answer_tokens(prediction), answer_tokens(reference)
+    if not predicted or not expected:
+        return float(predicted == expected)
+    remaining = list(expected)
+    common = 0
+    for token in predicted:
+        if token in remaining:
+            remaining.remove(token)
+            common += 1
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass(frozen=True)
+class AnswerFigures:
+    answer_f1: float
+    exact_match: float
+    examples: int
+
+    def as_metrics(self) -> dict[str, float]:
+        """The ``metrics`` object of a fine-tuning report."""
+        return {"answer_f1": round(self.answer_f1, 4), "exact_match": round(self.exact_match, 4)}
+
+
+def answer_scores(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> AnswerFigures:
+    """Mean token F1 and exact match of ``predictions``, each against its best reference answer."""
+    if len(predictions) != len(references):
+        raise DataError(f"{len(predictions)} predictions for {len(references)} references")
+    if not predictions:
+        raise DataError("no answers to score")
+    f1_total = exact_total = 0.0
+    for prediction, refs in zip(predictions, references, strict=True):
+        options = [refs] if isinstance(refs, str) else list(refs)
+        if not options:
+            raise DataError("a question without a reference answer cannot be scored")
+        f1_total += max(token_f1(prediction, r) for r in options)
+        exact_total += max(float(answer_tokens(prediction) == answer_tokens(r)) for r in options)
+    n = len(predictions)
+    return AnswerFigures(f1_total / n, exact_total / n, n)

@@ -1,9 +1,12 @@
-"""The knowledge-base refresh gate (pure): whether a new version's retrieval is good enough to serve.
+"""Quality gates (pure): whether a new knowledge-base version or a fine-tuned LLM version may serve.
 
 ``phoenix kb ingest --eval`` measures hit@k of the new version and of the one the alias serves,
 then asks ``refresh_gate``. The regression rule is the operator's own QualityGate
 (``reconcile.quality.gate``, kind ``refresh``), so a refresh is judged the same way before the
 alias moves as the operator judges a reported one; the optional floor is the ingest's own.
+
+``model_gate`` judges a fine-tuning job's candidate version against the serving one on the answer
+figure the spec names (``maintenance.fineTuning.metric``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from phoenix_operator.reconcile.quality import gate as quality_gate
+# A module import, not a name: reconcile.quality imports this module while it initialises.
+from phoenix_operator.reconcile import quality as operator_quality
 
 DEFAULT_MAX_HIT_AT_K_DROP = 0.02
 #: ``phoenix kb ingest`` exits with this status when the gate keeps the alias where it was.
@@ -51,7 +55,7 @@ def refresh_gate(
         now = "none" if current_hit_at_k is None else f"{current_hit_at_k:.4f}"
         message = f"candidate hit@k {hit_at_k:.4f}, current {now}: below --min-hit-at-k {min_hit_at_k:g}"
         return RefreshVerdict(False, BELOW_MIN, message, hit_at_k, current_hit_at_k)
-    decision = quality_gate("refresh", {"hit_at_k": hit_at_k}, current, 0.0, max_drop)
+    decision = operator_quality.gate("refresh", {"hit_at_k": hit_at_k}, current, 0.0, max_drop)
     return RefreshVerdict(decision.passed, decision.reason, decision.message, hit_at_k, current_hit_at_k)
 
 
@@ -84,3 +88,61 @@ def refresh_message(
     if unchanged:
         payload["unchanged"] = True
     return json.dumps(payload, separators=(",", ":"), sort_keys=True)
+
+
+#: Labels of the answer figures in verdict messages.
+METRIC_LABELS = {"answer_f1": "answer F1", "exact_match": "exact match"}
+BELOW_MIN_SCORE = "BelowMinScore"
+REGRESSED = "Regressed"
+NO_FIGURE = "NoFigure"
+
+
+@dataclass(frozen=True)
+class ModelVerdict:
+    promote: bool
+    #: ``Passed``, ``BelowMinScore``, ``Regressed`` or ``NoFigure``.
+    reason: str
+    #: Both figures and why, in one line.
+    message: str
+    candidate_score: float | None
+    serving_score: float | None
+
+
+def model_gate(
+    metric: str,
+    candidate: dict[str, float],
+    serving_score: float | None,
+    min_score: float,
+    max_drop: float,
+) -> ModelVerdict:
+    """Promote a fine-tuned version only if its ``metric`` ≥ ``min_score`` and ≥ serving − ``max_drop``.
+
+    Without a serving figure (the first fine-tune of a model nobody measured) only the floor
+    applies; a candidate that did not report the judged figure cannot be judged and stays out.
+    """
+    for name, value in (("serving score", serving_score), ("floor", min_score), ("tolerance", max_drop)):
+        if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
+            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    label = METRIC_LABELS.get(metric, metric)
+    score = candidate.get(metric)
+    if score is None:
+        reported = ", ".join(sorted(candidate)) or "none"
+        return ModelVerdict(
+            False, NO_FIGURE, f"the candidate reported no {label} (reported: {reported})", None, serving_score
+        )
+    both = f"candidate {label} {score:.4f}, serving " + (
+        "unmeasured" if serving_score is None else f"{serving_score:.4f}"
+    )
+    if score < min_score:
+        return ModelVerdict(
+            False, BELOW_MIN_SCORE, f"{both}: below fineTuning.minScore {min_score:g}", score, serving_score
+        )
+    if serving_score is not None and score < serving_score - max_drop - 1e-12:
+        return ModelVerdict(
+            False,
+            REGRESSED,
+            f"{both}: more than fineTuning.maxScoreDrop {max_drop:g} below the serving version",
+            score,
+            serving_score,
+        )
+    return ModelVerdict(True, PASSED, f"{both}: promoted", score, serving_score)

@@ -1,8 +1,10 @@
-"""Quality in the loop (pure): job reports → status.quality, the QualityGate, QualityMeasured.
+"""Quality in the loop (pure): job reports → status.quality, the QualityGate, QualityMeasured, ModelPromoted.
 
-The evaluation, retraining and refresh jobs report one line of JSON as their container's
-termination message (``phoenix eval --termination-log``). The reconciler hands the finished pods
-it found to `read_reports`; everything here is decided from data, without I/O.
+The evaluation, retraining, refresh and fine-tuning jobs report one line of JSON as their
+container's termination message (``phoenix eval --termination-log``). The reconciler hands the
+finished pods it found to `apply_reports`; everything here is decided from data, without I/O.
+A fine-tuned LLM version the gate passes is recorded in ``status.quality.model`` first and counts
+as live only once `record_rollout` hears that every ready Triton endpoint loaded it.
 """
 
 from __future__ import annotations
@@ -15,16 +17,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from phoenix_operator.api.models import PhoenixDeploymentSpec, QualityGateStatus, QualityStatus
-from phoenix_operator.render.objects import EVALUATION_JOB, REFRESH_JOB, RETRAIN_JOB
+from phoenix_operator.api.models import (
+    ModelGateStatus,
+    ModelVersionStatus,
+    PhoenixDeploymentSpec,
+    QualityGateStatus,
+    QualityStatus,
+)
+from phoenix_operator.quality import gate as quality_gates
+from phoenix_operator.render.objects import EVALUATION_JOB, FINE_TUNE_JOB, REFRESH_JOB, RETRAIN_JOB
 
-JobKind = Literal["evaluation", "retraining", "refresh"]
+JobKind = Literal["evaluation", "retraining", "refresh", "fineTuning"]
 #: The pod label (``app.kubernetes.io/component``) of each kind's job.
 COMPONENT_KIND: dict[str, JobKind] = {
     EVALUATION_JOB[1]: "evaluation",
     RETRAIN_JOB[1]: "retraining",
     REFRESH_JOB[1]: "refresh",
+    FINE_TUNE_JOB[1]: "fineTuning",
 }
+#: Every quality job's pod component: what the reconciler's pod selector lists.
+QUALITY_COMPONENTS = tuple(COMPONENT_KIND)
+KINDS: tuple[JobKind, ...] = ("evaluation", "retraining", "refresh", "fineTuning")
+#: Highest model version number accepted in a report (Triton's are int64; this keeps them sane).
+MAX_VERSION = 2**31 - 1
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 FIGURE_KEYS = ("macro_f1", "accuracy", "urgent_recall", "urgent_precision", "hit_at_k")
 #: A candidate names a directory under the classifier volume's candidates directory.
@@ -208,7 +223,7 @@ def apply_reports(
     quality = (previous or QualityStatus()).model_copy(deep=True)
     events: list[tuple[str, str, str]] = []
     error: str | None = None
-    for kind in ("evaluation", "retraining", "refresh"):
+    for kind in KINDS:
         job = jobs.get(kind)
         if job is None or quality.seen_jobs.get(kind) == job.job_name:
             continue
@@ -217,6 +232,9 @@ def apply_reports(
             events.append(
                 ("Warning", "QualityJobFailed", f"{kind} job {job.job_name} failed without a report")
             )
+            continue
+        if kind == "fineTuning":
+            events.append(_decide_model(spec, quality, job, now))
             continue
         try:
             report = parse_report(job)
@@ -387,3 +405,229 @@ def gate_condition(quality: QualityStatus | None) -> dict[str, str] | None:
         "reason": g.reason,
         "message": f"{g.kind} job {g.job_name}: {g.message}",
     }
+
+
+# --------------------------------------------------------------------------------------------
+# fine-tuned LLM versions: report → gate → status.quality.model → live rollout
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """A fine-tuning job's report: the version directory it wrote and how well it answers."""
+
+    job_name: str
+    finished_at: str
+    candidate_version: int
+    metrics: dict[str, float]
+    #: The version the job measured beside the candidate (the serving one), with its figures.
+    baseline_version: int | None = None
+    baseline_metrics: dict[str, float] | None = None
+    examples: int | None = None
+
+
+def _version(job: FinishedJob, data: Mapping[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VERSION:
+        raise ReportError(f"job {job.job_name}: {key} must be a model version number ≥ 1, got {value!r}")
+    return value
+
+
+def _scores(job: FinishedJob, data: Mapping[str, Any], key: str) -> dict[str, float] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) > 32:
+        raise ReportError(f"job {job.job_name}: {key} must be an object of figures, got {value!r}")
+    out: dict[str, float] = {}
+    for name, figure in value.items():
+        if not isinstance(name, str) or not 1 <= len(name) <= 64:
+            raise ReportError(f"job {job.job_name}: {key} has a figure without a short name: {name!r}")
+        if isinstance(figure, bool) or not isinstance(figure, int | float) or not 0 <= figure <= 1:
+            raise ReportError(f"job {job.job_name}: {key}.{name} must be a number in [0, 1], got {figure!r}")
+        out[name] = float(figure)
+    return out
+
+
+def parse_model_report(job: FinishedJob) -> ModelReport:
+    """``{"candidate_version": N, "metrics": {...}}`` plus optional ``baseline_version``,
+    ``baseline_metrics`` and ``examples``, strictly."""
+    if not job.message or not job.message.strip():
+        raise ReportError(f"job {job.job_name} left no termination message")
+    try:
+        data = json.loads(job.message)
+    except ValueError as exc:
+        raise ReportError(f"job {job.job_name}: termination message is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"job {job.job_name}: termination message is not a JSON object")
+    candidate = _version(job, data, "candidate_version")
+    metrics = _scores(job, data, "metrics")
+    if candidate is None or not metrics:
+        raise ReportError(f"job {job.job_name}: a fine-tuning report needs candidate_version and metrics")
+    examples = data.get("examples")
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 0):
+        raise ReportError(f"job {job.job_name}: examples must be a count, got {examples!r}")
+    return ModelReport(
+        job.job_name,
+        job.finished_at,
+        candidate,
+        metrics,
+        _version(job, data, "baseline_version"),
+        _scores(job, data, "baseline_metrics"),
+        examples,
+    )
+
+
+def _decide_model(
+    spec: PhoenixDeploymentSpec, quality: QualityStatus, job: FinishedJob, now: str
+) -> tuple[str, str, str]:
+    """Judge a fine-tuning candidate; a pass moves ``servingVersion``, anything else pins the old one."""
+    fine_tuning = spec.maintenance.fine_tuning if spec.maintenance else None
+    metric = fine_tuning.metric if fine_tuning else "answer_f1"
+    min_score = fine_tuning.min_score if fine_tuning else 0.0
+    max_drop = fine_tuning.max_score_drop if fine_tuning else 0.02
+    model = quality.model = (quality.model or ModelVersionStatus()).model_copy(deep=True)
+
+    def refuse(reason: str, why: str, report: ModelReport | None = None) -> tuple[str, str, str]:
+        keeps = _keeps(model.serving_version)
+        model.gate = ModelGateStatus(
+            job_name=job.job_name,
+            candidate_version=report.candidate_version if report else None,
+            serving_version=model.serving_version,
+            metric=metric,
+            passed=False,
+            reason=reason,
+            message=f"{why}; {keeps}",
+            decided_at=now,
+        )
+        return ("Warning", "QualityReportInvalid", f"fine-tuning job {job.job_name}: {why}; {keeps}")
+
+    try:
+        report = parse_model_report(job)
+    except ReportError as exc:
+        return refuse("InvalidReport", str(exc))
+    serving = model.serving_version if model.serving_version is not None else report.baseline_version
+    if serving is None:
+        return refuse(
+            "InvalidReport",
+            "the first fine-tuning report must name baseline_version (the version serving now), "
+            "so the operator can keep serving it if the candidate is rejected",
+            report,
+        )
+    if report.candidate_version <= serving:
+        return refuse(
+            "InvalidReport",
+            f"candidate_version {report.candidate_version} is not newer than the serving version {serving}",
+            report,
+        )
+    # Figures measured in the same run on the same held-out set compare best; else the serving
+    # version's figure from when it was judged.
+    if report.baseline_version == serving and report.baseline_metrics and metric in report.baseline_metrics:
+        serving_score: float | None = report.baseline_metrics[metric]
+    else:
+        serving_score = model.score if model.metric == metric and model.serving_version == serving else None
+    verdict = quality_gates.model_gate(metric, report.metrics, serving_score, min_score, max_drop)
+    model.gate = ModelGateStatus(
+        job_name=job.job_name,
+        candidate_version=report.candidate_version,
+        serving_version=serving,
+        metric=metric,
+        passed=verdict.promote,
+        reason=verdict.reason,
+        message=f"version {report.candidate_version} vs {serving}: {verdict.message}",
+        candidate_score=verdict.candidate_score,
+        serving_score=verdict.serving_score,
+        decided_at=now,
+    )
+    what = f"fine-tuning job {job.job_name}: version {report.candidate_version} vs serving {serving}"
+    if not verdict.promote:
+        model.serving_version = serving
+        if model.score is None and serving_score is not None:
+            model.metric, model.score = metric, serving_score
+        return ("Warning", "ModelRejected", f"{what}: {verdict.message}; {_keeps(serving)}")
+    model.previous_version = serving
+    model.serving_version = report.candidate_version
+    model.metric, model.score = metric, verdict.candidate_score
+    model.job_name, model.promoted_at = job.job_name, now
+    model.apply_message = None
+    return ("Normal", "ModelPromoted", f"{what}: {verdict.message}; loading it on Triton")
+
+
+def _keeps(serving: int | None) -> str:
+    if serving is None:
+        return "the current model keeps serving"
+    return f"version {serving} keeps serving"
+
+
+def pending_version(quality: QualityStatus | None) -> int | None:
+    """The version Triton must be pinned to live, when it is not confirmed there yet."""
+    model = quality.model if quality else None
+    if model is None or model.serving_version is None or model.serving_version == model.applied_version:
+        return None
+    return model.serving_version
+
+
+def record_rollout(
+    quality: QualityStatus, version: int, loaded: bool, detail: str, now: str
+) -> tuple[QualityStatus, tuple[str, str, str]]:
+    """Fold a live apply's result in: confirmed, or the promotion undone (the old version serves).
+
+    A candidate Triton cannot load is no better than one the gate rejected, so a failed apply
+    reverts ``servingVersion`` to the previous one (the actuator has already rolled the endpoints
+    back to it) instead of retrying a version that may never load.
+    """
+    quality = quality.model_copy(deep=True)
+    model = quality.model = (quality.model or ModelVersionStatus()).model_copy(deep=True)
+    if loaded:
+        model.applied_version = version
+        model.apply_message = f"version {version} at {now}: {detail}"
+        return quality, ("Normal", "ModelLoaded", f"Triton serves version {version}: {detail}")
+    previous, gate_status = model.previous_version, model.gate
+    model.apply_message = f"version {version} at {now}: {detail}"
+    if model.serving_version == version and previous is not None and previous != version:
+        model.serving_version, model.previous_version = previous, None
+        if gate_status is not None and gate_status.candidate_version == version:
+            model.score = gate_status.serving_score
+            model.job_name = None
+            gate_status.passed = False
+            gate_status.reason = "LoadFailed"
+            gate_status.message = f"version {version} passed the gate but did not load: {detail}"
+            gate_status.decided_at = now
+    return quality, (
+        "Warning",
+        "ModelLoadFailed",
+        f"version {version} did not load on Triton ({detail}); {_keeps(model.serving_version)}",
+    )
+
+
+def model_condition(quality: QualityStatus | None) -> dict[str, str] | None:
+    """ModelPromoted: True once the promoted version is live, Unknown while loading, False with why."""
+    model = quality.model if quality else None
+    if model is None or model.gate is None:
+        return None
+    g = model.gate
+
+    def cond(status: str, reason: str, message: str) -> dict[str, str]:
+        return {"type": "ModelPromoted", "status": status, "reason": reason, "message": message}
+
+    if not g.passed:
+        return cond("False", g.reason, f"fine-tuning job {g.job_name}: {g.message}")
+    if model.serving_version is not None and model.applied_version == model.serving_version:
+        return cond(
+            "True", "Promoted", f"version {model.serving_version} serving; job {g.job_name}: {g.message}"
+        )
+    return cond(
+        "Unknown", "Loading", f"version {model.serving_version} promoted, loading on Triton: {g.message}"
+    )
+
+
+def serving_version(status: Mapping[str, Any] | None) -> int | None:
+    """``status.quality.model.servingVersion`` from a raw status: the version every model config pins.
+
+    Everything that renders or reloads the Triton config (the ConfigMap, the control loop's
+    batching reloads) must pass this on, or a reload falls back to Triton's latest-version policy.
+    """
+    model = ((status or {}).get("quality") or {}).get("model") or {}
+    version = model.get("servingVersion")
+    return version if isinstance(version, int) and not isinstance(version, bool) and version >= 1 else None

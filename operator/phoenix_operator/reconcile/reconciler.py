@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,8 @@ from phoenix_operator.api.models import (
     QualityStatus,
     RetrievalStatus,
 )
+from phoenix_operator.control.actuators import TritonModelControl, triton_control_key
+from phoenix_operator.reconcile import promotion
 from phoenix_operator.reconcile import quality as qual
 from phoenix_operator.reconcile.kube import Kube, Manifest
 from phoenix_operator.reconcile.retrieval import TokenSecretError, ensure_collection, resolve_token
@@ -46,20 +49,27 @@ from phoenix_operator.render.objects import (
     EMBEDDER_DIMENSION,
     EMBEDDER_NAME,
     EVALUATION_JOB,
+    FINE_TUNE_JOB,
     REFRESH_JOB,
     RETRAIN_JOB,
     Target,
     gateway_endpoint,
     gateway_name,
+    generated_secret_manifest,
+    generated_secrets,
     milvus_name,
     render_all,
     retrieval_endpoint,
     selector_string,
     triton_name,
 )
+from phoenix_operator.render.secrets import milvus_root_secret_name, milvus_token
 from phoenix_operator.render.tritonconfig import BatchingConfig
 
 log = logging.getLogger(__name__)
+
+#: Bytes of randomness in each generated key or password (256 bits, URL-safe base64 text).
+GENERATED_SECRET_BYTES = 32
 
 #: Kinds the operator creates, for pruning children that the spec no longer asks for.
 PRUNABLE_KINDS = (
@@ -141,9 +151,12 @@ def batching_status(
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
+    def __init__(
+        self, kube: Kube, settings: OperatorSettings, model_control: TritonModelControl | None = None
+    ) -> None:
         self.kube = kube
         self.settings = settings
+        self.model_control = model_control or TritonModelControl()
 
     # ---------------------------------------------------------------- entry point
 
@@ -180,10 +193,13 @@ class Reconciler:
         rejected: list[Problem] = []
         # Reports first: a retraining candidate that passes the gate is rolled out in this pass.
         quality = self._observe_quality(target, spec, status)
+        if not blocking:
+            quality = self._roll_out_model(target, spec, batching, quality)
         outcome.quality = quality.quality
         promoted = quality.quality.classifier if quality.quality else None
+        version = quality.quality.model.serving_version if quality.quality and quality.quality.model else None
         if not blocking:
-            outcome.writes = self._apply_children(target, spec, batching, status, rejected, promoted)
+            outcome.writes = self._apply_children(target, spec, batching, status, rejected, promoted, version)
             if outcome.writes:
                 outcome.events.append(("Normal", "Applied", "applied " + ", ".join(outcome.writes)))
         else:
@@ -214,9 +230,10 @@ class Reconciler:
             previous = None
         refresh = spec.retrieval.refresh if spec.retrieval else None
         retraining = spec.maintenance.retraining if spec.maintenance else None
-        if spec.monitoring.evaluation is None and refresh is None and retraining is None:
+        fine_tuning = spec.maintenance.fine_tuning if spec.maintenance else None
+        if not any((spec.monitoring.evaluation, refresh, retraining, fine_tuning)):
             return qual.QualityOutcome(previous, [])
-        components = ",".join(c for _, c in (EVALUATION_JOB, RETRAIN_JOB, REFRESH_JOB))
+        components = ",".join(qual.QUALITY_COMPONENTS)
         pods = self.kube.list(
             "v1",
             "Pod",
@@ -224,6 +241,26 @@ class Reconciler:
             f"{DEPLOYMENT_LABEL}={target.name},{COMPONENT_LABEL} in ({components})",
         )
         return qual.apply_reports(spec, previous, qual.finished_jobs(pods), now_rfc3339())
+
+    def _roll_out_model(
+        self,
+        target: Target,
+        spec: PhoenixDeploymentSpec,
+        batching: BatchingConfig,
+        quality: qual.QualityOutcome,
+    ) -> qual.QualityOutcome:
+        """Load a promoted LLM version on the running Tritons before the ConfigMap pins it.
+
+        Live first: a version that fails to load is undone in status, so the ConfigMap rendered
+        next pins the version that still serves and no new pod starts on the broken one.
+        """
+        if qual.pending_version(quality.quality) is None:
+            return quality
+        control = self.model_control.with_key(triton_control_key(self.kube, target))
+        updated, events = promotion.roll_out(
+            self.kube, target, spec, batching, quality.quality, self.settings.resolve, control, now_rfc3339()
+        )
+        return replace(quality, quality=updated, events=[*quality.events, *events])
 
     # ---------------------------------------------------------------- steps
 
@@ -255,11 +292,12 @@ class Reconciler:
         status: Mapping[str, Any],
         rejected: list[Problem],
         promoted: str | None = None,
+        serving_version: int | None = None,
     ) -> list[str]:
         """Apply what differs; children the API server refuses are added to ``rejected``."""
         caps = self.kube.capabilities(self.settings.capabilities_ttl_seconds)
-        desired = render_all(target, spec, batching, caps, promoted, self.settings.network)
-        writes = []
+        desired = render_all(target, spec, batching, caps, promoted, self.settings.network, serving_version)
+        writes = self._ensure_generated_secrets(target, spec, rejected)
         for obj in desired:
             what = f"{obj['kind']}/{obj['metadata']['name']}"
             try:
@@ -282,6 +320,41 @@ class Reconciler:
             if self.kube.apply_replicas(triton_name(target.name), target.namespace, int(initial)):
                 writes.append(f"Deployment/{triton_name(target.name)} replicas={initial}")
         writes += self._prune(target, desired, caps.milvus_operator or caps.prometheus_operator)
+        return writes
+
+    def _ensure_generated_secrets(
+        self, target: Target, spec: PhoenixDeploymentSpec, rejected: list[Problem]
+    ) -> list[str]:
+        """Create the Secrets the children reference (Triton's control key, Milvus' root password).
+
+        Create-if-absent and never updated: Milvus keeps the root password it first started with,
+        so a rotated Secret would lock every client out. Read by name (``get``), never listed.
+        """
+        writes = []
+        for wanted in generated_secrets(target, spec):
+            live = self.kube.secret_data(wanted.name, target.namespace)
+            if live is None:
+                values = {key: secrets.token_urlsafe(GENERATED_SECRET_BYTES) for key in wanted.random_keys}
+                try:
+                    if self.kube.create_if_absent(generated_secret_manifest(target, wanted, values)):
+                        writes.append(f"Secret/{wanted.name}")
+                except ApiException as exc:
+                    if exc.status not in (400, 403, 422):
+                        raise
+                    rejected.append(
+                        Problem("ChildRejected", f"Secret/{wanted.name} rejected: {_api_message(exc)}")
+                    )
+                continue
+            missing = [k for k in (*wanted.fixed, *wanted.random_keys) if not live.get(k, "").strip()]
+            if missing:
+                rejected.append(
+                    Problem(
+                        "GeneratedSecretInvalid",
+                        f"Secret {target.namespace}/{wanted.name} has no value for {', '.join(missing)}; "
+                        "delete it and the operator generates a new one (for Milvus' root password, "
+                        "also set root's password in Milvus to the new value)",
+                    )
+                )
         return writes
 
     def _prune(self, target: Target, desired: list[Manifest], optional_kinds: bool) -> list[str]:
@@ -326,6 +399,11 @@ class Reconciler:
             waiting = self._managed_milvus_waiting(target)
             if waiting:
                 return RetrievalState(False, "WaitingForMilvus", waiting), base, []
+            secret = milvus_root_secret_name(target.name)
+            token = milvus_token(self.kube.secret_data(secret, target.namespace))
+            if token is None:
+                message = f"Secret {target.namespace}/{secret} (Milvus' root credential) is missing or empty"
+                return RetrievalState(False, "SecretNotFound", message), base, []
         else:
             external = retrieval.milvus.external
             assert external is not None
@@ -410,8 +488,10 @@ class Reconciler:
                 spec, quality_status, datetime.now(UTC), scheduled, quality.error if quality else None
             )
             gate = qual.gate_condition(quality_status)
-            desired += [c for c in (measured, gate) if c is not None]
+            model = qual.model_condition(quality_status)
+            desired += [c for c in (measured, gate, model) if c is not None]
             drop += (() if measured else ("QualityMeasured",)) + (() if gate else ("QualityGate",))
+            drop += () if model else ("ModelPromoted",)
         conditions = merge_conditions(old_conditions, desired, now_rfc3339(), target.generation, drop)
         draft = StatusDraft()
         draft.fields["observedGeneration"] = target.generation
@@ -467,7 +547,7 @@ class Reconciler:
         return DeploymentState.from_object(deployment), pods
 
     def _job_status(self, target: Target, spec: PhoenixDeploymentSpec | None) -> dict[str, Any]:
-        """Schedule and last runs of the knowledge-base refresh and retraining CronJobs."""
+        """Schedule and last runs of the quality CronJobs (refresh, retraining, evaluation, fine-tuning)."""
         if spec is None:
             return {}
         out: dict[str, Any] = {}
@@ -475,6 +555,7 @@ class Reconciler:
             ("knowledgeBaseRefresh", REFRESH_JOB),
             ("retraining", RETRAIN_JOB),
             ("evaluation", EVALUATION_JOB),
+            ("fineTuning", FINE_TUNE_JOB),
         ):
             cron = self.kube.get("batch/v1", "CronJob", f"{target.name}-{suffix}", target.namespace)
             if cron is None:
