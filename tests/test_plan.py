@@ -7,13 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from click.testing import CliRunner
 
 from phoenix_operator.api.models import PhoenixDeploymentSpec
 from phoenix_operator.cli import COMMANDS, main
+from phoenix_operator.control.policy import PolicyParams
+from phoenix_operator.sim.config import BatcherConfig
 from phoenix_operator.sim.controllers import REGISTRY
-from phoenix_operator.sim.plan import batcher_config
+from phoenix_operator.sim.cost import BlockingBatchCost
+from phoenix_operator.sim.plan import batcher_config, load_test_replica
 
 CLASSES = [
     {"name": "urgent", "level": 1, "ttftTargetSeconds": 1.5},
@@ -208,3 +212,46 @@ def test_batcher_config_renders_the_specs_triton_batching() -> None:
     )
     cfg = batcher_config(plain)
     assert cfg.priority_levels == 0 and cfg.preferred_batch_sizes == () and cfg.max_queue_delay_us == 0
+
+
+def test_the_load_test_finds_a_blocking_replicas_capacity() -> None:
+    """A batch of 8 takes 0.1 + 0.01 x 8 s on one instance: at most 44.4 req/s. The ramp finds
+    the highest rate the replica serves within the target: near that ceiling (a 2-minute step
+    cannot tell a 2 % overload, whose queue adds about a second by its end, from none)."""
+    cost = BlockingBatchCost(0.1, 0.01)
+    batching = BatcherConfig(max_batch_size=8, preferred_batch_sizes=(8,), max_queue_delay_us=5000)
+    result = load_test_replica(cost, batching, [(100, 1)], 3.0, step_s=120.0, start_rps=4.0)
+    assert 0.8 * 44.4 <= result.requests_per_second <= 1.05 * 44.4
+    passed = [s.offered_rps for s in result.steps if s.passed]
+    failed = [s.offered_rps for s in result.steps if not s.passed]
+    assert result.requests_per_second == max(passed) and failed and min(failed) > max(passed)
+    assert all(s.ttft_p95_s > 3.0 for s in result.steps if not s.passed)
+    with pytest.raises(ValueError, match="cannot serve even 100 req/s"):
+        load_test_replica(cost, batching, [(100, 1)], 3.0, step_s=60.0, start_rps=100.0)
+
+
+def test_plan_calibrate_prints_the_block_for_the_spec_and_writes_json(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "t.csv")
+    out = tmp_path / "cal.json"
+    result = _plan("--calibrate", "--trace", str(trace), "--quick", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    capacity = data["replica_capacity"]
+    passed = [s["offered_rps"] for s in data["steps"] if s["passed"]]
+    assert capacity["requestsPerSecond"] == pytest.approx(max(passed), abs=1e-3)
+    assert any(not s["passed"] for s in data["steps"])
+    # The mix is the trace's (prompts 200-2000, answers 20-300 tokens).
+    assert 900 < capacity["promptTokens"] < 1300 and 130 < capacity["outputTokens"] < 180
+    snippet = result.output[result.output.index("spec:") :].split("\n\n")[0]
+    pasted = yaml.safe_load(snippet)["spec"]["autoscaling"]["replicaCapacity"]
+    assert pasted == capacity
+    # Pasted into a spec, it is what the control loop starts from.
+    doc = _pd("calibrated", 2, "auto")
+    doc["spec"]["autoscaling"]["replicaCapacity"] = pasted
+    params = PolicyParams.from_spec(PhoenixDeploymentSpec.model_validate(doc["spec"]))
+    assert params.initial_capacity_rps == capacity["requestsPerSecond"] and params.has_capacity_mix
+
+
+def test_plan_needs_a_file_unless_it_calibrates() -> None:
+    result = _plan()
+    assert result.exit_code == 2 and "--calibrate" in result.output

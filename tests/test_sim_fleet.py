@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -91,6 +91,91 @@ def test_least_pending_prefers_the_idle_replica() -> None:
     recs = simulate(arrivals, BatcherConfig(max_batch_size=1), slow, replicas=2, lb="least-pending")
     assert [r.replica for r in recs] == [0, 1, 0]
     assert recs[2].dispatch_s == pytest.approx(1.0)
+
+
+def test_least_pending_is_the_default_and_breaks_ties_round_robin() -> None:
+    assert FleetSettings().lb == "least-pending"
+    # Light load: every pod is idle at each arrival, so ties rotate instead of piling on pod 0.
+    res = run_fleet(_steady(10, 3), COST, CFG, FleetSettings(initial_replicas=3))
+    assert [r.replica for r in res.records[:6]] == [0, 1, 2, 0, 1, 2]
+
+
+def test_least_pending_routes_around_a_pod_busy_with_a_long_request() -> None:
+    # One long LLM request occupies a pod; the short ones that follow go to the other pod,
+    # where round-robin would put every second one behind the long prefill and decode.
+    from phoenix_operator.sim import LLMEngineCost
+    from phoenix_operator.sim.profile import load_profile
+
+    cost = LLMEngineCost(load_profile())
+    arrivals = [Arrival(0.0, prompt_tokens=4000, output_tokens=90)] + [
+        Arrival(0.02 * i, prompt_tokens=100, output_tokens=1) for i in range(1, 5)
+    ]
+    least = simulate(arrivals, CFG, cost, replicas=2, lb="least-pending")
+    rr = simulate(arrivals, CFG, cost, replicas=2, lb="round-robin")
+    assert least[0].replica == 0 and all(r.replica == 1 for r in least[1:])
+    assert max(r.ttft_s for r in least[1:]) < 0.02
+    assert [r.replica for r in rr] == [0, 1, 0, 1, 0]
+    assert max(r.ttft_s for r in rr[1:]) > 0.05  # queued behind the 4,000-token prefill
+
+
+def _timeouts(timeout: float, retries: int) -> FleetSettings:
+    return FleetSettings(client_ttft_timeout_s=timeout, client_retries=retries, client_backoff_s=1.0)
+
+
+# Priority levels switch Triton's prefetch off, so waiting requests stay in the queue.
+ONE_AT_A_TIME = BatcherConfig(max_batch_size=1, priority_levels=2, default_priority_level=1)
+
+
+def test_a_client_gives_up_on_a_queued_request_and_retries_after_a_backoff() -> None:
+    slow = BlockingBatchCost(10.0, 0.0)
+    arrivals = [Arrival(0.0), Arrival(0.0), Arrival(0.0)]
+    res = run_fleet(arrivals, slow, ONE_AT_A_TIME, _timeouts(15.0, 1))
+    first, second, third = res.records
+    assert first.ttft_s == pytest.approx(10.0)
+    # At 15 s the second is executing (its answer is on its way); the third is still queued:
+    # cancelled, sent again at 16 s, served 20-30 s. TTFT counts from the first send.
+    assert (second.ttft_s, second.attempt) == (pytest.approx(20.0), 1)
+    assert (third.ttft_s, third.attempt, third.status) == (pytest.approx(30.0), 2, "ok")
+    assert third.enqueue_s == pytest.approx(16.0)
+    assert res.retries == 1
+
+
+def test_a_client_out_of_retries_abandons_and_counts_as_an_error() -> None:
+    slow = BlockingBatchCost(10.0, 0.0)
+    ctl = Scripted({}, interval_s=20.0)
+    res = run_fleet([Arrival(0.0), Arrival(0.0), Arrival(0.0)], slow, ONE_AT_A_TIME, _timeouts(15.0, 0), ctl)
+    third = res.records[2]
+    assert (third.status, third.reject_reason) == ("abandoned", "client timeout")
+    assert third.ttft_s == float("inf")
+    assert res.retries == 0
+    assert ctl.views[0].observation.error_rate == pytest.approx(1 / 3)
+
+
+def test_timed_out_llm_requests_leave_the_engine_and_their_retries_add_load() -> None:
+    from phoenix_operator.sim import LLMEngineCost
+    from phoenix_operator.sim.profile import load_profile
+
+    cost = LLMEngineCost(replace(load_profile().engine, max_num_seqs=1))
+    arrivals = [Arrival(0.0, prompt_tokens=100, output_tokens=3000)] + [
+        Arrival(0.0, prompt_tokens=100, output_tokens=10) for _ in range(3)
+    ]
+    never = run_fleet(arrivals, cost, CFG, _timeouts(0.0, 0))
+    assert never.records[1].ttft_s > 18.0  # one sequence slot: they wait for the long answer
+    ctl = Scripted({}, interval_s=20.0)
+    res = run_fleet(arrivals, cost, CFG, _timeouts(5.0, 2), ctl)
+    # Each waiting client cancels at 5 s, resends at 6, cancels at 11, resends at 13 and gives
+    # up at 18 s: six resends the fleet sees as arrivals, and three abandoned requests.
+    assert res.retries == 6
+    assert [(r.status, r.attempt) for r in res.records[1:]] == [("abandoned", 3)] * 3
+    assert ctl.views[0].observation.request_rate == pytest.approx((4 + 6) / 20.0)
+    assert res.records[0].status == "ok"
+
+
+def test_client_retry_settings_are_validated() -> None:
+    with pytest.raises(ValueError):
+        FleetSettings(client_ttft_timeout_s=-1.0)
+    with pytest.raises(ValueError):
+        FleetSettings(client_retries=-1)
 
 
 def test_observation_has_signals_and_marks_missing_data() -> None:

@@ -16,6 +16,7 @@ from phoenix_operator.sim.controllers import REGISTRY, BenchContext
 from phoenix_operator.sim.metrics import attainment
 from phoenix_operator.sim.phoenix import (
     PhoenixController,
+    calibrated_capacity,
     from_batching,
     params_for,
     phoenix_controller,
@@ -104,13 +105,18 @@ def test_simulated_spec_describes_the_benchmarked_deployment() -> None:
 
 
 def test_benchmarked_phoenix_is_the_operators_from_spec_and_nothing_more() -> None:
-    """The control loop builds ``PolicyParams.from_spec(spec)``; the benchmark must run exactly
-    that: no work model fitted to the simulator's cost function, no capacity prior."""
+    """The control loop builds ``PolicyParams.from_spec(spec)``; the benchmark runs exactly that,
+    for the spec a user ships after ``phoenix plan --calibrate``: the ``replicaCapacity`` its load
+    test measures, no work model fitted to the simulator's cost function."""
     ctx = make_context(_step_workload(20.0, 20.0, 0.0, 300.0, seed=3), load_profile())
-    spec = simulated_spec(ctx)
+    measured = calibrated_capacity(ctx)
+    spec = simulated_spec(ctx, replica_capacity=measured)
     params = phoenix_controller(ctx).params
     assert params == policy.PolicyParams.from_spec(spec) == params_for(spec)
-    assert not params.has_work_model and params.initial_capacity_rps is None
+    assert not params.has_work_model
+    assert params.initial_capacity_rps == measured["requestsPerSecond"] and params.has_capacity_mix
+    # The load test's figure is what one replica served, near (not equal to) the full-load rate.
+    assert 0.8 * ctx.replica_capacity_rps < measured["requestsPerSecond"] < 1.2 * ctx.replica_capacity_rps
     assert (params.interval_s, params.scale_down_stabilization_s) == (30.0, 300.0)
     tuned = phoenix_controller(ctx, "phoenix-tuned", interval_s=15, scale_down_stabilization_s=120)
     assert (tuned.name, tuned.interval_s, tuned.params.scale_down_stabilization_s) == (
@@ -119,6 +125,36 @@ def test_benchmarked_phoenix_is_the_operators_from_spec_and_nothing_more() -> No
         120.0,
     )
     assert replace(tuned.params, interval_s=30.0, scale_down_stabilization_s=300.0) == params
+    # Without the field: online learning alone, no prior.
+    bare = REGISTRY["phoenix-uncalibrated"](ctx)
+    assert isinstance(bare, PhoenixController) and bare.name == "phoenix-uncalibrated"
+    assert bare.params == policy.PolicyParams.from_spec(simulated_spec(ctx))
+    assert bare.params.initial_capacity_rps is None
+
+
+def test_an_oversized_fleet_learns_its_capacity_online_and_sheds_replicas() -> None:
+    """8 replicas for 20 req/s, no capacity prior: the old policy learned only the 2.5 req/s per
+    replica it served (planned at 90 %) and held all 8. Probing while TTFT has deep slack moves
+    the estimate to within 40 % of the load-tested capacity within an hour and the fleet to
+    what the load needs, with the SLO kept."""
+    profile = load_profile()
+    ctx = make_context(_step_workload(20.0, 20.0, 0.0, 3600.0, seed=5), profile)
+    ctx = replace(ctx, settings=replace(ctx.settings, initial_replicas=8, max_replicas=8))
+    measured = calibrated_capacity(ctx)["requestsPerSecond"]
+    controller = REGISTRY["phoenix-uncalibrated"](ctx)
+    assert isinstance(controller, PhoenixController)
+    result = _run(ctx, controller)
+    learned = controller.state.capacity
+    assert learned is not None and 0.6 * measured <= learned <= 1.4 * measured, (learned, measured)
+    final = controller.decisions[-1][1].metrics["desired_replicas"]
+    assert final is not None and final <= 4
+    assert any("probed up" in d.reason for _, d in controller.decisions)
+    assert attainment(result.records, 3.0) >= 0.99
+    assert attainment(result.records, 3.0, "urgent") >= 0.999
+    old = PhoenixController(replace(controller.params, capacity_probing=False), name="no-probe")
+    _run(ctx, old)
+    assert old.state.capacity is not None and old.state.capacity < 0.5 * measured
+    assert old.decisions[-1][1].metrics["desired_replicas"] == 8
 
 
 def test_the_adapter_runs_the_operators_decide(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,8 +176,8 @@ def test_the_adapter_runs_the_operators_decide(monkeypatch: pytest.MonkeyPatch) 
 
 def test_phoenix_scales_up_on_a_load_step_and_explains_it() -> None:
     """10 -> 40 req/s at 90 s: the average-sized fleet (4) is short for good; Phoenix as shipped
-    (request-count load, capacity learned online) orders replicas and gets most of the traffic
-    served within target."""
+    (requests weighed against the load test's token mix, its capacity as the prior) orders replicas
+    and gets most of the traffic served within target."""
     profile = load_profile()
     ctx = make_context(_step_workload(10.0, 40.0, 90.0, 600.0), profile)
     static = _run(ctx, None)
@@ -151,7 +187,7 @@ def test_phoenix_scales_up_on_a_load_step_and_explains_it() -> None:
     assert attainment(result.records, 3.0) > attainment(static.records, 3.0) + 0.1
     assert attainment(result.records, 3.0, "urgent") >= 0.999
     ups = [d for _, d in controller.decisions if d.action == "scale-up"]
-    assert ups and all("req/s now" in d.reason and "needs" in d.reason for d in ups)
+    assert ups and all("req/s at the measured mix now" in d.reason and "needs" in d.reason for d in ups)
     for _, d in controller.decisions:
         if d.replicas is not None:
             assert controller.params.min_replicas <= d.replicas <= controller.params.replica_cap

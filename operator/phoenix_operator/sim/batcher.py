@@ -98,20 +98,52 @@ class DynamicBatcher:
     def waiting_by_level(self) -> dict[int, int]:
         return {lvl.level: lvl.size for lvl in self._order if lvl.size}
 
-    def enqueue(self, rec: RequestRecord, now: float) -> bool:
-        """Queue a request; False if its level's ``max_queue_size`` is reached (rejected)."""
+    def enqueue(self, rec: RequestRecord, now: float, apply_policy: bool = True) -> bool:
+        """Queue a request; False if its level's ``max_queue_size`` is reached (rejected).
+
+        ``apply_policy=False`` queues by priority level only (no size limit, no timeout): an LLM
+        engine's own waiting queue, which a decoupled backend fills straight from Triton.
+        """
         level = self._config.level_for(rec.priority)
         lvl = self._level(level)
         policy = lvl.policy
-        if policy.max_queue_size and lvl.size >= policy.max_queue_size:
+        if apply_policy and policy.max_queue_size and lvl.size >= policy.max_queue_size:
             return False
         rec.level = level
         rec.enqueue_s = now
-        timeout_us = policy.timeout_for(rec.timeout_us)
+        timeout_us = policy.timeout_for(rec.timeout_us) if apply_policy else 0
         rec.deadline_s = now + timeout_us * 1e-6 if timeout_us else 0.0
         lvl.unexpired.append(rec)
         self.size += 1
         return True
+
+    def push_front(self, rec: RequestRecord) -> None:
+        """Put a request back at the head of its level (a pre-empted sequence resumes first)."""
+        self._level(rec.level).unexpired.appendleft(rec)
+        self.size += 1
+
+    def pop_head(self) -> RequestRecord | None:
+        """Remove and return :meth:`head`."""
+        for lvl in self._order:
+            for q in (lvl.unexpired, lvl.delayed):
+                if q:
+                    self.size -= 1
+                    return q.popleft()
+        return None
+
+    def remove(self, rec: RequestRecord) -> bool:
+        """Take a queued request out (its client gave up); False if it is not queued here."""
+        lvl = self._levels.get(rec.level)
+        if lvl is None:
+            return False
+        for q in (lvl.unexpired, lvl.delayed):
+            try:
+                q.remove(rec)
+            except ValueError:
+                continue
+            self.size -= 1
+            return True
+        return False
 
     def expire(self, now: float) -> list[RequestRecord]:
         """Apply timeouts to the whole queue (used when a replica is torn down, not while batching)."""

@@ -40,7 +40,42 @@ from phoenix_operator.sim.cost import BlockingBatchCost, LLMEngineCost
 from phoenix_operator.sim.fleet import FleetResult, FleetSettings, run_fleet
 from phoenix_operator.sim.metrics import json_number, summarize
 from phoenix_operator.sim.profile import Profile
+from phoenix_operator.sim.scrape import ScrapeSettings
 from phoenix_operator.sim.workloads import Workload
+
+#: The metric pipeline of ``phoenix bench`` and ``phoenix plan``: Prometheus' defaults.
+DEFAULT_SCRAPE = ScrapeSettings()
+
+
+@dataclass(frozen=True)
+class WarmupSettings:
+    """How long a new pod takes to serve, and how wrong the policies' idea of it is.
+
+    Each pod's start-up time is drawn from ``distribution`` (``fixed``, ``uniform`` within
+    ± ``spread``, ``lognormal`` with sigma ``spread``) around the profile's; the policies are
+    told the profile's value times ``1 + e``, ``e`` drawn uniformly in ± ``told_error`` once per
+    seed (a user's ``replicaStartupSeconds`` is a guess, and not the same guess every time).
+    """
+
+    distribution: str = "fixed"
+    spread: float = 0.0
+    told_error: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.told_error < 1.0:
+            raise ValueError("told_error must be in [0, 1)")
+
+    def told(self, startup_s: float, seed: int) -> float | None:
+        """The start-up time the policies are told (None = the true mean, ``startup_s``)."""
+        if self.told_error == 0:
+            return None
+        error = np.random.default_rng([seed, 0x7E11]).uniform(-self.told_error, self.told_error)
+        return float(startup_s * (1.0 + error))
+
+
+#: ``phoenix bench``'s warm-up: lognormal start-up times (sigma 0.2) around the profile's, the
+#: policies told it within ±30 %.
+BENCH_WARMUP = WarmupSettings("lognormal", 0.2, 0.3)
 
 
 @dataclass
@@ -246,8 +281,15 @@ def make_context(
     startup_s: float | None = None,
     cost: LLMEngineCost | BlockingBatchCost | None = None,
     tuned: dict[str, dict[str, Any]] | None = None,
+    scrape: ScrapeSettings | None = DEFAULT_SCRAPE,
+    warmup: WarmupSettings | None = None,
 ) -> BenchContext:
-    """Size the static fleets and the autoscalers' bounds for this workload."""
+    """Size the static fleets and the autoscalers' bounds for this workload.
+
+    Controllers read metrics through ``scrape`` (Prometheus as production runs it; None = exact
+    figures). ``warmup`` draws each pod's start-up time around the profile's and tells the
+    policies a ``replicaStartupSeconds`` that is off by up to its ``told_error``.
+    """
     cost = cost or LLMEngineCost(profile)
     mbs = profile.batching.max_batch_size
     capacity = replica_capacity_rps(workload, cost, mbs)
@@ -264,11 +306,17 @@ def make_context(
         start = size_for(
             replica_load(workload, cost, mbs, span=workload.start_window_s)[1], profile.planning_utilization
         )
+    true_startup = profile.startup_s if startup_s is None else startup_s
+    warm = warmup or WarmupSettings()
     settings = FleetSettings(
         initial_replicas=start,
         min_replicas=1,
         max_replicas=max_replicas or max(2 * static_peak, static_peak + 2),
-        startup_s=profile.startup_s if startup_s is None else startup_s,
+        startup_s=true_startup,
+        startup_distribution=warm.distribution,
+        startup_spread=warm.spread,
+        told_startup_s=warm.told(true_startup, seed),
+        scrape=scrape,
         lb=lb,
         batching_apply_s=profile.batching_apply_s,
         batching_pause_s=profile.batching_pause_s,

@@ -16,17 +16,20 @@ import numpy as np
 from phoenix_operator.data import azure_trace
 from phoenix_operator.lazycli import LazyGroup
 from phoenix_operator.sim.bench import (
+    BENCH_WARMUP,
     TABLE_HEAD,
     BenchReport,
+    WarmupSettings,
     make_context,
     run_replicated,
     table_rows,
     to_markdown,
 )
 from phoenix_operator.sim.controllers import DEFAULT_POLICIES, REGISTRY, TUNING, BenchContext
-from phoenix_operator.sim.fleet import LB_POLICIES
+from phoenix_operator.sim.fleet import LB_POLICIES, STARTUP_DISTRIBUTIONS, FleetSettings
 from phoenix_operator.sim.metrics import step_series, ttft_p95_series
 from phoenix_operator.sim.profile import DEFAULT_PROFILE, load_profile
+from phoenix_operator.sim.scrape import ScrapeSettings
 from phoenix_operator.sim.workloads import (
     TRACE_FORMATS,
     PeakShape,
@@ -440,6 +443,7 @@ def write_outputs(
 BENCH_COMMANDS: dict[str, str] = {
     "classifier": "phoenix_operator.ml.bench:bench_classifier",
     "gateway": "phoenix_operator.gateway.bench:bench_gateway",
+    "operator": "phoenix_operator.cluster.benchops:bench_operator",
 }
 
 
@@ -474,6 +478,43 @@ BENCH_COMMANDS: dict[str, str] = {
 @output_options(json_help="Write the figures as JSON here.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option(
+    "--scrape-interval", type=float, default=15.0, show_default=True, help="Prometheus scrape interval, s."
+)
+@click.option(
+    "--rate-window",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="rate() and histogram_quantile window every controller reads over, s.",
+)
+@click.option(
+    "--exporter-lag", type=float, default=2.0, show_default=True, help="Exporter lag behind a scrape, s."
+)
+@click.option(
+    "--exact-metrics", is_flag=True, help="Controllers read exact figures instead of scraped metrics."
+)
+@click.option(
+    "--startup-distribution",
+    type=click.Choice(STARTUP_DISTRIBUTIONS),
+    default=BENCH_WARMUP.distribution,
+    show_default=True,
+    help="How each new pod's start-up time is drawn around the profile's.",
+)
+@click.option(
+    "--startup-spread",
+    type=float,
+    default=BENCH_WARMUP.spread,
+    show_default=True,
+    help="Spread of the start-up draw (lognormal sigma, or uniform half-width as a fraction).",
+)
+@click.option(
+    "--startup-error",
+    type=float,
+    default=BENCH_WARMUP.told_error,
+    show_default=True,
+    help="Policies are told replicaStartupSeconds off by a draw within this fraction (per replication).",
+)
+@click.option(
     "--replications",
     type=click.IntRange(1, 100),
     default=None,
@@ -494,6 +535,13 @@ def bench(
     markdown_path: Path | None,
     no_plots: bool,
     replications: int | None,
+    scrape_interval: float,
+    rate_window: float,
+    exporter_lag: float,
+    exact_metrics: bool,
+    startup_distribution: str,
+    startup_spread: float,
+    startup_error: float,
     **workload: Any,
 ) -> None:
     """Run the fleet policies on a peak-hour workload and compare SLO attainment and GPU cost.
@@ -512,6 +560,12 @@ def bench(
         raise click.BadParameter(
             f"unknown policies {unknown}; known: {sorted(REGISTRY)}", param_hint="--policies"
         )
+    try:
+        scrape = None if exact_metrics else ScrapeSettings(scrape_interval, exporter_lag, rate_window)
+        warmup = WarmupSettings(startup_distribution, startup_spread, startup_error)
+        FleetSettings(startup_distribution=startup_distribution, startup_spread=startup_spread)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
     classes = dict(profile.classes)
     count = replications or (QUICK_REPLICATIONS if opts.quick else REPLICATIONS)
     # Knobs are tuned on alternate blocks of the trace slice, the race is scored on the others.
@@ -519,13 +573,17 @@ def bench(
 
     def context_for(r: int) -> tuple[BenchContext, float]:
         wl = build_workload(opts, classes, r, "test" if split else None)
-        ctx = make_context(wl, profile, slo_ttft, opts.seed + r, opts.quick, lb, max_replicas)
+        ctx = make_context(
+            wl, profile, slo_ttft, opts.seed + r, opts.quick, lb, max_replicas, scrape=scrape, warmup=warmup
+        )
         return ctx, float((wl.shape or {}).get("phase", 0.0))
 
     train = None
     if split and any(n in TUNING for n in names):
         train_wl = build_workload(opts, classes, 0, "train")
-        train = make_context(train_wl, profile, slo_ttft, opts.seed, opts.quick, lb, max_replicas)
+        train = make_context(
+            train_wl, profile, slo_ttft, opts.seed, opts.quick, lb, max_replicas, scrape=scrape, warmup=warmup
+        )
     report = run_replicated(context_for, count, names, price, train)
     ctx = report.context
     console.print(render_table(report))

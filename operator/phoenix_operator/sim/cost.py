@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,9 @@ class LLMEngineCost:
         if len(self._xs) < 2:
             raise ValueError("linear_ms_by_tokens needs at least two points")
         self._tail_slope = float((self._ys[-1] - self._ys[-2]) / (self._xs[-1] - self._xs[-2]))
+        # Plain floats for the per-prefill lookup (numpy per scalar call costs microseconds).
+        self._xs_list = [float(x) for x in self._xs]
+        self._ys_list = [float(y) for y in self._ys]
         # Decode iterations run 1 token per active sequence: tabulate for speed.
         n = np.arange(profile.max_num_seqs + 2, dtype=float)
         self._decode_linear = [float(v) for v in self._linear_array(n)]
@@ -72,7 +76,14 @@ class LLMEngineCost:
             return 0.0
         if tokens < len(self._decode_linear):
             return self._decode_linear[tokens]
-        return float(self._linear_array(np.array([float(tokens)]))[0])
+        xs, ys = self._xs_list, self._ys_list
+        i = bisect_right(xs, tokens)
+        if i >= len(xs):
+            return ys[-1] + (tokens - xs[-1]) * self._tail_slope
+        if i == 0:
+            return ys[0]
+        x0, x1 = xs[i - 1], xs[i]
+        return ys[i - 1] + (ys[i] - ys[i - 1]) * (tokens - x0) / (x1 - x0)
 
     def step_time(self, n_active: int, kv_tokens: float) -> float:
         """One decode iteration with ``n_active`` sequences holding ``kv_tokens`` KV tokens."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,9 +38,11 @@ from phoenix_operator.sim.replica import (
     call_at,
 )
 from phoenix_operator.sim.request import DEFAULT_CLASSES, Arrival, RequestRecord
+from phoenix_operator.sim.scrape import FleetScraper, GaugeSample, ScrapeSettings
 
 CostModel = BlockingBatchCost | LLMEngineCost
 LB_POLICIES = ("round-robin", "least-pending", "random")
+STARTUP_DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,27 @@ class FleetSettings:
     min_replicas: int = 1
     max_replicas: int = 1000
     startup_s: float = 0.0
-    lb: str = "round-robin"
+    #: How each new pod's start-up time is drawn around ``startup_s``: ``fixed``, ``uniform``
+    #: (within ± ``startup_spread`` of it) or ``lognormal`` (median ``startup_s``, sigma
+    #: ``startup_spread``); seeded by ``seed``, so a run is reproducible.
+    startup_distribution: str = "fixed"
+    startup_spread: float = 0.0
+    #: The start-up time controllers are told (``replicaStartupSeconds``); None = ``startup_s``.
+    told_startup_s: float | None = None
+    #: The Prometheus pipeline controllers read metrics through; None = exact figures from the
+    #: event logs (unit tests of the engine, the fidelity harness).
+    scrape: ScrapeSettings | None = None
+    #: ``least-pending`` by default: an LLM pod's cost is its queued + running requests, and a
+    #: gateway that counts them (Envoy least-request, llm-d's endpoint picker, the Gateway API
+    #: inference extension) is how LLM fleets are fronted; blind round-robin piles a burst of long
+    #: prompts onto one pod while another idles. ``round-robin`` (kube-proxy IPVS) stays available.
+    lb: str = "least-pending"
+    #: The client gives up when no first token came this long after a send (0 = never) and
+    #: sends again after ``client_backoff_s × 2^(attempt - 1)``, at most ``client_retries`` times;
+    #: then the request is ``abandoned``. Every retry is a new arrival for the fleet.
+    client_ttft_timeout_s: float = 60.0
+    client_retries: int = 2
+    client_backoff_s: float = 1.0
     #: Delay until a new batching config is in force on the pods.
     batching_apply_s: float = 0.0
     #: Pause in batch dispatch while a pod reloads (0 = Triton's seamless reload).
@@ -73,6 +96,12 @@ class FleetSettings:
             raise ValueError("initial_replicas must be >= 1")
         if not 0.0 <= self.missed_wakeup_p <= 1.0 or self.batcher_poll_s <= 0:
             raise ValueError("need 0 <= missed_wakeup_p <= 1 and batcher_poll_s > 0")
+        if self.client_ttft_timeout_s < 0 or self.client_retries < 0 or self.client_backoff_s < 0:
+            raise ValueError("client timeout, retries and backoff must be >= 0")
+        if self.startup_distribution not in STARTUP_DISTRIBUTIONS:
+            raise ValueError(f"startup_distribution must be one of {STARTUP_DISTRIBUTIONS}")
+        if self.startup_spread < 0 or (self.startup_distribution == "uniform" and self.startup_spread > 1):
+            raise ValueError("startup_spread must be >= 0 (at most 1 for uniform)")
 
 
 @dataclass
@@ -99,6 +128,17 @@ class FleetResult:
     end_s: float
     decisions: list[Decision] = field(default_factory=list)
     batches: int = 0
+    #: LLM engine: sequences pre-empted for KV (recompute), client retries sent, and prompt
+    #: tokens admitted / served from the prefix cache.
+    preemptions: int = 0
+    retries: int = 0
+    prefix_lookup_tokens: int = 0
+    prefix_hit_tokens: int = 0
+
+    @property
+    def prefix_hit_rate(self) -> float | None:
+        """Share of admitted prompt tokens the prefix cache served (None: nothing admitted)."""
+        return self.prefix_hit_tokens / self.prefix_lookup_tokens if self.prefix_lookup_tokens else None
 
     def gpu_seconds(self, start: float = 0.0, end: float | None = None) -> float:
         stop = self.horizon_s if end is None else end
@@ -143,6 +183,11 @@ class Fleet:
         self._batch_id = 0
         self._total = total_requests
         self._terminal = 0
+        self.preemptions = 0
+        self.retries = 0
+        #: Client deadlines (time, request, attempt) in send order, and whether a sweep is due.
+        self._deadlines: deque[tuple[float, RequestRecord, int]] = deque()
+        self._sweep_armed = False
         self.all_done = env.event()
         if total_requests == 0:
             self.all_done.succeed()
@@ -168,6 +213,11 @@ class Fleet:
             self.ready.append(rep)
         self.desired = settings.initial_replicas
         self._mark()
+        self._startup_rng = np.random.default_rng([settings.seed, 0x57A27])
+        self.scraper: FleetScraper | None = None
+        if settings.scrape is not None:
+            self.scraper = FleetScraper(settings.scrape)
+            self._scrape(0.0)
 
     # -- replicas ------------------------------------------------------------------------------
     def _new_replica(self) -> Replica:
@@ -212,7 +262,7 @@ class Fleet:
         if target > active:
             for _ in range(target - active):
                 rep = self._new_replica()
-                call_at(self.env, s.startup_s, functools.partial(self._ready_up, rep))
+                call_at(self.env, self.startup_delay(), functools.partial(self._ready_up, rep))
         else:
             excess = active - target
             while excess and self.starting:
@@ -273,10 +323,60 @@ class Fleet:
             rep = ready[self._rr % len(ready)]
             self._rr += 1
         elif lb == "least-pending":
-            rep = min(ready, key=Replica.outstanding)
+            # Ties go round-robin (an idle fleet is all ties): scan from a rotating start.
+            start = self._rr % len(ready)
+            self._rr += 1
+            rep = min(ready[start:] + ready[:start], key=Replica.outstanding)
         else:
             rep = ready[int(self._rng.integers(len(ready)))]
+        timeout = self.settings.client_ttft_timeout_s
+        if timeout > 0:
+            self._deadlines.append((self.env.now + timeout, rec, rec.attempt))
+            if not self._sweep_armed:
+                self._sweep_armed = True
+                call_at(self.env, timeout, self._sweep_deadlines)
         rep.enqueue(rec)
+
+    def _sweep_deadlines(self) -> None:
+        """Fire the client timeouts that are due. Deadlines are in send order (one timeout for
+        all), and most requests have their first token long before theirs, so one timer,
+        re-armed at the oldest still-waiting request's deadline, serves them all."""
+        self._sweep_armed = False
+        now = self.env.now
+        pending = self._deadlines
+        while pending:
+            deadline, rec, attempt = pending[0]
+            if rec.attempt == attempt and rec.first_token_s is None and rec.status == "unserved":
+                if deadline > now + 1e-9:
+                    self._sweep_armed = True
+                    call_at(self.env, deadline - now, self._sweep_deadlines)
+                    return
+                self._client_gives_up(rec, attempt)
+            pending.popleft()
+
+    def _client_gives_up(self, rec: RequestRecord, attempt: int) -> None:
+        """No first token within the client's timeout: cancel, then retry after a backoff."""
+        if rec.attempt != attempt or rec.first_token_s is not None or rec.status != "unserved":
+            return
+        if not self.replicas[rec.replica].abort(rec):
+            return  # already executing: the answer is on its way
+        s = self.settings
+        if rec.attempt > s.client_retries:
+            rec.status = "abandoned"
+            rec.reject_reason = "client timeout"
+            self.err_t.append(self.env.now)
+            self._terminal_one()
+            return
+        self.retries += 1
+        backoff = s.client_backoff_s * 2 ** (rec.attempt - 1)
+        rec.attempt += 1
+        rec.dispatch_s = None
+        rec.batch_id = -1
+        call_at(self.env, backoff, lambda: self.submit(rec))
+
+    def preempted(self, rec: RequestRecord) -> None:
+        """An engine pre-empted ``rec`` to free KV blocks (it will be recomputed)."""
+        self.preemptions += 1
 
     def _terminal_one(self) -> None:
         self._terminal += 1
@@ -317,9 +417,104 @@ class Fleet:
         self.fin_tpot.append((self.env.now - first) / max(rec.output_tokens - 1, 1))
         self._terminal_one()
 
-    # -- observation ---------------------------------------------------------------------------
+    # -- start-up and observation --------------------------------------------------------------
+    def startup_delay(self) -> float:
+        """A new pod's start-up time, drawn from the settings' distribution."""
+        s = self.settings
+        if s.startup_distribution == "uniform" and s.startup_spread > 0:
+            return float(s.startup_s * self._startup_rng.uniform(1 - s.startup_spread, 1 + s.startup_spread))
+        if s.startup_distribution == "lognormal" and s.startup_spread > 0:
+            return float(s.startup_s * self._startup_rng.lognormal(0.0, s.startup_spread))
+        return s.startup_s
+
+    def _scrape(self, stamp: float) -> None:
+        """Prometheus' scrape stamped ``stamp``: the exporters' state ``lag_s`` earlier."""
+        scraper = self.scraper
+        assert scraper is not None
+        cfg = scraper.settings
+        now = self.env.now
+        busy = 0.0
+        util_busy = 0.0
+        util_time = 0.0
+        for rep in self.replicas:
+            busy += rep.busy_seconds(now)
+        for rep in self.ready:
+            start = max(now - cfg.interval_s, rep.ready_s if rep.ready_s is not None else now)
+            if now > start:
+                util_busy += rep.busy_seconds(now) - rep.busy_seconds(start)
+                util_time += now - start
+        ready = self.ready
+        gauges = GaugeSample(
+            waiting=tuple(r.batcher.size for r in ready),
+            running=tuple(r.in_flight() for r in ready),
+            saturation=tuple(r.saturation() for r in ready),
+            pending=float(sum(r.batcher.size for r in ready) + sum(r.batcher.size for r in self.draining)),
+            utilization=util_busy / util_time if util_time > 0 else None,
+        )
+        scraper.scrape(stamp, self, busy, gauges)
+        nxt = stamp + cfg.interval_s
+        call_at(self.env, nxt - cfg.lag_s - now, functools.partial(self._scrape, nxt))
+
     def observe(self, t0: float, now: float) -> Observation:
-        """Window [t0, now] as the Prometheus metric source would aggregate it."""
+        """Window [t0, now] as the Prometheus metric source would aggregate it: through the
+        scrape pipeline when the settings have one, else exact figures from the event logs."""
+        if self.scraper is not None:
+            window = max(now - t0, self.scraper.settings.rate_window_s)
+            return self._observe_scraped(self.scraper, window, now)
+        return self._observe_exact(t0, now)
+
+    def _observe_scraped(self, prom: FleetScraper, window: float, now: float) -> Observation:
+        """The operator's queries (``control.metrics.build_queries``) on the scraped samples."""
+        missing: dict[str, str] = {}
+
+        def need(name: str, value: float | None, reason: str = "no data") -> float | None:
+            if value is None:
+                missing[name] = reason
+            return value
+
+        success = prom.rate("successes", now, window)
+        failure = prom.rate("failures", now, window)
+        first_tokens = prom.rate("first_tokens", now, window)
+        ttft_p95 = prom.quantile(0.95, "ttft", now, window) if first_tokens else None
+        by_class: dict[str, float | None] = {}
+        for klass in prom.classes():
+            value = prom.quantile(0.95, "class_ttft", now, window, klass)
+            if value is not None:
+                by_class[klass] = value
+        dispatched = prom.rate("dispatched", now, window)
+
+        def per(counter: str, denominator: float | None) -> float | None:
+            numerator = prom.rate(counter, now, window)
+            if numerator is None or not denominator:
+                return None
+            return numerator / denominator
+
+        batches = prom.rate("batches", now, window)
+        request_rate = None if success is None else success + (failure or 0.0)
+        error_rate = None
+        if request_rate:
+            error_rate = (failure or 0.0) / request_rate
+        gauges = prom.last_gauges(now)
+        return Observation(
+            at=now,
+            window_s=window,
+            ttft_p95_s=need("ttft_p95_s", ttft_p95),
+            ttft_p95_by_class_s=by_class,
+            queue_time_s=need("queue_time_s", per("queue_seconds", dispatched)),
+            compute_time_s=need("compute_time_s", per("compute_seconds", dispatched)),
+            request_rate=need("request_rate", request_rate),
+            mean_batch_size=need("mean_batch_size", per("batch_rows", batches)),
+            gpu_utilization=need("gpu_utilization", prom.avg_utilization(now, window)),
+            error_rate=need("error_rate", error_rate),
+            pending_requests=need("pending_requests", None if gauges is None else gauges.pending),
+            ready_replicas=len(self.ready),
+            mean_prompt_tokens=per("prompt_tokens", first_tokens),
+            mean_output_tokens=per("generation_tokens", success),
+            ttft_source="vllm-histogram",
+            missing=missing,
+        )
+
+    def _observe_exact(self, t0: float, now: float) -> Observation:
         window = max(now - t0, 1e-9)
         missing: dict[str, str] = {}
         i = bisect_left(self.ft_t, t0)
@@ -387,9 +582,16 @@ class Fleet:
             missing=missing,
         )
 
-    def latency_p90(self, t0: float) -> tuple[float | None, float | None]:
+    def latency_p90(self, t0: float, now: float | None = None) -> tuple[float | None, float | None]:
         """(P90 TTFT, P90 TPOT) of first tokens / finished requests since ``t0``: the
         histogram quantiles an SLO-driven scaler reads (llm-d's signal)."""
+        if self.scraper is not None:
+            at = self.env.now if now is None else now
+            window = max(at - t0, self.scraper.settings.rate_window_s)
+            return (
+                self.scraper.quantile(0.9, "ttft", at, window),
+                self.scraper.quantile(0.9, "tpot", at, window),
+            )
         i = bisect_left(self.ft_t, t0)
         f = bisect_left(self.fin_t, t0)
         ttft = float(np.percentile(self.ft_v[i:], 90)) if i < len(self.ft_v) else None
@@ -397,8 +599,20 @@ class Fleet:
         return ttft, tpot
 
     def view(self, t0: float, now: float, slo_ttft_s: float) -> FleetView:
+        """What a controller deciding at ``now`` (previously at ``t0``) reads: replica counts
+        from the Kubernetes API (live), metrics through the pipeline; per-pod gauges are the
+        last scrape's (pods created since have none yet)."""
         ready = self.ready
-        ttft_p90, tpot_p90 = self.latency_p90(t0)
+        ttft_p90, tpot_p90 = self.latency_p90(t0, now)
+        waiting = tuple(r.batcher.size for r in ready)
+        running = tuple(r.in_flight() for r in ready)
+        saturation = tuple(r.saturation() for r in ready)
+        if self.scraper is not None:
+            gauges = self.scraper.last_gauges(now)
+            waiting, running, saturation = (
+                ((), (), ()) if gauges is None else (gauges.waiting, gauges.running, gauges.saturation)
+            )
+        told = self.settings.told_startup_s
         return FleetView(
             now=now,
             observation=self.observe(t0, now),
@@ -407,12 +621,12 @@ class Fleet:
             starting_replicas=len(self.starting),
             draining_replicas=len(self.draining),
             batching=self.config,
-            replica_waiting=tuple(r.batcher.size for r in ready),
-            replica_saturation=tuple(r.saturation() for r in ready),
-            replica_running=tuple(r.in_flight() for r in ready),
+            replica_waiting=waiting,
+            replica_saturation=saturation,
+            replica_running=running,
             min_replicas=self.settings.min_replicas,
             max_replicas=self.settings.max_replicas,
-            startup_s=self.settings.startup_s,
+            startup_s=self.settings.startup_s if told is None else told,
             slo_ttft_s=slo_ttft_s,
             ttft_p90_s=ttft_p90,
             tpot_p90_s=tpot_p90,
@@ -485,6 +699,10 @@ def run_fleet(
         end_s=end,
         decisions=fleet.decisions,
         batches=fleet._batch_id,
+        preemptions=fleet.preemptions,
+        retries=fleet.retries,
+        prefix_lookup_tokens=sum(getattr(r, "prefix_lookup_tokens", 0) for r in fleet.replicas),
+        prefix_hit_tokens=sum(getattr(r, "prefix_hit_tokens", 0) for r in fleet.replicas),
     )
 
 

@@ -9,8 +9,11 @@ describing the simulated deployment (:func:`simulated_spec` for ``phoenix bench`
 file for ``phoenix plan``) through ``PolicyParams.from_spec`` alone — the parameters the
 operator's control loop builds, with no calibration the operator would not have.
 
-Registered as ``phoenix`` (the operator's defaults) and ``phoenix-tuned`` (interval and
-scale-down window tuned on the training slice) in ``sim.controllers.REGISTRY``.
+Registered as ``phoenix`` (the operator's defaults, with the ``replicaCapacity`` a user gets
+from ``phoenix plan --calibrate``: a load test of one simulated replica on the workload's token
+mix) and ``phoenix-tuned`` (interval and scale-down window tuned on the training slice) in
+``sim.controllers.REGISTRY``; ``phoenix-uncalibrated`` (no ``replicaCapacity``: capacity learned
+online alone) is registered when this module is imported.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from phoenix_operator.api.models import PhoenixDeploymentSpec
 from phoenix_operator.control import policy
 from phoenix_operator.render.tritonconfig import BatchingConfig
 from phoenix_operator.sim.config import BatcherConfig
-from phoenix_operator.sim.controllers import BenchContext
+from phoenix_operator.sim.controllers import BenchContext, register_controller
 from phoenix_operator.sim.cost import LLMEngineCost
 from phoenix_operator.sim.interface import FleetCommand, FleetView
 from phoenix_operator.sim.profile import Profile
@@ -63,8 +66,38 @@ def classes_block(profile: Profile, slo_ttft_s: float) -> dict[str, Any]:
     }
 
 
+#: Load-test results by workload and engine: replications of one bench share nothing, but a
+#: policy run twice on one context (tuning, then scoring) calibrates once.
+_CALIBRATIONS: dict[tuple[Any, ...], dict[str, float]] = {}
+
+
+def calibrated_capacity(ctx: BenchContext) -> dict[str, float]:
+    """``replicaCapacity`` as ``phoenix plan --calibrate`` measures it for this deployment: a
+    ramped load test of one simulated replica (the profile's engine and batching) with the
+    workload's token mix, judged against the benchmark's TTFT target."""
+    from phoenix_operator.sim.plan import load_test_replica, token_mix
+
+    key = (
+        ctx.profile.name,
+        id(ctx.cost),
+        ctx.workload.name,
+        len(ctx.workload.arrivals),
+        sum(a.prompt_tokens + 7 * a.output_tokens for a in ctx.workload.arrivals),
+        ctx.slo_ttft_s,
+    )
+    if key not in _CALIBRATIONS:
+        mix = token_mix(ctx.workload, ctx.cost)
+        _CALIBRATIONS[key] = load_test_replica(
+            ctx.cost, ctx.profile.batching, mix, ctx.slo_ttft_s
+        ).replica_capacity()
+    return _CALIBRATIONS[key]
+
+
 def simulated_spec(
-    ctx: BenchContext, interval_s: int | None = None, scale_down_stabilization_s: int | None = None
+    ctx: BenchContext,
+    interval_s: int | None = None,
+    scale_down_stabilization_s: int | None = None,
+    replica_capacity: dict[str, float] | None = None,
 ) -> PhoenixDeploymentSpec:
     """The PhoenixDeployment ``phoenix bench`` runs Phoenix with, as a user would write it.
 
@@ -73,7 +106,8 @@ def simulated_spec(
     the benchmark's TTFT target, the profile's priority levels as classes. The control loop's
     own settings are left to the operator's defaults (``intervalSeconds`` 30,
     ``scaleDownStabilizationSeconds`` 300, ``replicaStartupSeconds`` 120) unless a tuned run
-    passes ``interval_s`` / ``scale_down_stabilization_s``; no calibration is added.
+    passes ``interval_s`` / ``scale_down_stabilization_s``. ``replica_capacity`` is the
+    ``replicaCapacity`` block a user pastes from ``phoenix plan --calibrate`` (None: none).
     """
     b = ctx.profile.batching
     llm = isinstance(ctx.cost, LLMEngineCost)
@@ -90,6 +124,8 @@ def simulated_spec(
         autoscaling["intervalSeconds"] = interval_s
     if scale_down_stabilization_s is not None:
         autoscaling["scaleDownStabilizationSeconds"] = scale_down_stabilization_s
+    if replica_capacity is not None:
+        autoscaling["replicaCapacity"] = dict(replica_capacity)
     data: dict[str, Any] = {
         "model": {
             "name": ctx.profile.name.replace("_", "-"),
@@ -153,9 +189,19 @@ def phoenix_controller(
     name: str = "phoenix",
     interval_s: int | None = None,
     scale_down_stabilization_s: int | None = None,
+    calibrated: bool = True,
 ) -> PhoenixController:
-    """``phoenix bench``'s Phoenix: the simulated deployment's spec, the operator's policy."""
-    spec = simulated_spec(ctx, interval_s, scale_down_stabilization_s)
+    """``phoenix bench``'s Phoenix: the simulated deployment's spec, the operator's policy;
+    ``calibrated``: with the ``replicaCapacity`` the README's ``phoenix plan --calibrate`` gives."""
+    capacity = calibrated_capacity(ctx) if calibrated else None
+    spec = simulated_spec(ctx, interval_s, scale_down_stabilization_s, capacity)
     return PhoenixController(
         params=params_for(spec), name=name, interval_s=float(spec.autoscaling.interval_seconds)
     )
+
+
+def _phoenix_uncalibrated(ctx: BenchContext) -> PhoenixController:
+    return phoenix_controller(ctx, name="phoenix-uncalibrated", calibrated=False)
+
+
+register_controller("phoenix-uncalibrated", _phoenix_uncalibrated)

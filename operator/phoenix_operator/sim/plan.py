@@ -19,6 +19,8 @@ profile's.
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,11 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
+import yaml
 
 from phoenix_operator.api.cli import load_documents, parse_phoenix_deployments
 from phoenix_operator.api.models import AutoscalingMode, PhoenixDeployment, PhoenixDeploymentSpec
 from phoenix_operator.sim.bench import BenchReport, PolicyRun, make_context, run_policy, to_markdown
 from phoenix_operator.sim.cli import (
+    WorkloadOptions,
     build_workload,
     describe_workload,
     options_from,
@@ -43,10 +48,156 @@ from phoenix_operator.sim.cli import (
 )
 from phoenix_operator.sim.config import BatcherConfig, QueuePolicy
 from phoenix_operator.sim.controllers import REGISTRY, BenchContext, ControllerFactory, StaticController
-from phoenix_operator.sim.fleet import LB_POLICIES
+from phoenix_operator.sim.cost import BlockingBatchCost, LLMEngineCost
+from phoenix_operator.sim.fleet import LB_POLICIES, simulate
 from phoenix_operator.sim.phoenix import PhoenixController, params_for
 from phoenix_operator.sim.profile import DEFAULT_PROFILE, Profile, load_profile
+from phoenix_operator.sim.request import Arrival
 from phoenix_operator.sim.workloads import DEFAULT_MIX, Workload
+
+# --------------------------------------------------------------------------------------------
+# Calibration: a load test of one replica
+
+
+@dataclass(frozen=True)
+class LoadStep:
+    """One rate of the load test: offered, what the replica served, and whether it held the SLO."""
+
+    offered_rps: float
+    served_rps: float
+    ttft_p95_s: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A replica's capacity from a load test: the highest rate it served within the TTFT target."""
+
+    requests_per_second: float
+    prompt_tokens: float
+    output_tokens: float
+    ttft_target_s: float
+    target: str
+    steps: tuple[LoadStep, ...]
+
+    def replica_capacity(self) -> dict[str, float]:
+        """``spec.autoscaling.replicaCapacity`` as the API takes it."""
+        return {
+            "requestsPerSecond": round(self.requests_per_second, 3),
+            "promptTokens": round(self.prompt_tokens, 1),
+            "outputTokens": round(self.output_tokens, 1),
+        }
+
+    def spec_snippet(self) -> str:
+        """The YAML to merge into a PhoenixDeployment."""
+        return yaml.safe_dump(
+            {"spec": {"autoscaling": {"replicaCapacity": self.replica_capacity()}}}, sort_keys=False
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "replica_capacity": self.replica_capacity(),
+            "ttft_target_s": self.ttft_target_s,
+            "target": self.target,
+            "steps": [
+                {
+                    "offered_rps": st.offered_rps,
+                    "served_rps": st.served_rps,
+                    "ttft_p95_s": None if math.isinf(st.ttft_p95_s) else st.ttft_p95_s,
+                    "passed": st.passed,
+                }
+                for st in self.steps
+            ],
+        }
+
+
+#: Judge a step on what arrived in its second half: the first half fills the engine.
+CALIBRATION_STEP_S = 600.0
+
+
+def token_mix(
+    workload: Workload, cost: LLMEngineCost | BlockingBatchCost | None = None
+) -> list[tuple[int, int]]:
+    """(prompt, output) tokens of every request, as the engine sees them (clipped to its limits)."""
+    pairs = [(a.prompt_tokens, a.output_tokens) for a in workload.arrivals]
+    if isinstance(cost, LLMEngineCost):
+        pairs = [cost.clip(p, o) for p, o in pairs]
+    if not pairs:
+        raise ValueError("the workload has no requests to take a token mix from")
+    return pairs
+
+
+def load_test_replica(
+    cost: LLMEngineCost | BlockingBatchCost,
+    batching: BatcherConfig,
+    mix: Sequence[tuple[int, int]],
+    ttft_target_s: float,
+    *,
+    target: str = "simulated replica",
+    step_s: float = CALIBRATION_STEP_S,
+    start_rps: float = 0.25,
+    growth: float = 1.25,
+    refine: int = 4,
+    max_steps: int = 60,
+    seed: int = 0,
+) -> Calibration:
+    """Ramp Poisson load against one replica until TTFT p95 breaks the target, then bisect.
+
+    Every step is a fresh replica running ``step_s`` seconds of requests drawn from ``mix``
+    (with replacement, one seed for every step, so steps differ by rate alone); the step passes
+    when every request arriving in its second half got a first token and their p95 is within
+    the target. The capacity is the highest passing rate. This measures the engine the way a
+    load test of a real pod does: by what it serves, not by a formula of its cost.
+    """
+    if ttft_target_s <= 0 or start_rps <= 0 or growth <= 1 or step_s <= 0:
+        raise ValueError("ttft_target_s, start_rps and step_s must be > 0 and growth > 1")
+    pairs = np.asarray(mix, dtype=float)
+    steps: list[LoadStep] = []
+
+    def run(rate: float) -> LoadStep:
+        rng = np.random.default_rng(seed)
+        gaps = rng.exponential(1.0 / rate, size=int(rate * step_s * 1.5) + 16)
+        times = np.cumsum(gaps)
+        times = times[times < step_s]
+        picks = pairs[rng.integers(0, len(pairs), size=len(times))]
+        arrivals = [
+            Arrival(float(t), prompt_tokens=int(p), output_tokens=int(o))
+            for t, (p, o) in zip(times, picks, strict=True)
+        ]
+        records = simulate(arrivals, batching, cost, replicas=1, max_drain_s=max(30.0, 2 * ttft_target_s))
+        judged = [r.ttft_s for r in records if r.arrival_s >= step_s / 2]
+        if not judged:
+            return LoadStep(rate, 0.0, 0.0, True)
+        p95 = float(np.percentile(judged, 95)) if all(map(math.isfinite, judged)) else math.inf
+        served = sum(1 for v in judged if math.isfinite(v)) / (step_s / 2)
+        step = LoadStep(rate, served, p95, p95 <= ttft_target_s)
+        steps.append(step)
+        return step
+
+    rate = start_rps
+    if not run(rate).passed:
+        raise ValueError(
+            f"one replica cannot serve even {start_rps:g} req/s within the {ttft_target_s:g} s TTFT target"
+        )
+    good, bad = rate, None
+    for _ in range(max_steps):
+        rate = good * growth
+        if run(rate).passed:
+            good = rate
+        else:
+            bad = rate
+            break
+    if bad is not None:
+        for _ in range(refine):
+            mid = math.sqrt(good * bad)
+            if run(mid).passed:
+                good = mid
+            else:
+                bad = mid
+    prompt, output = (float(v) for v in pairs.mean(axis=0))
+    return Calibration(
+        good, prompt, output, ttft_target_s, target, tuple(sorted(steps, key=lambda s: s.offered_rps))
+    )
 
 
 def batcher_config(spec: PhoenixDeploymentSpec) -> BatcherConfig:
@@ -236,8 +387,8 @@ def run_candidate(
     "--filename",
     "files",
     multiple=True,
-    required=True,
-    help="PhoenixDeployment YAML (repeatable; every PhoenixDeployment in a file is a candidate).",
+    help="PhoenixDeployment YAML (repeatable; every PhoenixDeployment in a file is a candidate). "
+    "Required unless --calibrate.",
 )
 @workload_options
 @click.option(
@@ -264,6 +415,13 @@ def run_candidate(
 @click.option(
     "--explain", is_flag=True, help="Print every replica/batching change Phoenix made, with its reason."
 )
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="Instead of comparing specs, load-test one replica of the profile (with the first spec's batching "
+    "and TTFT target when -f is given) at the trace's token mix, and print the "
+    "spec.autoscaling.replicaCapacity block to paste into the PhoenixDeployment (--json writes the steps).",
+)
 @output_options(json_help="Write the figures as JSON here (bench's layout).")
 def plan(
     files: tuple[str, ...],
@@ -273,6 +431,7 @@ def plan(
     price: float | None,
     compare: str,
     explain: bool,
+    calibrate: bool,
     json_path: Path | None,
     markdown_path: Path | None,
     **workload: Any,
@@ -280,6 +439,12 @@ def plan(
     """Replay a trace against candidate PhoenixDeployment specs and compare them side by side."""
     console = report_console(150)
     started = time.perf_counter()
+    if calibrate:
+        _calibrate(console, files, slo_ttft, profile_name, json_path, options_from(workload))
+        console.print(f"calibration took {time.perf_counter() - started:.1f} s")
+        return
+    if not files:
+        raise click.UsageError("give at least one -f/--filename (or --calibrate)")
     cands = candidates(files)
     profile = load_profile(profile_name)
     for cand in cands:
@@ -351,3 +516,53 @@ def plan(
 
     write_outputs(console, json_path, data, markdown_path, lambda: to_markdown(report))
     console.print(f"plan took {time.perf_counter() - started:.1f} s")
+
+
+def _calibrate(
+    console: Any,
+    files: Sequence[str],
+    slo_ttft: float | None,
+    profile_name: str,
+    json_path: Path | None,
+    opts: WorkloadOptions,
+) -> Calibration:
+    """``phoenix plan --calibrate``: the load test, its steps, and the block for the spec."""
+    profile = load_profile(profile_name)
+    batching = profile.batching
+    slo = 3.0 if slo_ttft is None else slo_ttft
+    target = f"one simulated replica of profile {profile.name}"
+    if files:
+        spec = candidates(files[:1])[0].spec
+        batching = batcher_config(spec)
+        slo = spec.autoscaling.ttft_p95_target_seconds if slo_ttft is None else slo_ttft
+        target += f" with {files[0]}'s batching"
+    cost = LLMEngineCost(profile)
+    workload = build_workload(opts, dict(profile.classes))
+    try:
+        result = load_test_replica(cost, batching, token_mix(workload, cost), slo, target=target)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(
+        f"load test of {target}: Poisson steps of {CALIBRATION_STEP_S:g} s at {workload.name}'s token mix "
+        f"(mean {result.prompt_tokens:.0f} prompt / {result.output_tokens:.0f} output tokens), "
+        f"judged on TTFT p95 <= {slo:g} s over each step's second half",
+        markup=False,
+    )
+    for st in result.steps:
+        p95 = "never (unserved)" if math.isinf(st.ttft_p95_s) else f"{st.ttft_p95_s:.2f} s"
+        console.print(
+            f"  {st.offered_rps:8.3f} req/s offered, {st.served_rps:8.3f} served, TTFT p95 {p95:>16}  "
+            f"{'ok' if st.passed else 'over target'}",
+            markup=False,
+        )
+    console.print(
+        f"a replica serves {result.requests_per_second:.3f} req/s within the target; put this into the "
+        "PhoenixDeployment:",
+        markup=False,
+    )
+    console.print(result.spec_snippet(), markup=False)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_path}")
+    return result

@@ -33,6 +33,16 @@ class EngineProfile:
     decode_attention_s_per_kv_token: float
     prefill_attention_s_per_token_sq: float
     linear_ms_by_tokens: Mapping[int, float]
+    #: Tokens per KV block (vLLM's ``block_size``): KV is allocated a block at a time.
+    kv_block_tokens: int = 16
+    #: Share of the KV blocks a new request may not take (vLLM's admission watermark, 1 %).
+    kv_watermark: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.kv_block_tokens < 1 or not 0.0 <= self.kv_watermark < 1.0:
+            raise ValueError("need kv_block_tokens >= 1 and 0 <= kv_watermark < 1")
+        if self.kv_capacity_tokens < self.kv_block_tokens:
+            raise ValueError("kv_capacity_tokens must hold at least one KV block")
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,8 @@ def _engine(data: Mapping[str, Any]) -> EngineProfile:
         decode_attention_s_per_kv_token=float(data["decode_attention_s_per_kv_token"]),
         prefill_attention_s_per_token_sq=float(data["prefill_attention_s_per_token_sq"]),
         linear_ms_by_tokens=table,
+        kv_block_tokens=int(data.get("kv_block_tokens", 16)),
+        kv_watermark=float(data.get("kv_watermark", 0.01)),
     )
 
 

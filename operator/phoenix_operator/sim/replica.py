@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_right
-from collections import deque
+from bisect import bisect_left, bisect_right, insort
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -37,7 +37,7 @@ import simpy
 from phoenix_operator.sim.batcher import DynamicBatcher
 from phoenix_operator.sim.config import BatcherConfig
 from phoenix_operator.sim.cost import BlockingBatchCost, LLMEngineCost
-from phoenix_operator.sim.request import RequestRecord
+from phoenix_operator.sim.request import PREFIX_BLOCK_TOKENS, RequestRecord
 
 if TYPE_CHECKING:
     from phoenix_operator.sim.fleet import Fleet
@@ -125,6 +125,13 @@ class Replica:
     def saturation(self) -> float:
         """0..1 load signal a saturation-based autoscaler reads (KV use or busy instances)."""
         raise NotImplementedError
+
+    def abort(self, rec: RequestRecord) -> bool:
+        """The client gave up: drop ``rec`` if it is still queued (an executing batch runs on)."""
+        if self.batcher.remove(rec):
+            self._check_drained()
+            return True
+        return False
 
     def idle(self) -> bool:
         return self.batcher.size == 0 and self.in_flight() == 0 and not self._payloads
@@ -354,12 +361,28 @@ class BlockingReplica(Replica):
 
 
 class LLMReplica(Replica):
-    """An LLM engine on one GPU: batched prefill, in-flight decode, KV-limited admission.
+    """An LLM engine on one GPU, scheduled as vLLM V1 does.
 
-    The batcher's "instance is free" means: no prefill running, a sequence slot free, and the
-    head request's prompt + output tokens fit the unreserved KV cache (guaranteed-no-evict).
-    ``instance_count`` is not modelled: a second engine copy would need its own weights and KV
-    on the same GPU.
+    * **Decoupled backend.** Triton hands each request straight to the engine (the backend's
+      ``execute()`` returns at once), so Triton's dynamic-batcher queue never holds it. The
+      engine's waiting queue is ``self.batcher`` used as a plain priority queue: ordered by the
+      request's Triton priority level, then arrival (vLLM's priority scheduling); Triton's queue
+      policy (size limit, timeouts) does not apply.
+    * **Paged KV on demand.** The pool holds ``kv_capacity_tokens // kv_block_tokens`` blocks. A
+      request is admitted when its prompt's blocks fit above a watermark; each sequence takes a
+      further block whenever its tokens cross a block boundary. When a step cannot get a block,
+      the lowest-priority, newest running request is pre-empted (recompute mode: its KV is freed
+      and it goes back to the head of the waiting queue, to prefill prompt + generated tokens).
+    * **Chunked prefill.** Each step spends ``max_prefill_tokens`` (``max_num_batched_tokens``)
+      on the running sequences' decode tokens first, then on prefill chunks: the partly
+      prefilled requests first, then newly admitted ones. A request's first token comes at the
+      end of the step that computes its last chunk.
+    * **Prefix caching.** Full ``PREFIX_BLOCK_TOKENS`` blocks of a computed prompt stay in the
+      pool keyed by their block id; a finished request's blocks become evictable (LRU) but still
+      count as free. A new request reuses its longest cached prefix and prefills only the rest.
+    * **Fluid decode.** Between events every running sequence advances at ``1 / step_time``
+      tokens per second; events are step ends, completions, the next KV-block shortage and
+      arrivals, so a request costs O(1) events whatever its output length.
     """
 
     prefetch_capable = False
@@ -371,45 +394,397 @@ class LLMReplica(Replica):
         self.cost = cost
         prof = cost.profile
         self._max_seqs = prof.max_num_seqs
-        self._kv_cap = prof.kv_capacity_tokens
-        self._max_prefill = prof.max_prefill_tokens
-        self._v = 0.0  # decode tokens every active sequence has received (virtual clock)
+        self._budget = prof.max_prefill_tokens
+        self._block = prof.kv_block_tokens
+        self._pool = prof.kv_capacity_tokens // prof.kv_block_tokens
+        self._watermark = int(prof.kv_watermark * self._pool)
+        self._entry_blocks = max(PREFIX_BLOCK_TOKENS // prof.kv_block_tokens, 1)
+        # Fluid decode: every running sequence has received ``_v - v_join`` tokens since it joined.
+        self._v = 0.0
         self._tv = env.now
-        self._rate = 0.0  # dv/dt, tokens per second per sequence
-        self._heap: list[tuple[float, int, RequestRecord]] = []
-        self._n = 0
-        self._sum_base = 0.0  # sum over active of (prompt - v_join): kv tokens = sum_base + n * v
-        self._reserved = 0
-        self._prefilling: list[RequestRecord] | None = None
+        self._rate = 0.0
+        self._heap: list[tuple[float, int, int, RequestRecord]] = []
+        self._running: dict[int, RequestRecord] = {}
+        self._sum_base = 0.0  # Σ kv_offset: KV tokens of the running sequences = sum_base + n·v
+        # Blocks of the running sequences = Σ ceil((kv_offset + v) / block): kept as the integer
+        # parts' sum and the sorted fractional phases (see _decode_blocks).
+        self._q_sum = 0
+        self._phases: list[float] = []
+        self._shared_running = 0  # blocks of prefix-cache entries counted inside the sequences
+        # Prefill.
+        self._prefilling: list[RequestRecord] = []
+        self._prefill_blocks = 0
+        self._step: list[tuple[RequestRecord, int]] | None = None
+        # Prefix cache: block id -> pins; pinned entries' blocks; evictable entries in LRU order.
+        self._cache: dict[int, int] = {}
+        self._pinned_blocks = 0
+        self._lru: OrderedDict[int, None] = OrderedDict()
         self._gen = 0
+        self.preemptions = 0
+        self.prefix_hit_tokens = 0
+        self.prefix_lookup_tokens = 0
 
+    # -- what the fleet and the load balancer read ---------------------------------------------
+    def in_flight(self) -> int:
+        return len(self._running) + len(self._prefilling)
+
+    def idle(self) -> bool:
+        return self.batcher.size == 0 and not self._running and not self._prefilling and self._step is None
+
+    def used_blocks(self) -> int:
+        """KV blocks held by running and prefilling requests (evictable cached blocks are free)."""
+        self._advance(self.env.now)
+        return self._used(self._v)
+
+    def saturation(self) -> float:
+        return min(1.0, self.used_blocks() / self._pool)
+
+    def kv_tokens_in_use(self) -> float:
+        return self._sum_base + len(self._running) * self._v
+
+    # -- requests in ---------------------------------------------------------------------------
     def enqueue(self, rec: RequestRecord) -> None:
         p, o = self.cost.clip(rec.prompt_tokens, rec.output_tokens)
         rec.prompt_tokens = p
         rec.output_tokens = o
         rec.kv_tokens = p + o
-        super().enqueue(rec)
+        rec.replica = self.id
+        if -(-(p + o) // self._block) > self._pool:
+            self.fleet.reject(rec, "exceeds KV capacity")
+            return
+        rec.generated = 0
+        rec.prefill_target = p
+        rec.prefill_done = 0
+        self.batcher.enqueue(rec, self.env.now, apply_policy=False)
+        self.run_batcher()
 
-    def in_flight(self) -> int:
-        return self._n + (len(self._prefilling) if self._prefilling else 0)
+    def abort(self, rec: RequestRecord) -> bool:
+        """The client gave up before its first token: drop the request, free its KV."""
+        if rec.first_token_s is not None:
+            return False
+        if self.batcher.remove(rec):
+            self._check_drained()
+            return True
+        if rec in self._prefilling and (self._step is None or all(r is not rec for r, _ in self._step)):
+            self._prefilling.remove(rec)
+            self._prefill_blocks -= rec.kv_blocks
+            rec.kv_blocks = 0
+            self._unpin(rec)
+            self.run_batcher()
+            return True
+        return False
 
-    def saturation(self) -> float:
-        return self._reserved / self._kv_cap
+    def run_batcher(self) -> None:
+        """Let the engine make progress now (arrival, freed KV, reconfiguration)."""
+        if self._step is None and self.env.now >= self._paused_until:
+            self._advance(self.env.now)
+            self._complete_due()
+            if not self._start_step():
+                if self._enforce_kv(1e-6) and not self._running:
+                    self._start_step()
+                self._reschedule()
+        self._set_busy(self._step is not None or bool(self._running))
+        self._check_drained()
 
-    def kv_tokens_in_use(self) -> float:
-        return self._sum_base + self._n * self._v
+    # -- KV accounting ---------------------------------------------------------------------------
+    def _decode_blocks(self, v: float) -> int:
+        """Σ over running sequences of ceil((kv_offset + v) / block).
 
-    def _slot_available(self) -> bool:
-        return self._prefilling is None and self._n < self._max_seqs
+        With kv_offset = q·block + r (0 <= r < block) and v = m·block + w, each term is
+        q + m + [r + w > 0] + [r + w > block]; the sorted phases r give both counts by bisection.
+        """
+        n = len(self._phases)
+        if n == 0:
+            return 0
+        m, w = divmod(v, self._block)
+        above_zero = n if w > 0 else n - bisect_right(self._phases, 0.0)
+        return self._q_sum + n * int(m) + above_zero + n - bisect_right(self._phases, self._block - w)
 
-    def _budgets(self) -> tuple[int | None, int | None, int | None]:
-        return self._max_seqs - self._n, self._kv_cap - self._reserved, self._max_prefill
+    def _used(self, v: float) -> int:
+        return self._decode_blocks(v) - self._shared_running + self._prefill_blocks + self._pinned_blocks
 
-    def _feed(self) -> None:
-        if self._prefilling is None and self._payloads:
-            payload = self._payloads.popleft()
-            payload.executing = True
-            self._start(payload)
+    def _used_bound(self, v: float) -> float:
+        """An upper bound on :meth:`_used` without the per-sequence rounding (ceil(x) < x + 1):
+        enough to rule out a shortage or admit a request while the pool is far from full."""
+        n = len(self._phases)
+        return (
+            (self._sum_base + n * v) / self._block
+            + n
+            - self._shared_running
+            + self._prefill_blocks
+            + self._pinned_blocks
+        )
+
+    def _next_shortage(self) -> float:
+        """The decode position at which the running sequences need a block the pool lacks."""
+        n = len(self._phases)
+        if n == 0:
+            return math.inf
+        v = self._v
+        top = self._heap_top()
+        if top is not None:
+            # Blocks grow by at most n per block of tokens: no shortage before the next completion?
+            spare_bound = self._pool - self._used_bound(v)
+            if spare_bound >= 0 and v + (spare_bound // n) * self._block >= top:
+                return math.inf
+        spare = self._pool - self._used(v)
+        if spare < 0:
+            return v
+        cycles, k = divmod(spare, n)
+        lower = v + cycles * self._block
+        if top is not None and top <= lower:
+            return math.inf  # the next completion comes first anyway
+        return lower + self._kth_gap(v % self._block, k)
+
+    def _kth_gap(self, w: float, k: int) -> float:
+        """The k-th smallest distance (0-based) from decode position ``w`` (mod block) to a
+        running sequence's next block boundary, read off the sorted phases by bisection.
+
+        A sequence with phase r crosses at ``block - w - r`` when ``r <= block - w``, else at
+        ``2·block - w - r``; within each group a larger phase crosses sooner. At ``w == 0`` a
+        phase of 0 sits exactly on a boundary and crosses at once.
+        """
+        phases = self._phases
+        n = len(phases)
+        block = self._block
+        if w == 0:
+            zeros = bisect_right(phases, 0.0)
+            return 0.0 if k < zeros else block - phases[n - 1 - (k - zeros)]
+        split = bisect_right(phases, block - w)
+        if k < split:
+            return block - w - phases[split - 1 - k]
+        return 2 * block - w - phases[n - 1 - (k - split)]
+
+    def _enforce_kv(self, horizon: float) -> bool:
+        """Pre-empt until the running sequences' growth over ``horizon`` tokens fits; True if any."""
+        any_preempted = False
+        while self._running or self._prefilling:
+            if self._next_shortage() > self._v + horizon:
+                break
+            self._preempt(self._victim())
+            any_preempted = True
+        self._evict(0)
+        return any_preempted
+
+    def _victim(self) -> RequestRecord:
+        """vLLM's priority policy: the lowest-priority running request, newest first."""
+        candidates = [*self._running.values(), *self._prefilling]
+        return max(candidates, key=lambda r: (r.level, r.arrival_s, r.id))
+
+    def _preempt(self, rec: RequestRecord) -> None:
+        if rec.id in self._running:
+            generated = math.floor(rec.output_tokens - (rec.v_finish - self._v) + 1e-6)
+            self._leave(rec)
+            rec.generated = max(rec.generated, min(generated, rec.output_tokens - 1))
+        else:
+            self._prefilling.remove(rec)
+            self._prefill_blocks -= rec.kv_blocks
+            rec.kv_blocks = 0
+            self._unpin(rec)
+        rec.prefill_target = rec.prompt_tokens + rec.generated
+        rec.prefill_done = 0
+        rec.preemptions += 1
+        self.preemptions += 1
+        self.fleet.preempted(rec)
+        self.batcher.push_front(rec)
+
+    def _evict(self, need: int) -> None:
+        """Drop least-recently-used cached blocks until ``need`` blocks are truly free."""
+        if not self._lru:
+            return
+        cached = len(self._lru) * self._entry_blocks
+        if self._pool - self._used_bound(self._v) - cached >= need:
+            return
+        free = self._pool - self._used(self._v) - cached
+        while free < need and self._lru:
+            key, _ = self._lru.popitem(last=False)
+            del self._cache[key]
+            free += self._entry_blocks
+
+    def _unpin(self, rec: RequestRecord) -> None:
+        for key in rec.shared_blocks:
+            pins = self._cache[key] - 1
+            self._cache[key] = pins
+            if pins == 0:
+                self._pinned_blocks -= self._entry_blocks
+                self._lru[key] = None
+        rec.shared_blocks = []
+
+    def _pin(self, key: int) -> None:
+        pins = self._cache.get(key, 0)
+        if pins == 0:
+            self._pinned_blocks += self._entry_blocks
+            self._lru.pop(key, None)
+        self._cache[key] = pins + 1
+
+    def _cache_prompt(self, rec: RequestRecord) -> None:
+        """Register the computed prompt's full blocks in the prefix cache (pinned by ``rec``)."""
+        full = min(len(rec.prefix_blocks), rec.prompt_tokens // PREFIX_BLOCK_TOKENS)
+        for key in rec.prefix_blocks[len(rec.shared_blocks) : full]:
+            self._pin(key)
+            rec.shared_blocks.append(key)
+
+    # -- admission and steps ---------------------------------------------------------------------
+    def _admit(self, rec: RequestRecord, horizon_used: float) -> int | None:
+        """Blocks ``rec`` needs if it fits the pool now (pinning its cached prefix), else None."""
+        target = rec.prefill_target
+        hits = 0
+        newly_pinned = 0
+        limit = min(target - 1, rec.prompt_tokens) // PREFIX_BLOCK_TOKENS
+        for key in rec.prefix_blocks[:limit]:
+            pins = self._cache.get(key)
+            if pins is None:
+                break
+            hits += 1
+            if pins == 0:
+                newly_pinned += self._entry_blocks
+        need = -(-target // self._block) - hits * self._entry_blocks
+        empty = not self._running and not self._prefilling
+        watermark = 0 if empty else self._watermark
+        if horizon_used + newly_pinned + need + watermark > self._pool:
+            return None
+        for key in rec.prefix_blocks[:hits]:
+            self._pin(key)
+        rec.shared_blocks = list(rec.prefix_blocks[:hits])
+        rec.prefill_done = hits * PREFIX_BLOCK_TOKENS
+        rec.kv_blocks = need
+        self._prefill_blocks += need
+        self.prefix_lookup_tokens += target
+        self.prefix_hit_tokens += rec.prefill_done
+        if rec.generated == 0:
+            rec.prefix_hit_tokens = rec.prefill_done
+        self._evict(0)
+        return need
+
+    def _start_step(self) -> bool:
+        """Start one engine step if any prefill can run; the running sequences ride along."""
+        if not self._prefilling and self.batcher.size == 0:
+            return False
+        preempted = self._enforce_kv(1.0) if self._running else False
+        n = len(self._running)
+        budget = self._budget - n
+        chunks: list[tuple[RequestRecord, int]] = []
+        for rec in self._prefilling:
+            if budget <= 0:
+                break
+            c = min(rec.prefill_target - rec.prefill_done, budget)
+            chunks.append((rec, c))
+            budget -= c
+        admitted: list[RequestRecord] = []
+        if not (preempted and self._running):
+            at = self._v + 1.0 if n else self._v
+            used: float = self._used_bound(at)
+            exact = False
+            while budget > 0 and n + len(self._prefilling) < self._max_seqs:
+                head = self.batcher.head()
+                if head is None:
+                    break
+                need = self._admit(head, used)
+                if need is None and not exact:
+                    used, exact = self._used(at), True
+                    need = self._admit(head, used)
+                if need is None:
+                    break
+                self.batcher.pop_head()
+                used += need
+                self._prefilling.append(head)
+                admitted.append(head)
+                c = min(head.prefill_target - head.prefill_done, budget)
+                chunks.append((head, c))
+                budget -= c
+        if not chunks:
+            return False
+        self._advance(self.env.now)
+        tokens = 0
+        attention = 0.0
+        for rec, c in chunks:
+            tokens += c
+            attention += float(rec.prefill_done + c) ** 2 - float(rec.prefill_done) ** 2
+        dur = self.cost.prefill_time(tokens, attention, n, self.kv_tokens_in_use())
+        self._step = chunks
+        if admitted:
+            self._record_admission(admitted, dur)
+        self._reschedule()  # decoding advances one token per step while the step runs
+        self._set_busy(True)
+        call_at(self.env, dur, self._step_done)
+        return True
+
+    def _record_admission(self, recs: list[RequestRecord], step_s: float) -> None:
+        fresh = [r for r in recs if r.batch_id < 0]
+        now = self.env.now
+        if not fresh:
+            return
+        self.batches += 1
+        self.rows += len(fresh)
+        bid = self.fleet.next_batch_id()
+        for rec in fresh:
+            rec.dispatch_s = now
+            rec.compute_s = step_s
+            rec.batch_id = bid
+            rec.batch_size = len(fresh)
+        self.fleet.dispatched(fresh, len(fresh), step_s)
+
+    def _step_done(self) -> None:
+        now = self.env.now
+        self._tv = now
+        if self._running:
+            self._v += 1.0
+        chunks = self._step or []
+        self._step = None
+        self._complete_due()
+        for rec, c in chunks:
+            rec.prefill_done += c
+            if rec.prefill_done < rec.prefill_target:
+                continue
+            self._prefilling.remove(rec)
+            self._prefill_blocks -= rec.kv_blocks
+            self._cache_prompt(rec)
+            rec.generated += 1
+            if rec.first_token_s is None:
+                rec.first_token_s = now
+                self.fleet.first_token(rec)
+            if rec.generated >= rec.output_tokens:
+                rec.kv_blocks = 0
+                self._unpin(rec)
+                rec.done_s = now
+                self.fleet.finished(rec)
+            else:
+                self._join(rec)
+        self.run_batcher()
+
+    # -- fluid decode ----------------------------------------------------------------------------
+    def _join(self, rec: RequestRecord) -> None:
+        v = self._v
+        rec.kv_blocks = 0
+        rec.kv_offset = rec.prefill_target - v
+        rec.kv_epoch += 1
+        rec.v_finish = v + (rec.output_tokens - rec.generated)
+        heapq.heappush(self._heap, (rec.v_finish, rec.id, rec.kv_epoch, rec))
+        self._running[rec.id] = rec
+        self._sum_base += rec.kv_offset
+        q = math.floor(rec.kv_offset / self._block)
+        self._q_sum += q
+        insort(self._phases, rec.kv_offset - q * self._block)
+        self._shared_running += len(rec.shared_blocks) * self._entry_blocks
+
+    def _leave(self, rec: RequestRecord) -> None:
+        del self._running[rec.id]
+        rec.kv_epoch += 1
+        self._sum_base -= rec.kv_offset
+        q = math.floor(rec.kv_offset / self._block)
+        self._q_sum -= q
+        phase = rec.kv_offset - q * self._block
+        del self._phases[bisect_left(self._phases, phase)]
+        self._shared_running -= len(rec.shared_blocks) * self._entry_blocks
+        self._unpin(rec)
+        if not self._running:
+            self._sum_base = 0.0
+
+    def _heap_top(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0][2] != heap[0][3].kv_epoch:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def _advance(self, now: float) -> None:
         if self._rate:
@@ -418,79 +793,30 @@ class LLMReplica(Replica):
 
     def _reschedule(self) -> None:
         self._gen += 1
-        if self._prefilling is not None or self._n == 0:
+        top = self._heap_top()
+        if self._step is not None or top is None:
             self._rate = 0.0
             return
-        step = self.cost.step_time(self._n, self._sum_base + self._n * self._v)
+        step = self.cost.step_time(len(self._running), self.kv_tokens_in_use())
         self._rate = 1.0 / step
         gen = self._gen
-        dt = max(self._heap[0][0] - self._v, 0.0) * step
-        call_at(self.env, dt, lambda: self._decode_event(gen))
+        until = min(top, self._next_shortage())
+        call_at(self.env, max(until - self._v, 0.0) * step, lambda: self._decode_event(gen))
 
     def _decode_event(self, gen: int) -> None:
-        if gen != self._gen:
-            return
-        self._advance(self.env.now)
-        self._complete_due()
-        self._reschedule()
-        self._after_change()
+        if gen == self._gen:
+            self.run_batcher()
 
     def _complete_due(self) -> None:
         now = self.env.now
         limit = self._v + 1e-6
         heap = self._heap
-        while heap and heap[0][0] <= limit:
-            v_finish, _, rec = heapq.heappop(heap)
-            v_join = v_finish - (rec.output_tokens - 1)
-            self._n -= 1
-            self._sum_base -= rec.prompt_tokens - v_join
-            self._reserved -= rec.kv_tokens
+        while True:
+            top = self._heap_top()
+            if top is None or top > limit:
+                break
+            rec = heapq.heappop(heap)[3]
+            rec.generated = rec.output_tokens
+            self._leave(rec)
             rec.done_s = now
             self.fleet.finished(rec)
-        if self._n == 0:
-            self._sum_base = 0.0
-
-    def _after_change(self) -> None:
-        self._set_busy(self._prefilling is not None or self._n > 0)
-        self.run_batcher()
-
-    def _start(self, payload: _Payload) -> None:
-        now = self.env.now
-        self._advance(now)
-        recs = payload.entries
-        tokens = 0
-        sq = 0.0
-        for rec in recs:
-            tokens += rec.prompt_tokens
-            sq += float(rec.prompt_tokens) ** 2
-            self._reserved += rec.kv_tokens
-        dur = self.cost.prefill_time(tokens, sq, self._n, self._sum_base + self._n * self._v)
-        self._prefilling = recs
-        self._record_dispatch(payload, dur)
-        self._reschedule()  # pauses decoding for the prefill iteration
-        self._set_busy(True)
-        call_at(self.env, dur, self._prefill_done)
-
-    def _prefill_done(self) -> None:
-        now = self.env.now
-        self._tv = now
-        if self._n:
-            self._v += 1.0  # the running sequences got one token in the mixed iteration
-        recs = self._prefilling or []
-        self._prefilling = None
-        self._complete_due()
-        for rec in recs:
-            rec.first_token_s = now
-            self.fleet.first_token(rec)
-            if rec.output_tokens <= 1:
-                self._reserved -= rec.kv_tokens
-                rec.done_s = now
-                self.fleet.finished(rec)
-                continue
-            v_finish = self._v + (rec.output_tokens - 1)
-            rec.v_finish = v_finish
-            heapq.heappush(self._heap, (v_finish, rec.id, rec))
-            self._n += 1
-            self._sum_base += rec.prompt_tokens - self._v
-        self._reschedule()
-        self._after_change()

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 #: Priority-class names and the Triton priority value each one is sent with (1 = served first).
 DEFAULT_CLASSES: dict[str, int] = {"urgent": 1, "standard": 2, "bulk": 3}
 
+#: Tokens per prefix block id (``Arrival.prefix_blocks``): the Mooncake trace hashes 512-token blocks.
+PREFIX_BLOCK_TOKENS = 512
+
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
@@ -22,18 +25,24 @@ class Arrival:
     klass: str | None = None
     #: Per-request timeout (only honoured with ``allow_timeout_override``), µs; 0 = none.
     timeout_us: int = 0
+    #: Ids of the prompt's consecutive ``PREFIX_BLOCK_TOKENS``-token blocks (equal ids = equal
+    #: content, as the Mooncake trace's ``hash_ids``); empty = no prefix information.
+    prefix_blocks: tuple[int, ...] = ()
 
 
 class RequestRecord:
     """Mutable per-request state while simulating, and the record returned afterwards.
 
-    Times are seconds of simulated time. ``status`` is ``ok``, ``rejected`` (queue full or no
-    ready replica), ``timeout`` (queue-policy REJECT) or ``unserved`` (still waiting when the
-    simulation stopped).
+    Times are seconds of simulated time. ``status`` is ``ok``, ``rejected`` (queue full, no
+    ready replica, or too long for the KV cache), ``timeout`` (queue-policy REJECT),
+    ``abandoned`` (the client gave up waiting for the first token and had no retry left) or
+    ``unserved`` (still waiting when the simulation stopped). ``arrival_s`` stays the client's
+    first send across retries, so TTFT is what the user waited.
     """
 
     __slots__ = (
         "arrival_s",
+        "attempt",
         "batch_id",
         "batch_size",
         "compute_s",
@@ -42,15 +51,25 @@ class RequestRecord:
         "done_s",
         "enqueue_s",
         "first_token_s",
+        "generated",
         "id",
         "klass",
+        "kv_blocks",
+        "kv_epoch",
+        "kv_offset",
         "kv_tokens",
         "level",
         "output_tokens",
+        "preemptions",
+        "prefill_done",
+        "prefill_target",
+        "prefix_blocks",
+        "prefix_hit_tokens",
         "priority",
         "prompt_tokens",
         "reject_reason",
         "replica",
+        "shared_blocks",
         "status",
         "timeout_us",
         "v_finish",
@@ -78,6 +97,20 @@ class RequestRecord:
         self.reject_reason = ""
         self.kv_tokens = 0
         self.v_finish = 0.0
+        self.prefix_blocks = arrival.prefix_blocks
+        #: Client attempts so far (1 = the first send).
+        self.attempt = 1
+        self.preemptions = 0
+        #: Engine state: output tokens produced, prompt(+generated) tokens to prefill and done,
+        #: private KV blocks while prefilling, prefix-cache entries pinned, decode bookkeeping.
+        self.generated = 0
+        self.prefill_target = 0
+        self.prefill_done = 0
+        self.prefix_hit_tokens = 0
+        self.kv_blocks = 0
+        self.shared_blocks: list[int] = []
+        self.kv_offset = 0.0
+        self.kv_epoch = 0
 
     @property
     def queue_s(self) -> float | None:

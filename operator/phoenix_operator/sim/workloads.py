@@ -182,6 +182,37 @@ def _read_mooncake(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.asarray(times), np.asarray(prompt), np.asarray(output)
 
 
+def _read_mooncake_blocks(path: Path) -> list[tuple[int, ...]]:
+    """Each row's ``hash_ids`` (ids of the prompt's consecutive 512-token blocks), file order."""
+    blocks: list[tuple[int, ...]] = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                ids = json.loads(line).get("hash_ids") or []
+                blocks.append(tuple(int(x) for x in ids))
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise ValueError(f"{path}:{number}: hash_ids must be a list of integers ({exc})") from exc
+    return blocks
+
+
+def read_prefix_blocks(path: str | Path, fmt: str = "auto") -> list[tuple[int, ...]]:
+    """Prefix block ids per request, in :func:`read_trace`'s order (empty tuples for Azure).
+
+    Mooncake's ``hash_ids`` name the prompt's 512-token blocks (``PREFIX_BLOCK_TOKENS``); equal
+    ids are equal content, which is what an engine's prefix cache reuses. Give them to
+    ``Arrival(prefix_blocks=...)``.
+    """
+    path = Path(path)
+    if trace_format_of(path, fmt) != "mooncake":
+        t, _, _ = read_trace(path, fmt)
+        return [()] * len(t)
+    times, _, _ = _read_mooncake(path)
+    blocks = _read_mooncake_blocks(path)
+    return [blocks[i] for i in np.argsort(times, kind="stable")]
+
+
 def _read_azure(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
@@ -201,8 +232,8 @@ def read_trace(path: str | Path, fmt: str = "auto") -> tuple[np.ndarray, np.ndar
     """(seconds from the first request, prompt tokens, output tokens), sorted by time.
 
     ``azure``: CSV with TIMESTAMP, ContextTokens, GeneratedTokens; ``mooncake``: JSONL with
-    timestamp (ms), input_length, output_length (its hash_ids, the prompt's KV blocks, are not
-    used: prefix caching is not modelled).
+    timestamp (ms), input_length, output_length (its hash_ids, the prompt's prefix blocks, come
+    from :func:`read_prefix_blocks` in the same order).
     """
     path = Path(path)
     reader = _read_mooncake if trace_format_of(path, fmt) == "mooncake" else _read_azure
