@@ -33,6 +33,7 @@ crd: setup
 lint: setup
 	$(BIN)/ruff check operator tests
 	$(BIN)/ruff format --check operator tests
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

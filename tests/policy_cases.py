@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from phoenix_operator.control.observation import Observation
 from phoenix_operator.control.policy import Decision, FleetState, PolicyParams, PolicyState, decide
+from phoenix_operator.observation import Observation
 from phoenix_operator.render.tritonconfig import BatchingConfig
 
 CLASSES = {"urgent": 1.5, "standard": 3.0, "bulk": 3.0}

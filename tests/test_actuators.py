@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.triton import TritonPool
-from phoenix_operator.control.actuators import BATCHING_APPLIED, BatchingApplyResult, TritonModelControl
+from phoenix_operator.clients.triton import BATCHING_APPLIED, BatchingApplyResult, TritonModelControl
 from phoenix_operator.local.models import EMULATED_LLM
 from phoenix_operator.local.triton import LocalTriton
 from phoenix_operator.render.secrets import TRITON_CONTROL_HEADER

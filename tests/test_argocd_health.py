@@ -21,7 +21,7 @@ from api_cases import valid_doc
 from chart_support import GITOPS, HEALTH_LUA, argocd_health
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.cluster.waiting import wait_for
-from phoenix_operator.reconcile.status import (
+from phoenix_operator.status.conditions import (
     DeploymentState,
     Problem,
     RetrievalState,

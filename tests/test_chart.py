@@ -1,4 +1,4 @@
-"""The Helm chart, the image and the GitOps examples (issue 6).
+"""The Helm chart, the image and the GitOps examples.
 
 Static part: ``helm lint``; ``helm template`` validated against the Kubernetes v1.34 schemas
 (kubernetes-validate) and the chart's own CRDs; values.schema.json refusing bad values with a
@@ -662,9 +662,9 @@ def _known_metric_names() -> set[str]:
     metric source's queries, the operator's per-deployment alerts (phoenix_eval_f1), and `up`."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from phoenix_operator.control import opmetrics
-    from phoenix_operator.control.metrics import build_queries
+    from phoenix_operator.clients.prometheus import build_queries
     from phoenix_operator.render.objects import prometheus_rule
+    from phoenix_operator.runtime import metrics as opmetrics
 
     state = TritonMetricsState(model="m")
     state.gpu_utilization = 0.5
@@ -1290,8 +1290,8 @@ def test_reads_the_scenario_may_not_reach_work_as_the_service_account(
     """The batching actuator's endpoint lookup runs only on a batching decision; call it directly."""
     from kubernetes import config as kube_config
 
-    from phoenix_operator.control.actuators import ready_endpoints
-    from phoenix_operator.reconcile.kube import Kube
+    from phoenix_operator.clients.kube import Kube
+    from phoenix_operator.clients.triton import ready_endpoints
 
     api = kube_config.new_client_from_config(config_file=str(release.kubeconfig))
     try:

@@ -1,4 +1,4 @@
-"""The local cluster: pure parts (unit) and the acceptance of issue 2 against the real cluster."""
+"""The local cluster: pure parts (unit) and its acceptance against the real cluster."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The control loop end to end with real parts (issue 4 acceptance).
+"""The control loop end to end with real parts.
 
 A real tritonserver (CPU, the emulated-LLM Python backend) loads the config.pbtxt our renderer
 made from a PhoenixDeployment, serves open-loop load with a priority mix, and is scraped by a
@@ -25,8 +25,9 @@ from tritonclient.utils import InferenceServerException
 from api_cases import valid_doc
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.api.models import PhoenixDeploymentSpec
+from phoenix_operator.clients.kube import Kube
+from phoenix_operator.clients.triton import TritonModelControl
 from phoenix_operator.cluster.waiting import wait_for
-from phoenix_operator.control.actuators import TritonModelControl
 from phoenix_operator.control.loop import ControlLoop, retrieval_condition
 from phoenix_operator.control.policy import check_retrieval
 from phoenix_operator.local.loadgen import LoadGenerator, LoadRun, TtftExporter, poisson_arrivals
@@ -34,9 +35,7 @@ from phoenix_operator.local.models import EMULATED_LLM, write_model_repository
 from phoenix_operator.local.prometheus import LocalPrometheus, ScrapeTarget
 from phoenix_operator.local.triton import LocalTriton
 from phoenix_operator.local.triton_metrics import TritonMetricsServer, TritonMetricsState
-from phoenix_operator.reconcile.kube import Kube
 from phoenix_operator.reconcile.reconciler import Reconciler
-from phoenix_operator.reconcile.settings import OperatorSettings
 from phoenix_operator.render.objects import config_map_name
 from phoenix_operator.render.secrets import (
     SECRET_VALUE_KEY,
@@ -44,6 +43,7 @@ from phoenix_operator.render.secrets import (
     triton_control_secret_name,
 )
 from phoenix_operator.render.tritonconfig import batching_of, model_config_dict, to_pbtxt
+from phoenix_operator.settings import OperatorSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
 CLASSES = {"urgent": 1, "standard": 2}
@@ -153,6 +153,8 @@ class Rig:
         result = loop.step(self.body())
         if result.status_patch:
             self.kube.patch_status(self.name, self.namespace, result.status_patch)
+        if result.reconcile:  # as the runtime does: the reconciler makes the children follow
+            self.reconcile(loop.settings)
         return result
 
     def served(self) -> Any:
@@ -251,6 +253,7 @@ def test_loop_retunes_batching_live_then_fails_static(rig: Rig) -> None:
     assert status["batching"]["source"] == "tuned"
     assert status["batching"]["maxQueueDelayMicroseconds"] == decision.batching.max_queue_delay_us
     assert status["decisions"][-1]["applied"] is True and status["decisions"][-1]["action"] == "batching"
+    assert status["decisions"][-1]["rule"] == "batching"
     applied = {c["type"]: c for c in status["conditions"]}["BatchingApplied"]
     assert applied["status"] == "True" and applied["reason"] == "Applied", applied
     assert "1/1 endpoints reloaded" in applied["message"]

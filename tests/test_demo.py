@@ -1,4 +1,4 @@
-"""`phoenix demo` (issue 7): the twin's Triton API, time scaling, the spec adjustments, the report,
+"""`phoenix demo`: the twin's Triton API, time scaling, the spec adjustments, the report,
 and one short end-to-end run against the real parts.
 
 The unit tests need no cluster and no server process (the HTTP tests bind a loopback port); the
@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from phoenix_operator.api.models import PhoenixDeployment
+from phoenix_operator.clients.triton import TritonModelControl
 from phoenix_operator.cluster.manifests import kwok_stages_yaml
-from phoenix_operator.control.actuators import TritonModelControl
 from phoenix_operator.demo.gateway_load import gateway_indices
 from phoenix_operator.demo.modelconfig import ModelConfigError, batcher_config
 from phoenix_operator.demo.report import (

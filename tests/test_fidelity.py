@@ -1,4 +1,4 @@
-"""Simulator fidelity (issue 8): the harness's parts, the missed-wake-up model, and a small real run.
+"""Simulator fidelity: the harness's parts, the missed-wake-up model, and a small real run.
 
 The real run sends a few seconds per rate, twice, through a real tritonserver and the simulator
 and fails when the simulator's batching drifts from Triton's. Its bounds: mean batch size and mean
@@ -15,27 +15,15 @@ import numpy as np
 import pytest
 
 from phoenix_operator.cli import COMMANDS
+from phoenix_operator.fidelity.calibration import fit_cost, observe_handoffs
+from phoenix_operator.fidelity.cases import poisson_case, trace_case
+from phoenix_operator.fidelity.comparison import SimInput, build_cases, real_figures, run_fidelity, run_sim
+from phoenix_operator.fidelity.config import DEFAULT_BATCHING, FidelityConfig
+from phoenix_operator.fidelity.harness import RealRun, dynamic_batching_block
+from phoenix_operator.fidelity.trace import Batch, Span, parse_trace
 from phoenix_operator.local.models import emulated_llm_config
 from phoenix_operator.sim import Arrival, BatcherConfig, BlockingBatchCost, QueuePolicy, simulate
-from phoenix_operator.sim.cli import default_trace
-from phoenix_operator.sim.fidelity import (
-    DEFAULT_BATCHING,
-    Batch,
-    FidelityConfig,
-    RealRun,
-    SimInput,
-    Span,
-    build_cases,
-    dynamic_batching_block,
-    fit_cost,
-    observe_handoffs,
-    parse_trace,
-    poisson_case,
-    real_figures,
-    run_fidelity,
-    run_sim,
-    trace_case,
-)
+from phoenix_operator.sim.options import default_trace
 
 MS = 1e-3
 #: Priority levels on: no prefetch, so Triton's batcher forms a batch only for an idle instance.
@@ -241,7 +229,7 @@ def test_repeats_pool_triton_figures_and_weigh_every_repeat_the_same_in_the_simu
 
 
 def test_fidelity_is_a_phoenix_subcommand() -> None:
-    assert COMMANDS["fidelity"] == "phoenix_operator.sim.fidelity:fidelity"
+    assert COMMANDS["fidelity"] == "phoenix_operator.fidelity.cli:fidelity"
 
 
 # --------------------------------------------------------------------------------------------

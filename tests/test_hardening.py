@@ -37,6 +37,7 @@ from tritonclient.utils import InferenceServerException
 
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.api.models import PhoenixDeploymentSpec
+from phoenix_operator.clients.kube import Kube
 from phoenix_operator.cluster.waiting import wait_for
 from phoenix_operator.local.models import (
     emulated_chat_config,
@@ -45,9 +46,7 @@ from phoenix_operator.local.models import (
     write_model_repository,
 )
 from phoenix_operator.local.triton import LocalTriton
-from phoenix_operator.reconcile.kube import Kube
 from phoenix_operator.reconcile.reconciler import Reconciler
-from phoenix_operator.reconcile.settings import OperatorSettings
 from phoenix_operator.render.objects import (
     DEPLOYMENT_LABEL,
     MODEL_CONFIG_DIR,
@@ -63,6 +62,7 @@ from phoenix_operator.render.secrets import (
     triton_control_secret_name,
 )
 from phoenix_operator.render.tritonconfig import BatchingConfig
+from phoenix_operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESTRICTED = {

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from pymilvus import MilvusClient
 
 from phoenix_operator.api.models import CollectionSpec
+from phoenix_operator.clients.milvus import TEXT_FIELD, VECTOR_FIELD, ensure_collection
 from phoenix_operator.data import banking77
 from phoenix_operator.local.milvus import LocalMilvus
 from phoenix_operator.ml.embedder import Embedder
@@ -50,7 +51,6 @@ from phoenix_operator.quality.documents import (
     split_sentences,
 )
 from phoenix_operator.quality.lifecycle import RollbackError, Version
-from phoenix_operator.reconcile.retrieval import TEXT_FIELD, VECTOR_FIELD, ensure_collection
 
 # --------------------------------------------------------------------------------------------
 # chunking and parsing (pure)

@@ -23,8 +23,9 @@ from api_cases import valid_doc
 from fixtures.jobs import finished_job_pod
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.api.models import ModelVersionStatus, PhoenixDeploymentSpec, QualityStatus
+from phoenix_operator.clients.kube import Kube
+from phoenix_operator.clients.triton import TritonModelControl
 from phoenix_operator.cluster.waiting import wait_for
-from phoenix_operator.control.actuators import TritonModelControl
 from phoenix_operator.local.models.versioned import (
     ANSWER_MODEL,
     UNKNOWN_ANSWER,
@@ -37,8 +38,17 @@ from phoenix_operator.local.triton import LocalTriton
 from phoenix_operator.quality.evaluate import DataError, answer_scores, token_f1
 from phoenix_operator.quality.gate import model_gate
 from phoenix_operator.reconcile import promotion
-from phoenix_operator.reconcile.kube import Kube
-from phoenix_operator.reconcile.quality import (
+from phoenix_operator.reconcile.reconciler import Reconciler
+from phoenix_operator.render.objects import Target, config_map_name, fine_tune_cron_job, render_all
+from phoenix_operator.render.tritonconfig import (
+    BatchingConfig,
+    model_config_dict,
+    served_versions_of,
+    to_load_json,
+    to_pbtxt,
+)
+from phoenix_operator.settings import OperatorSettings
+from phoenix_operator.status.quality import (
     QUALITY_COMPONENTS,
     FinishedJob,
     ReportError,
@@ -49,16 +59,6 @@ from phoenix_operator.reconcile.quality import (
     pending_version,
     record_rollout,
     serving_version,
-)
-from phoenix_operator.reconcile.reconciler import Reconciler
-from phoenix_operator.reconcile.settings import OperatorSettings
-from phoenix_operator.render.objects import Target, config_map_name, fine_tune_cron_job, render_all
-from phoenix_operator.render.tritonconfig import (
-    BatchingConfig,
-    model_config_dict,
-    served_versions_of,
-    to_load_json,
-    to_pbtxt,
 )
 
 NOW = "2026-12-04T12:00:00Z"

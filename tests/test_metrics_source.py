@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from fixtures.prometheus import PrometheusFactory
 from fixtures.triton import TritonFactory
-from phoenix_operator.control.metrics import (
+from phoenix_operator.clients.prometheus import (
     Q_BATCH,
     Q_CLASS_TTFT,
     Q_COMPUTE,
@@ -56,13 +56,13 @@ from phoenix_operator.control.metrics import (
     promql_duration,
     scalar_value,
 )
-from phoenix_operator.control.observation import Observation
 from phoenix_operator.control.policy import check_retrieval
 from phoenix_operator.local._proc import wait_for
 from phoenix_operator.local.loadgen import LoadGenerator, LoadRun, TtftExporter, poisson_arrivals
 from phoenix_operator.local.models import EMULATED_LLM, emulated_llm_config
 from phoenix_operator.local.prometheus import LocalPrometheus, ScrapeTarget
 from phoenix_operator.local.triton import LocalTriton
+from phoenix_operator.observation import Observation
 
 NOW = 1_800_000_000.0
 CLASSES = {"urgent": 1, "standard": 2}

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phoenix_operator.api.cli import load_documents, parse_phoenix_deployments
+from phoenix_operator.api.documents import load_documents, parse_phoenix_deployments
 from phoenix_operator.api.models import PhoenixDeploymentSpec
 from phoenix_operator.ml.classifier import Prediction
 from phoenix_operator.ml.cli import REFERENCE_SPEC, reference_spec

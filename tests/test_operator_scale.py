@@ -39,11 +39,12 @@ from phoenix_operator.cluster.local import LocalCluster, tail
 from phoenix_operator.cluster.manifests import NodeSpec
 from phoenix_operator.cluster.ports import pick_ports
 from phoenix_operator.cluster.waiting import wait_for
-from phoenix_operator.control.handlers import run_periodically
 from phoenix_operator.control.schedule import missed_slots, next_start
 from phoenix_operator.local.prometheus import LocalPrometheus, ScrapeTarget
 from phoenix_operator.local.triton_metrics import TritonMetricsServer, TritonMetricsState
-from phoenix_operator.runner import judge_peering, operator_modules
+from phoenix_operator.runner import build_registry, judge_peering
+from phoenix_operator.runtime.control import run_periodically
+from phoenix_operator.settings import OperatorSettings
 
 
 # ============================================================================================
@@ -148,11 +149,9 @@ def test_many_loops_share_a_few_threads() -> None:
 # Kopf wiring (the handlers registered by `phoenix run`)
 # ============================================================================================
 def test_every_daemon_is_a_coroutine_so_none_holds_an_executor_thread() -> None:
-    import kopf
     from kopf._core.intents.handlers import DaemonHandler  # Kopf keeps no public list of daemons
 
-    operator_modules()
-    spawning = kopf.get_default_registry()._spawning.get_all_handlers()
+    spawning = build_registry(OperatorSettings())._spawning.get_all_handlers()
     daemons = [h for h in spawning if isinstance(h, DaemonHandler)]
     assert daemons, "the control loop's daemon is registered"
     for handler in daemons:

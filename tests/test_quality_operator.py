@@ -30,16 +30,6 @@ from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.api.models import PhoenixDeploymentSpec, QualityStatus
 from phoenix_operator.cluster.ports import pick_ports
 from phoenix_operator.cluster.waiting import wait_for
-from phoenix_operator.reconcile.quality import (
-    FinishedJob,
-    ReportError,
-    apply_reports,
-    finished_jobs,
-    gate,
-    gate_condition,
-    measured_condition,
-    parse_report,
-)
 from phoenix_operator.render.objects import (
     DEPLOYMENT_LABEL,
     Target,
@@ -49,6 +39,16 @@ from phoenix_operator.render.objects import (
     refresh_cron_job,
     render_all,
     retrain_cron_job,
+)
+from phoenix_operator.status.quality import (
+    FinishedJob,
+    ReportError,
+    apply_reports,
+    finished_jobs,
+    gate,
+    gate_condition,
+    measured_condition,
+    parse_report,
 )
 
 NOW = "2026-12-04T12:00:00Z"

@@ -16,7 +16,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from phoenix_operator import yamlio
-from phoenix_operator.api.cli import parse_phoenix_deployments
+from phoenix_operator.api.documents import parse_phoenix_deployments
 from phoenix_operator.api.models import (
     ClassifierSource,
     PhoenixDeployment,
@@ -25,13 +25,6 @@ from phoenix_operator.api.models import (
     TritonSpec,
 )
 from phoenix_operator.reconcile.reconciler import event_type
-from phoenix_operator.reconcile.status import (
-    DeploymentState,
-    Problem,
-    Snapshot,
-    desired_conditions,
-    embedder_state,
-)
 from phoenix_operator.render.objects import (
     COMPONENT_LABEL,
     SPEC_HASH_ANNOTATION,
@@ -50,6 +43,13 @@ from phoenix_operator.render.tritonconfig import (
     normalize_config,
     to_load_json,
     to_pbtxt,
+)
+from phoenix_operator.status.conditions import (
+    DeploymentState,
+    Problem,
+    Snapshot,
+    desired_conditions,
+    embedder_state,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

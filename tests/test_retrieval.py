@@ -1,4 +1,4 @@
-"""Collection management (phoenix_operator.reconcile.retrieval) against a real Milvus Lite server.
+"""Collection management (phoenix_operator.clients.milvus) against a real Milvus Lite server.
 
 The invariant under test beyond "creates what is missing": a collection that differs from the
 spec is reported and left exactly as it was: no drop, no recreate, no re-index, rows intact.
@@ -19,15 +19,15 @@ from pymilvus.exceptions import MilvusException
 from pytest_mock import MockerFixture
 
 from phoenix_operator.api.models import CollectionSpec, IndexSpec, SecretKeyRef
-from phoenix_operator.local._proc import free_port
-from phoenix_operator.local.milvus import LocalMilvus
-from phoenix_operator.reconcile.retrieval import (
+from phoenix_operator.clients.milvus import (
     TEXT_FIELD,
     VECTOR_FIELD,
     TokenSecretError,
     ensure_collection,
     resolve_token,
 )
+from phoenix_operator.local._proc import free_port
+from phoenix_operator.local.milvus import LocalMilvus
 
 DIM = 8
 CREATED = ["created collection", "created index", "loaded"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from phoenix_operator.control.observation import Observation
+from phoenix_operator.observation import Observation
 from phoenix_operator.sim import BatcherConfig, FleetView
 from phoenix_operator.sim.controllers import (
     DEFAULT_POLICIES,

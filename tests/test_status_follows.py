@@ -32,7 +32,7 @@ from phoenix_operator.cluster import build
 from phoenix_operator.cluster.local import LocalCluster
 from phoenix_operator.cluster.manifests import NodeSpec
 from phoenix_operator.cluster.waiting import wait_for
-from phoenix_operator.reconcile.handlers import Debouncer, OwnerKey
+from phoenix_operator.runtime.reconcile import Debouncer, OwnerKey
 
 NAMESPACE, NAME = "shop", "chat-minimal"
 GPU_NODE = NodeSpec(count=1).gpu_names()[0]

@@ -25,7 +25,7 @@ COMMANDS: dict[str, str] = {
     "gateway": "phoenix_operator.gateway.cli:gateway",
     "kb": "phoenix_operator.quality.cli:kb",
     "plan": "phoenix_operator.sim.plan:plan",
-    "fidelity": "phoenix_operator.sim.fidelity:fidelity",
+    "fidelity": "phoenix_operator.fidelity.cli:fidelity",
     "render": "phoenix_operator.api.cli:render",
     "run": "phoenix_operator.runner:run",
 }

@@ -13,20 +13,21 @@ from typing import Any
 import click
 import kopf
 
+from phoenix_operator.settings import OperatorSettings
+
 log = logging.getLogger("phoenix_operator")
 
 PEERING_GROUP, PEERING_VERSION = "kopf.dev", "v1"
 
 
-def operator_modules() -> None:
-    """Import every module that registers handlers (kept in one place for runners and tests)."""
-    import phoenix_operator.reconcile.handlers
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    """Every handler the operator runs, in a registry of its own, timed by ``settings``."""
+    from phoenix_operator.runtime import control, reconcile
 
-    try:
-        import phoenix_operator.control.handlers  # noqa: F401
-    except ModuleNotFoundError as exc:  # the control loop lands separately
-        if exc.name != "phoenix_operator.control.handlers":
-            raise
+    registry = kopf.OperatorRegistry()
+    reconcile.register(registry, settings)
+    control.register(registry)
+    return registry
 
 
 @dataclass(frozen=True)
@@ -165,17 +166,15 @@ def run(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from phoenix_operator.reconcile.settings import OperatorSettings
-
     try:
-        OperatorSettings.from_env()
+        settings = OperatorSettings.from_env()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    operator_modules()
+    registry = build_registry(settings)
     if not standalone:
         from kubernetes import client as k8s_client
 
-        from phoenix_operator.reconcile.handlers import load_kube_config
+        from phoenix_operator.runtime.reconcile import load_kube_config
 
         try:
             load_kube_config()
@@ -189,11 +188,13 @@ def run(
         if peering.waiting:
             log.warning(peering.waiting)
     if metrics_port:
-        from phoenix_operator.control import opmetrics
+        from phoenix_operator.runtime import metrics as opmetrics
 
         opmetrics.serve(metrics_port)
     asyncio.run(
         kopf.operator(
+            registry=registry,
+            memo=kopf.Memo(settings=settings),
             clusterwide=all_namespaces,
             namespaces=list(namespaces),
             standalone=standalone,

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
-import yaml
-from pydantic import ValidationError
 
-from phoenix_operator import API_GROUP, KIND, yamlio
+from phoenix_operator import KIND, yamlio
 from phoenix_operator.api.crdgen import write_or_check
-from phoenix_operator.api.models import PhoenixDeployment
+from phoenix_operator.api.documents import load_documents, parse_phoenix_deployments
 from phoenix_operator.render.objects import Capabilities, Target, render_all
 
 
@@ -44,26 +41,6 @@ def crd(check: bool, print_only: bool) -> None:
         click.echo("CRDs up to date")
     else:
         click.echo("wrote " + (", ".join(str(p.relative_to(root)) for p in stale) or "nothing (up to date)"))
-
-
-def load_documents(path: str) -> list[dict[str, Any]]:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    return [d for d in yaml.safe_load_all(text) if d]
-
-
-def parse_phoenix_deployments(docs: list[dict[str, Any]]) -> list[PhoenixDeployment]:
-    """The PhoenixDeployments in a file, with every validation error naming its field."""
-    out = []
-    for doc in docs:
-        if doc.get("kind") != KIND or not str(doc.get("apiVersion", "")).startswith(API_GROUP + "/"):
-            continue
-        try:
-            out.append(PhoenixDeployment.model_validate(doc))
-        except ValidationError as exc:
-            name = (doc.get("metadata") or {}).get("name", "?")
-            lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-            raise click.ClickException(f"invalid PhoenixDeployment {name}:\n" + "\n".join(lines)) from exc
-    return out
 
 
 @click.command("render")

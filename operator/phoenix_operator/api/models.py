@@ -1350,11 +1350,16 @@ class BatchingStatus(ApiModel):
     applied_at: str | None = None
 
 
-class Decision(ApiModel):
+class DecisionRecord(ApiModel):
     """One control-loop decision, kept so users can see what Phoenix did and why."""
 
     time: str
     action: str = Field(description="scale, batching, hold, ...")
+    rule: str | None = Field(
+        default=None,
+        description="The policy rule that decided: fail-static, breach, feed-forward, scale-down, "
+        "stabilisation, batching or hold.",
+    )
     summary: str
     reason: str
     applied: bool
@@ -1484,7 +1489,7 @@ class PhoenixDeploymentStatus(ApiModel):
     gateway: GatewayStatus | None = None
     jobs: dict[str, JobStatus] = Field(default_factory=dict)
     quality: QualityStatus | None = None
-    decisions: list[Decision] = Field(default_factory=list)
+    decisions: list[DecisionRecord] = Field(default_factory=list)
     last_decision_time: str | None = None
 
 

@@ -1,1 +1,1 @@
-"""Control loops: observe (Prometheus), decide (pure policies), act (Kubernetes + Triton)."""
+"""Control loop: observe (Prometheus), decide (pure policy), act (through the clients)."""

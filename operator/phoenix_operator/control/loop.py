@@ -27,15 +27,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from phoenix_operator.api.models import AutoscalingMode, PhoenixDeploymentSpec
-from phoenix_operator.control import opmetrics
-from phoenix_operator.control.actuators import (
+from phoenix_operator.clients.kube import Kube
+from phoenix_operator.clients.prometheus import PrometheusMetricSource
+from phoenix_operator.clients.triton import (
     BATCHING_APPLIED,
     TritonModelControl,
     ready_endpoints,
     triton_control_key,
 )
-from phoenix_operator.control.metrics import PrometheusMetricSource
-from phoenix_operator.control.observation import Observation
 from phoenix_operator.control.policy import (
     Decision,
     FleetState,
@@ -45,13 +44,17 @@ from phoenix_operator.control.policy import (
     check_retrieval,
     decide,
 )
-from phoenix_operator.reconcile import quality as qual
-from phoenix_operator.reconcile.kube import Kube
-from phoenix_operator.reconcile.reconciler import batching_in_force
-from phoenix_operator.reconcile.settings import OperatorSettings
-from phoenix_operator.reconcile.status import DeploymentState, changed_conditions, merge_conditions
-from phoenix_operator.render.objects import Target, triton_config_map, triton_name
-from phoenix_operator.render.tritonconfig import BatchingConfig, model_config_dict, to_load_json
+from phoenix_operator.observation import Observation
+from phoenix_operator.render.objects import Target, triton_name
+from phoenix_operator.render.tritonconfig import (
+    BatchingConfig,
+    batching_in_force,
+    model_config_dict,
+    to_load_json,
+)
+from phoenix_operator.settings import OperatorSettings
+from phoenix_operator.status import quality as qual
+from phoenix_operator.status.conditions import DeploymentState, changed_conditions, merge_conditions
 
 log = logging.getLogger("phoenix_operator.control")
 RETRIEVAL_SLOW = "RetrievalSlow"
@@ -78,6 +81,11 @@ def ttft_worth_writing(new_s: float, written_s: float | None, target_s: float) -
     return new < lower * (1 - TTFT_BAND_HYSTERESIS) or new >= upper * (1 + TTFT_BAND_HYSTERESIS)
 
 
+#: Told after every step (name, namespace, observation, decision, applied, mode): the runtime
+#: exports the operator's own metrics from it, so the loop needs no metrics library.
+StepObserver = Callable[[str, str, Observation, Decision, bool, str], None]
+
+
 @dataclass
 class StepResult:
     decision: Decision | None = None
@@ -85,6 +93,10 @@ class StepResult:
     applied: bool = False
     status_patch: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Status now asks the children for something new (replicas, a tuned batching config): the
+    #: runtime runs a reconcile pass right after writing status, and the reconciler, the one
+    #: writer of children, renders them from it.
+    reconcile: bool = False
 
 
 def default_selector(name: str, namespace: str) -> str:
@@ -124,8 +136,10 @@ class ControlLoop:
         source_factory: Callable[[str], PrometheusMetricSource] | None = None,
         model_control: TritonModelControl | None = None,
         clock: Callable[[], float] = time.time,
+        on_step: StepObserver | None = None,
     ) -> None:
         self.kube = kube
+        self.on_step = on_step
         self.settings = settings
         self.source_factory = source_factory or PrometheusMetricSource
         self.model_control = model_control or TritonModelControl()
@@ -194,14 +208,15 @@ class ControlLoop:
         if auto.mode == AutoscalingMode.AUTO and decision.changes_something:
             result.applied = True
             if decision.replicas is not None:
-                self.kube.apply_replicas(triton_name(name), namespace, decision.replicas)
                 draft["desiredReplicas"] = decision.replicas
+                result.reconcile = True
             if decision.batching is not None:
                 ok, note, condition = self._apply_batching(
                     target, spec, decision.batching, now, draft, qual.serving_version(status)
                 )
                 extra_conditions.append(condition)
                 result.applied = result.applied and ok
+                result.reconcile = result.reconcile or ok
                 notes.append(note)
                 if not ok:
                     # Not in force: forget the trial so the policy judges the config really served.
@@ -224,7 +239,8 @@ class ControlLoop:
             # Only a loop that may retune batching keeps saying whether the last retune took.
             drop_batching=not (auto.mode == AutoscalingMode.AUTO and auto.tune_batching),
         )
-        opmetrics.observe_step(name, namespace, observation, decision, result.applied, auto.mode)
+        if self.on_step is not None:
+            self.on_step(name, namespace, observation, decision, result.applied, auto.mode)
         return result
 
     # ------------------------------------------------------------------ act
@@ -251,8 +267,8 @@ class ControlLoop:
         outcome = control.apply(endpoints, spec.model.name, config_json)
         if not outcome.applied:
             return False, outcome.describe(), outcome.condition()
-        # Persist so new pods start tuned and a restarted operator keeps it (batching_in_force).
-        self.kube.apply(triton_config_map(target, spec, batching, serving_version))
+        # Persisted in status: the reconciler renders the ConfigMap from it (batching_in_force), so
+        # new pods start tuned and a restarted operator keeps it.
         draft["batching"] = {
             "preferredBatchSizes": list(batching.preferred_batch_sizes),
             "maxQueueDelayMicroseconds": batching.max_queue_delay_us,
@@ -306,6 +322,7 @@ class ControlLoop:
             entry = {
                 "time": _rfc3339(now),
                 "action": decision.action,
+                "rule": decision.rule,
                 "summary": decision.summary,
                 "reason": decision.reason + (f" ({'; '.join(notes)})" if notes else ""),
                 "applied": result.applied,

@@ -4,66 +4,33 @@ Everything the policy remembers is in :class:`PolicyState`, passed in and return
 clock is an argument, so the same code runs in the operator (state kept in memory and
 summarised in status), in the simulator (`phoenix bench`, `phoenix plan`) and in property tests.
 
-How it decides. TTFT explodes only once a replica saturates, and a new replica needs minutes
-to warm up, so waiting for a TTFT breach is too late: the policy *feeds forward* on load.
+How it decides, and why (feed-forward on load in work, learned capacity, the forecast over the
+warm-up, TTFT feedback, scale-down guards, batching): docs/operator.md, "How the policy decides".
 
-* **Load in work, not requests.** A request's cost depends on its tokens: prompt tokens are
-  prefilled, every output token is another pass over its context's KV cache. When the
-  deployment has a work model (a replica's GPU-seconds per prompt token, per output token and
-  per output token x prompt token, from a calibration) and the metrics carry mean token counts,
-  load = request rate x work per request, in *replicas' worth of work*. Otherwise load is the
-  request rate and capacity is in requests/s.
-* **Measured, then learned capacity.** What one replica sustains starts at the prior: the
-  load-tested ``spec.autoscaling.replicaCapacity`` (``phoenix plan --calibrate``; with its token
-  mix, load is counted in requests of that mix), else 1.0 replica of work, else nothing. It moves
-  part of the way towards the fleet's evidence, from windows the same replicas served
-  throughout: a queue that grows at some load per replica proves capacity is below it (and caps
-  later probes); a minute served with TTFT slack at a higher load proves it is above. Without a
-  prior, the load served with slack is planned at target. Load served can only prove the fleet
-  that serves it, so under deep TTFT slack, no queue and a load that is not climbing the
-  estimate is *probed* up to what releases a third of the fleet (never past a measured prior).
-* **Forecast over the warm-up** (``replicaStartupSeconds``). Replicas are sized for the largest
-  of three time scales: the *sustained* load (``sustained_s``, 4 min) at ``target_utilization``
-  — headroom for what the warm-up hides; the minute's level and the newest window at
-  ``max_utilization`` (capacity: below it the queue does not grow, and a minute near it only
-  builds a queue the TTFT budget absorbs), or at target once a growing queue or TTFT pressure
-  confirms the overload. The newest window counts only then or when it is a step — more than
-  ``newest_z`` standard deviations above the sustained window's loads — so the load's usual
-  15 s burstiness orders nothing. While the load *climbs* (the newest half of the last 10
-  minutes clearly above the older half) its robust trend, when significant (the lower bound of
-  Sen's confidence interval above zero), is extrapolated over the warm-up; a plateau's
-  minute-scale swings are not. A backlog term adds the queued work and, once the overload is
-  confirmed, what piles up until the first replicas ordered can serve, drained over the
-  warm-up. Warming replicas count as capacity, so nothing is ordered twice.
-* **TTFT is the feedback.** A breach of the most urgent class is handled first, then the
-  overall and other class targets: either scales up within the interval unless the replicas
-  already ordered cover the load, or a backlog is visibly draining on enough capacity.
-* **Scale-down** needs TTFT slack in every class, a load that is not rising or climbing, the
-  ready replicas to cover the load when others still warm up, and the stabilisation window:
-  the highest recommendation in it wins (HPA's rule; a fresh loop starts with its current size
-  in the window); a quarter of the fleet at most per interval. A TTFT breach soon after a
-  scale-down doubles the window (load that comes back in bursts), which relaxes again after a
-  quiet spell; a feed-forward scale-up does not (on a plateau that would only hold the larger
-  fleet).
-* **Batching** moves one step at a time within its bounds, never while replicas warm up or in
-  the interval of a scaling action: less queue delay, then one more model instance, when
-  queueing dominates TTFT (also during a breach that replicas cannot fix); more batching only
-  when TTFT has slack and GPUs are busy — except for backends that batch in flight themselves
-  (TensorRT-LLM, vLLM), where Triton's queue delay only adds latency (NVIDIA's advice) and the
-  step is back to the minimum delay. A step that made TTFT worse is reverted and that direction
-  is not retried for a while.
+One step (:func:`decide`) reads its inputs and the figures derived from them from one
+:class:`StepContext`, and runs named rules, each a small pure function:
 
-Every Decision carries the numbers it was made from (``metrics``) and a reason quoting them.
+1. :func:`fail_static`: metrics that cannot be trusted hold the fleet as it is.
+2. The replica rules (:data:`REPLICA_RULES`), first match wins: :func:`breach`, then
+   :func:`feed_forward`, then :func:`scale_down` (with its guards); none: keep the size.
+3. :func:`stabilise`: the scale-up and scale-down windows, a quarter per interval, the bounds;
+   then :func:`regret` grows or relaxes the scale-down window.
+4. A target other than the fleet's size is ordered (:func:`scale`); otherwise :func:`batching`
+   may take a step, or the step ends in :func:`hold`.
+
+Every Decision carries the numbers it was made from (``metrics``), a reason quoting them and the
+name of the rule that decided (``rule``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from phoenix_operator.api.models import Backend, PhoenixDeploymentSpec
-from phoenix_operator.control.observation import Observation
+from phoenix_operator.observation import Observation
 from phoenix_operator.render.tritonconfig import BatchingConfig
 
 #: Backends whose engine batches in flight behind Triton (queue delay only adds latency there).
@@ -307,6 +274,9 @@ class Decision:
     replicas: int | None = None
     batching: BatchingConfig | None = None
     metrics: Mapping[str, float | None] = field(default_factory=dict)
+    #: The rule that decided: fail-static, breach, feed-forward, scale-down, stabilisation (the
+    #: windows or bounds changed what a rule asked for), batching, or hold (no rule applied).
+    rule: str = ""
 
     @property
     def changes_something(self) -> bool:
@@ -724,160 +694,328 @@ def _scale_down_window(params: PolicyParams, state: PolicyState) -> float:
     return state.scale_down_window_s or params.scale_down_stabilization_s
 
 
-def decide(
-    params: PolicyParams,
-    obs: Observation,
-    fleet: FleetState,
-    state: PolicyState,
-    now: float,
-) -> tuple[Decision, PolicyState]:
-    """One control-loop step. Returns the decision and the state to pass to the next step."""
-    metrics: dict[str, float | None] = {
-        "ttft_p95_s": obs.ttft_p95_s,
-        "target_s": params.ttft_target_s,
-        "request_rate": obs.request_rate,
-        "queue_time_s": obs.queue_time_s,
-        "compute_time_s": obs.compute_time_s,
-        "mean_batch_size": obs.mean_batch_size,
-        "gpu_utilization": obs.gpu_utilization,
-        "pending_requests": obs.pending_requests,
-        "ready_replicas": float(fleet.ready_replicas),
-        "desired_replicas": float(fleet.desired_replicas),
-    }
-    if not obs.usable:
-        why = obs.stale_reason or obs.missing.get("ttft_p95_s") or "no TTFT data"
-        return Decision("hold", "holding: metrics unusable", f"fail-static: {why}", metrics=metrics), state
+@dataclass(frozen=True)
+class StepContext:
+    """One step's inputs and the figures its rules share.
 
-    idle = obs.idle
-    ttft = obs.ttft_p95_s if obs.ttft_p95_s is not None else 0.0  # idle: no request waited
-    ratio = ttft / params.ttft_target_s
-    metrics["idle"] = 1.0 if idle else 0.0
-    # Class TTFTs are the gateway's (client-side, retrieval included); Triton's own TTFT is not.
-    # Retrieval beyond its share is taken out of the class figures before they are judged: more
-    # Triton replicas cannot make retrieval faster.
-    retrieval = check_retrieval(obs.retrieval_p95_s, params.ttft_target_s, params.retrieval_ttft_share)
-    if obs.retrieval_p95_s is not None:
-        metrics["retrieval_p95_s"] = obs.retrieval_p95_s
-        metrics["retrieval_excess_s"] = retrieval.excess_s
-    class_ttft = {
-        name: value
-        for name in params.class_targets
-        if (value := obs.ttft_p95_by_class_s.get(name)) is not None
-    }
-    raw_class_ratios = {name: value / params.class_targets[name] for name, value in class_ttft.items()}
-    class_ratios = {
-        name: max(0.0, value - retrieval.excess_s) / params.class_targets[name]
-        for name, value in class_ttft.items()
-    }
-    explained = [n for n, r in raw_class_ratios.items() if r > 1.0 and class_ratios[n] <= 1.0]
-    urgent = params.urgent_class
-    urgent_ratio = class_ratios.get(urgent) if urgent else None
-    worst_class = max(class_ratios.items(), key=lambda item: item[1], default=None)
-    metrics["ttft_ratio"] = ratio
-    metrics["urgent_ttft_ratio"] = urgent_ratio
+    Each derived figure is computed on first use and then kept, so every rule reads the same
+    number, and fail-static never runs the load model on metrics it cannot trust.
+    """
 
-    if not fleet.warming and state.warming_since is not None:
-        state = replace(state, warming_since=None)
-    load, new_state = _load(params, obs, fleet, state, now)
-    window_s = _scale_down_window(params, new_state)
-    metrics.update(
-        {
-            "load": load.now,
-            "load_level": load.level,
-            "load_trend": load.trend,
-            "backlog_load": load.backlog,
-            "forecast_load": load.forecast_up,
-            "capacity_per_replica": load.capacity,
-            "capacity_before": state.capacity,
-            "work_per_request_s": load.work_per_request,
-            "mean_prompt_tokens": new_state.mean_prompt_tokens,
-            "mean_output_tokens": new_state.mean_output_tokens,
-            "replicas_needed_by_load": None if load.needed_up is None else float(load.needed_up),
-            "scale_down_window_s": window_s,
+    params: PolicyParams
+    obs: Observation
+    fleet: FleetState
+    state: PolicyState
+    now: float
+
+    @property
+    def current(self) -> int:
+        """Replicas ordered now (the fleet's desired size)."""
+        return self.fleet.desired_replicas
+
+    @property
+    def idle(self) -> bool:
+        """Fresh metrics that saw no request (zero load, not missing data)."""
+        return self.obs.idle
+
+    @cached_property
+    def base_metrics(self) -> Mapping[str, float | None]:
+        """The observed figures every decision quotes, fail-static's included."""
+        obs = self.obs
+        return {
+            "ttft_p95_s": obs.ttft_p95_s,
+            "target_s": self.params.ttft_target_s,
+            "request_rate": obs.request_rate,
+            "queue_time_s": obs.queue_time_s,
+            "compute_time_s": obs.compute_time_s,
+            "mean_batch_size": obs.mean_batch_size,
+            "gpu_utilization": obs.gpu_utilization,
+            "pending_requests": obs.pending_requests,
+            "ready_replicas": float(self.fleet.ready_replicas),
+            "desired_replicas": float(self.fleet.desired_replicas),
         }
+
+    @cached_property
+    def ttft(self) -> float:
+        """TTFT p95 overall; 0 when idle (no request waited)."""
+        return self.obs.ttft_p95_s if self.obs.ttft_p95_s is not None else 0.0
+
+    @cached_property
+    def ratio(self) -> float:
+        """TTFT p95 over its target (above 1: a breach)."""
+        return self.ttft / self.params.ttft_target_s
+
+    @cached_property
+    def retrieval(self) -> RetrievalCheck:
+        """Retrieval's p95 against its share of the TTFT target."""
+        return check_retrieval(
+            self.obs.retrieval_p95_s, self.params.ttft_target_s, self.params.retrieval_ttft_share
+        )
+
+    @cached_property
+    def class_ttft(self) -> Mapping[str, float]:
+        """TTFT p95 of each class with a target and a figure, most urgent first (gateway-side)."""
+        return {
+            name: value
+            for name in self.params.class_targets
+            if (value := self.obs.ttft_p95_by_class_s.get(name)) is not None
+        }
+
+    @cached_property
+    def class_ratios(self) -> Mapping[str, float]:
+        """Class TTFT over target, less retrieval's excess: more Triton replicas cannot remove it."""
+        excess, targets = self.retrieval.excess_s, self.params.class_targets
+        return {name: max(0.0, value - excess) / targets[name] for name, value in self.class_ttft.items()}
+
+    @cached_property
+    def explained(self) -> tuple[str, ...]:
+        """Classes over target only by retrieval's excess (not a reason to scale Triton)."""
+        targets = self.params.class_targets
+        return tuple(
+            name
+            for name, value in self.class_ttft.items()
+            if value / targets[name] > 1.0 and self.class_ratios[name] <= 1.0
+        )
+
+    @cached_property
+    def urgent_ratio(self) -> float | None:
+        """The most urgent class's TTFT over its target (None: no such class or no figure)."""
+        urgent = self.params.urgent_class
+        return self.class_ratios.get(urgent) if urgent else None
+
+    @cached_property
+    def worst_class(self) -> tuple[str, float] | None:
+        """The class furthest over (or least under) its target."""
+        return max(self.class_ratios.items(), key=lambda item: item[1], default=None)
+
+    @cached_property
+    def urgent_breach(self) -> bool:
+        """The most urgent class is over its target."""
+        return self.urgent_ratio is not None and self.urgent_ratio > 1.0
+
+    @cached_property
+    def breach_who(self) -> str | None:
+        """Who is over target, urgent class first, then overall, then the worst class; None: nobody."""
+        urgent = self.params.urgent_class
+        if self.urgent_breach and urgent is not None:
+            return (
+                f"most urgent class {urgent} at {self.urgent_ratio:.2f}x its "
+                f"{self.params.class_targets[urgent]:g}s target"
+            )
+        if self.ratio > 1.0:
+            return f"TTFT p95 {self.ttft:.2f}s at {self.ratio:.2f}x the {self.params.ttft_target_s:g}s target"
+        if self.worst_class is not None and self.worst_class[1] > 1.0:
+            return f"class {self.worst_class[0]} at {self.worst_class[1]:.2f}x its target"
+        return None
+
+    @cached_property
+    def slack(self) -> bool:
+        """TTFT p95 is below the scale-down band overall and in every class."""
+        band = self.params.scale_down_band
+        return self.ratio < band and all(r < band for r in self.class_ratios.values())
+
+    @cached_property
+    def retrieval_note(self) -> str:
+        """Said in every decision's reason while retrieval alone puts a class over target."""
+        if not self.explained:
+            return ""
+        return (
+            f"class {', '.join(self.explained)} over target only by retrieval's excess "
+            f"({self.retrieval.message}): not scaling Triton for it"
+        )
+
+    @cached_property
+    def assessment(self) -> tuple[_Load, PolicyState]:
+        """This interval's load picture, and the state with what it taught (capacity, history)."""
+        state = self.state
+        if not self.fleet.warming and state.warming_since is not None:
+            state = replace(state, warming_since=None)
+        return _load(self.params, self.obs, self.fleet, state, self.now)
+
+    @property
+    def load(self) -> _Load:
+        """This interval's load picture: rate, level, trend, backlog, capacity, replicas needed."""
+        return self.assessment[0]
+
+    @property
+    def learned(self) -> PolicyState:
+        """The state with this interval's load history and capacity evidence."""
+        return self.assessment[1]
+
+    @cached_property
+    def window_s(self) -> float:
+        """The scale-down stabilisation window in force (grown after premature scale-downs)."""
+        return _scale_down_window(self.params, self.learned)
+
+    @cached_property
+    def up_text(self) -> str:
+        """The numbers behind the replicas the load needs, for a reason."""
+        return self.load.describe(self.params)
+
+    @cached_property
+    def metrics(self) -> Mapping[str, float | None]:
+        """Every figure a decision on usable metrics is made from."""
+        obs, load = self.obs, self.load
+        metrics: dict[str, float | None] = {**self.base_metrics, "idle": 1.0 if self.idle else 0.0}
+        if obs.retrieval_p95_s is not None:
+            metrics["retrieval_p95_s"] = obs.retrieval_p95_s
+            metrics["retrieval_excess_s"] = self.retrieval.excess_s
+        metrics["ttft_ratio"] = self.ratio
+        metrics["urgent_ttft_ratio"] = self.urgent_ratio
+        metrics.update(
+            {
+                "load": load.now,
+                "load_level": load.level,
+                "load_trend": load.trend,
+                "backlog_load": load.backlog,
+                "forecast_load": load.forecast_up,
+                "capacity_per_replica": load.capacity,
+                "capacity_before": self.state.capacity,
+                "work_per_request_s": load.work_per_request,
+                "mean_prompt_tokens": self.learned.mean_prompt_tokens,
+                "mean_output_tokens": self.learned.mean_output_tokens,
+                "replicas_needed_by_load": None if load.needed_up is None else float(load.needed_up),
+                "scale_down_window_s": self.window_s,
+            }
+        )
+        return metrics
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What a replica rule asks for, before the stabilisation windows and the bounds."""
+
+    #: The rule that asked (``Decision.rule`` when the windows and bounds let it through).
+    rule: str
+    replicas: int
+    reason: str
+    #: What the stabilisation window records instead of ``replicas`` (None: ``replicas``).
+    record: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The replica target after the windows and bounds, and what the step carries on with."""
+
+    rule: str
+    target: int
+    reason: str
+    state: PolicyState
+    metrics: Mapping[str, float | None]
+
+
+#: A replica rule: the recommendation it makes, or None to pass on to the next rule.
+ReplicaRule = Callable[[StepContext], Recommendation | None]
+
+
+def fail_static(ctx: StepContext) -> Decision | None:
+    """Stale or missing metrics prove nothing: hold the fleet as it is rather than act on a guess."""
+    obs = ctx.obs
+    if obs.usable:
+        return None
+    why = obs.stale_reason or obs.missing.get("ttft_p95_s") or "no TTFT data"
+    return Decision(
+        "hold",
+        "holding: metrics unusable",
+        f"fail-static: {why}",
+        metrics=dict(ctx.base_metrics),
+        rule="fail-static",
     )
-    up_text = load.describe(params)
 
-    # ---- replicas ------------------------------------------------------------------------
-    current = fleet.desired_replicas
-    needed = load.needed_up
-    recommendation = current
-    record: int | None = None  # what the stabilization window records, when not the recommendation
-    reason = ""
-    breach_who = None
-    urgent_breach = urgent_ratio is not None and urgent_ratio > 1.0
-    if urgent_breach and urgent is not None:
-        breach_who = (
-            f"most urgent class {urgent} at {urgent_ratio:.2f}x its {params.class_targets[urgent]:g}s target"
-        )
-    elif ratio > 1.0:
-        breach_who = f"TTFT p95 {ttft:.2f}s at {ratio:.2f}x the {params.ttft_target_s:g}s target"
-    elif worst_class is not None and worst_class[1] > 1.0:
-        breach_who = f"class {worst_class[0]} at {worst_class[1]:.2f}x its target"
-    if explained:
-        # Said in every decision's reason (a hold's, or one made for another cause).
-        retrieval_note = (
-            f"class {', '.join(explained)} over target only by retrieval's excess "
-            f"({retrieval.message}): not scaling Triton for it"
-        )
-    else:
-        retrieval_note = ""
-    slack = ratio < params.scale_down_band and all(r < params.scale_down_band for r in class_ratios.values())
-    if breach_who is not None:
-        covered = needed is not None and current >= needed
-        if fleet.warming and (covered or needed is None):
-            reason = (
-                f"{breach_who}, but {fleet.warming} warming replica(s) already cover the load "
-                f"({up_text}): not scaling twice"
-            )
-        elif covered and load.queue_shrinking and not urgent_breach:
-            # TTFT reports requests that queued earlier: with capacity for the load and the
-            # queue shrinking, the backlog is draining and another replica would come too late.
-            reason = (
-                f"{breach_who}, but the queue is draining ({obs.pending_requests or 0:.0f} waiting) and "
-                f"{current} replicas cover the load ({up_text}): holding"
-            )
-        else:
-            recommendation = max(current + 1, needed or 0)
-            reason = f"{breach_who}; {up_text}"
-    elif needed is not None and needed > current:
-        recommendation = needed
-        reason = up_text
-    elif needed is not None and needed < current:
-        down_text = up_text
-        rising = load.climbing or (
-            load.now is not None and load.level is not None and load.now > 1.1 * load.level
-        )
-        if fleet.warming and needed > fleet.ready_replicas:
-            reason = (
-                f"{down_text}, but {fleet.warming} replica(s) ordered are still warming up and the "
-                f"{fleet.ready_replicas} ready ones do not cover the load: not cancelling them"
-            )
-        elif rising:
-            # Not this interval; the window still records what the load needs.
-            record = needed
-            reason = (
-                f"{down_text}, but load is rising ({load.now:.2f} vs {load.level:.2f}"
-                f"{f', climbing over {params.climb_window_s:g}s' if load.climbing else ''}): not scaling down"
-            )
-        elif slack:
-            recommendation = needed
-            why = (
-                "idle: no requests in the window" if idle else f"TTFT p95 at {ratio:.2f}x target leaves slack"
-            )
-            reason = f"{why}; {down_text}"
-        else:
-            reason = f"{down_text}, but TTFT p95 ({ratio:.2f}x target) leaves no slack to scale down"
-    recommendation = _clamp(recommendation, params)
-    record = recommendation if record is None else _clamp(record, params)
 
+def breach(ctx: StepContext) -> Recommendation | None:
+    """A TTFT breach is what the forecast missed: add a replica now, unless the load is covered."""
+    who = ctx.breach_who
+    if who is None:
+        return None
+    current, needed, fleet = ctx.current, ctx.load.needed_up, ctx.fleet
+    covered = needed is not None and current >= needed
+    if fleet.warming and (covered or needed is None):
+        return Recommendation(
+            "breach",
+            current,
+            f"{who}, but {fleet.warming} warming replica(s) already cover the load "
+            f"({ctx.up_text}): not scaling twice",
+        )
+    if covered and ctx.load.queue_shrinking and not ctx.urgent_breach:
+        # TTFT reports requests that queued earlier: with capacity for the load and the queue
+        # shrinking, the backlog is draining and another replica would come too late.
+        return Recommendation(
+            "breach",
+            current,
+            f"{who}, but the queue is draining ({ctx.obs.pending_requests or 0:.0f} waiting) and "
+            f"{current} replicas cover the load ({ctx.up_text}): holding",
+        )
+    return Recommendation("breach", max(current + 1, needed or 0), f"{who}; {ctx.up_text}")
+
+
+def feed_forward(ctx: StepContext) -> Recommendation | None:
+    """Replicas take minutes to warm up: order what the forecast load needs before TTFT breaches."""
+    needed = ctx.load.needed_up
+    if needed is None or needed <= ctx.current:
+        return None
+    return Recommendation("feed-forward", needed, ctx.up_text)
+
+
+def scale_down(ctx: StepContext) -> Recommendation | None:
+    """Give replicas back only for a load that fell and stays down, with TTFT slack in every class."""
+    needed, current, fleet, load = ctx.load.needed_up, ctx.current, ctx.fleet, ctx.load
+    if needed is None or needed >= current:
+        return None
+    if fleet.warming and needed > fleet.ready_replicas:
+        return Recommendation(
+            "scale-down",
+            current,
+            f"{ctx.up_text}, but {fleet.warming} replica(s) ordered are still warming up and the "
+            f"{fleet.ready_replicas} ready ones do not cover the load: not cancelling them",
+        )
+    if load.climbing or (load.now is not None and load.level is not None and load.now > 1.1 * load.level):
+        # Not this interval; the window still records what the load needs.
+        climbing = f", climbing over {ctx.params.climb_window_s:g}s" if load.climbing else ""
+        return Recommendation(
+            "scale-down",
+            current,
+            f"{ctx.up_text}, but load is rising ({load.now:.2f} vs {load.level:.2f}{climbing}): "
+            "not scaling down",
+            record=needed,
+        )
+    if ctx.slack:
+        why = (
+            "idle: no requests in the window"
+            if ctx.idle
+            else f"TTFT p95 at {ctx.ratio:.2f}x target leaves slack"
+        )
+        return Recommendation("scale-down", needed, f"{why}; {ctx.up_text}")
+    return Recommendation(
+        "scale-down",
+        current,
+        f"{ctx.up_text}, but TTFT p95 ({ctx.ratio:.2f}x target) leaves no slack to scale down",
+    )
+
+
+#: The replica rules in order of precedence: the first that makes a recommendation sets it.
+REPLICA_RULES: tuple[ReplicaRule, ...] = (breach, feed_forward, scale_down)
+
+
+def recommend(ctx: StepContext) -> Recommendation:
+    """The first replica rule's recommendation; with none, hold the fleet's size."""
+    for rule in REPLICA_RULES:
+        recommendation = rule(ctx)
+        if recommendation is not None:
+            return recommendation
+    return Recommendation("hold", ctx.current, "")
+
+
+def stabilise(ctx: StepContext, rec: Recommendation) -> Plan:
+    """One interval's recommendation is noisy: act on the windows' (HPA's rule), within the bounds."""
+    params, now, current, window_s = ctx.params, ctx.now, ctx.current, ctx.window_s
+    recommendation = _clamp(rec.replicas, params)
+    record = recommendation if rec.record is None else _clamp(rec.record, params)
     keep_s = max(params.scale_down_stabilization_s * 4, window_s, params.scale_up_stabilization_s)
-    previous = state.recommendations
-    if not previous:
-        # A fresh loop (start or operator restart) does not scale down at once (HPA does the same).
-        previous = ((now, current),)
+    # A fresh loop (start or operator restart) does not scale down at once (HPA does the same).
+    previous = ctx.state.recommendations or ((now, current),)
     recommendations = (*((t, r) for t, r in previous if now - t < keep_s), (now, record))
-    target = recommendation
+    target, reason = recommendation, rec.reason
     if recommendation < current:
         # Highest recommendation inside the scale-down window wins (HPA's stabilization), and
         # at most a quarter of the fleet (at least one replica) goes per interval.
@@ -893,66 +1031,127 @@ def decide(
         target = max(current, min([recommendation, *window]))
         if target == current:
             reason = f"{reason}; held by the {params.scale_up_stabilization_s:g}s scale-up window"
-
     # Bounds hold whatever the window says (a spec edit may have moved them under the fleet).
     target = _clamp(target, params)
-    new_state = replace(new_state, recommendations=recommendations)
-    if target > current and breach_who is not None:
+    followed = target == recommendation and _sign(target - current) == _sign(rec.replicas - current)
+    return Plan(
+        rule=rec.rule if followed else "stabilisation",
+        target=target,
+        reason=reason,
+        state=replace(ctx.learned, recommendations=recommendations),
+        metrics=ctx.metrics,
+    )
+
+
+def regret(ctx: StepContext, plan: Plan) -> Plan:
+    """A breach soon after a scale-down proves it premature: grow the scale-down window, relax it later."""
+    params, state, now = ctx.params, ctx.state, ctx.now
+    if plan.target > ctx.current and ctx.breach_who is not None:
         # Only a breach proves a scale-down premature; a feed-forward scale-up on a plateau's
         # swing does not (doubling the window there would hold the larger fleet for nothing).
-        new_state = _learn_from_regret(params, new_state, now, target, current)
-        window_after = _scale_down_window(params, new_state)
-        if window_after > window_s:
-            reason += (
-                f"; a scale-down {now - (state.last_scale_down_at or now):.0f}s ago was premature: "
-                f"scale-down window {window_s:g}s -> {window_after:g}s"
-            )
-            metrics["scale_down_window_s"] = window_after
-    elif (
+        learned = _learn_from_regret(params, plan.state, now, plan.target, ctx.current)
+        window_after = _scale_down_window(params, learned)
+        if window_after <= ctx.window_s:
+            return replace(plan, state=learned)
+        return replace(
+            plan,
+            state=learned,
+            reason=(
+                f"{plan.reason}; a scale-down {now - (state.last_scale_down_at or now):.0f}s ago was "
+                f"premature: scale-down window {ctx.window_s:g}s -> {window_after:g}s"
+            ),
+            metrics={**plan.metrics, "scale_down_window_s": window_after},
+        )
+    if (
         state.scale_down_window_s
         and state.last_regret_at is not None
         and now - state.last_regret_at > 4 * state.scale_down_window_s
     ):
         # No regret for a long while: relax the window again (halve it, down to the spec's).
         relaxed = max(params.scale_down_stabilization_s, state.scale_down_window_s / 2)
-        new_state = replace(new_state, scale_down_window_s=relaxed, last_regret_at=now)
-    if target != current:
-        action = "scale-up" if target > current else "scale-down"
-        if retrieval_note:
-            reason = f"{reason}; {retrieval_note}"
-        new_state = replace(new_state, last_scale_at=now)
-        if target < current:
-            new_state = replace(new_state, last_scale_down_at=now)
-        elif not fleet.warming or new_state.warming_since is None:
-            new_state = replace(new_state, warming_since=now)
-        return (
-            Decision(
-                action, f"{action} {current} -> {target} replicas", reason, replicas=target, metrics=metrics
-            ),
-            new_state,
-        )
+        return replace(plan, state=replace(plan.state, scale_down_window_s=relaxed, last_regret_at=now))
+    return plan
 
-    # ---- batching (only with a stable fleet) ---------------------------------------------
-    # Never while replicas warm up or in the interval of a scaling action; during a breach that
-    # replicas cannot fix (at the cap, or already covered) only the narrowing steps apply.
-    # Nor while idle: with no request served there is nothing to judge a batching step by.
-    if params.tune_batching and fleet.warming == 0 and not idle:
-        decision, new_state = _batching_step(
-            params, obs, fleet, new_state, now, ratio, metrics, breach=breach_who is not None
-        )
-        if decision is not None:
-            return decision, new_state
+
+def scale(ctx: StepContext, plan: Plan) -> tuple[Decision, PolicyState] | None:
+    """Order a target that differs from the fleet, noting when for the windows and the warm-up."""
+    current, target, now = ctx.current, plan.target, ctx.now
+    if target == current:
+        return None
+    action = "scale-up" if target > current else "scale-down"
+    reason = f"{plan.reason}; {ctx.retrieval_note}" if ctx.retrieval_note else plan.reason
+    state = replace(plan.state, last_scale_at=now)
+    if target < current:
+        state = replace(state, last_scale_down_at=now)
+    elif not ctx.fleet.warming or state.warming_since is None:
+        state = replace(state, warming_since=now)
+    decision = Decision(
+        action,
+        f"{action} {current} -> {target} replicas",
+        reason,
+        replicas=target,
+        metrics=dict(plan.metrics),
+        rule=plan.rule,
+    )
+    return decision, state
+
+
+def batching(ctx: StepContext, plan: Plan) -> tuple[Decision | None, PolicyState]:
+    """A batching step is judged by the TTFT after it: take one only with a stable, serving fleet."""
+    if not ctx.params.tune_batching or ctx.fleet.warming or ctx.idle:
+        return None, plan.state
+    # The step under trial is judged (and settled) whenever this runs, a new step or not.
+    return _batching_step(
+        ctx.params,
+        ctx.obs,
+        ctx.fleet,
+        plan.state,
+        ctx.now,
+        ctx.ratio,
+        dict(plan.metrics),
+        breach=ctx.breach_who is not None,
+    )
+
+
+def hold(ctx: StepContext, plan: Plan) -> Decision:
+    """Nothing changes: say why, with the load picture, the worst class and retrieval's share."""
     within = (
         "idle: no requests in the window"
-        if idle
-        else f"TTFT p95 {ttft:.2f}s ({ratio:.2f}x target) within band"
+        if ctx.idle
+        else f"TTFT p95 {ctx.ttft:.2f}s ({ctx.ratio:.2f}x target) within band"
     )
-    hold_reason = reason or f"{within}; {up_text}"
-    if worst_class is not None:
-        hold_reason += f"; worst class {worst_class[0]} at {worst_class[1]:.2f}x its target"
-    if retrieval_note:
-        hold_reason += f"; {retrieval_note}"
-    return Decision("hold", f"hold at {current} replicas", hold_reason, metrics=metrics), new_state
+    reason = plan.reason or f"{within}; {ctx.up_text}"
+    if ctx.worst_class is not None:
+        reason += f"; worst class {ctx.worst_class[0]} at {ctx.worst_class[1]:.2f}x its target"
+    if ctx.retrieval_note:
+        reason += f"; {ctx.retrieval_note}"
+    return Decision(
+        "hold", f"hold at {ctx.current} replicas", reason, metrics=dict(plan.metrics), rule=plan.rule
+    )
+
+
+def decide(
+    params: PolicyParams,
+    obs: Observation,
+    fleet: FleetState,
+    state: PolicyState,
+    now: float,
+) -> tuple[Decision, PolicyState]:
+    """One control-loop step. Returns the decision and the state to pass to the next step."""
+    ctx = StepContext(params, obs, fleet, state, now)
+    held = fail_static(ctx)
+    if held is not None:
+        return held, state
+    plan = regret(ctx, stabilise(ctx, recommend(ctx)))
+    scaled = scale(ctx, plan)
+    if scaled is not None:
+        return scaled
+    decision, next_state = batching(ctx, plan)
+    return (decision if decision is not None else hold(ctx, plan)), next_state
+
+
+def _sign(value: int) -> int:
+    return (value > 0) - (value < 0)
 
 
 def _learn_from_regret(
@@ -1006,6 +1205,7 @@ def _batching_step(
                     f"to {obs.ttft_p95_s:.2f}s",
                     batching=within_bounds(trial.previous, params),
                     metrics=metrics,
+                    rule="batching",
                 ),
                 replace(state, trial=None, last_batching_at=now, blocked=(trial.direction, block_until)),
             )
@@ -1076,6 +1276,7 @@ def _batching_step(
             why,
             batching=proposal,
             metrics=metrics,
+            rule="batching",
         ),
         replace(state, trial=trial, last_batching_at=now),
     )

@@ -271,7 +271,7 @@ def demo(
 
 class Demo:
     def __init__(self, options: Options) -> None:
-        from phoenix_operator.sim.cli import default_trace
+        from phoenix_operator.sim.options import default_trace
         from phoenix_operator.sim.profile import load_profile
 
         self.o = options
@@ -801,7 +801,7 @@ class Demo:
 
     def _summarize(self) -> None:
         from phoenix_operator.sim.bench import make_context
-        from phoenix_operator.sim.cli import render_table, write_plots
+        from phoenix_operator.sim.report import render_table, write_plots
 
         r, o = self.r, self.o
         run = self._result()

@@ -28,6 +28,7 @@ from phoenix_operator.sim.fleet import FleetResult
 from phoenix_operator.sim.metrics import attainment, json_number
 from phoenix_operator.sim.request import Arrival, RequestRecord
 from phoenix_operator.sim.workloads import Workload
+from phoenix_operator.stats import quantile
 
 CONTROLLED = "phoenix-operator"
 STATIC = "no-operator"
@@ -142,9 +143,7 @@ def figures(
 
 
 def _p95(values: Sequence[float]) -> float:
-    if not values:
-        return math.nan
-    return float(np.quantile(np.asarray(values, dtype=float), 0.95, method="inverted_cdf"))
+    return quantile(values, 0.95)
 
 
 def jsonable(value: Any) -> Any:

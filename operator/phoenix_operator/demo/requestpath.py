@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from phoenix_operator.sim.request import RequestRecord
+from phoenix_operator.stats import quantile
 
 #: A send later than this (wall seconds) after its arrival time counts as late (client behind).
 LATE_SEND_S = 1.0
@@ -81,8 +82,8 @@ def quantiles(values: Sequence[float]) -> dict[str, float | int | None]:
         return {"p50_s": None, "p95_s": None, "n": 0}
     arr = np.asarray(values, dtype=float)
     return {
-        "p50_s": round(float(np.quantile(arr, 0.5, method="inverted_cdf")), 4),
-        "p95_s": round(float(np.quantile(arr, 0.95, method="inverted_cdf")), 4),
+        "p50_s": round(quantile(arr, 0.5), 4),
+        "p95_s": round(quantile(arr, 0.95), 4),
         "n": len(values),
     }
 

@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 import simpy
 
 from phoenix_operator.demo.modelconfig import batcher_config
@@ -40,6 +39,7 @@ from phoenix_operator.sim.cost import BlockingBatchCost, LLMEngineCost
 from phoenix_operator.sim.fleet import Fleet, FleetSettings
 from phoenix_operator.sim.replica import call_at
 from phoenix_operator.sim.request import Arrival, RequestRecord
+from phoenix_operator.stats import quantile
 
 #: How often the stepping thread advances the simulation (wall seconds).
 TICK_S = 0.02
@@ -412,4 +412,4 @@ class DigitalTwin:
 def _p95(values: Sequence[float]) -> float | None:
     if not values:
         return None
-    return float(np.quantile(np.asarray(values, dtype=float), 0.95, method="inverted_cdf"))
+    return quantile(values, 0.95)

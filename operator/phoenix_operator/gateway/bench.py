@@ -27,6 +27,8 @@ from typing import Any
 import click
 import numpy as np
 
+from phoenix_operator.stats import percentile
+
 
 def _server_timing(header: str) -> dict[str, float]:
     """``embed;dur=5.1, search;dur=2`` → {"embed": 5.1, "search": 2.0} (milliseconds)."""
@@ -43,8 +45,8 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
         return {"p50": None, "p99": None, "mean": None}
     arr = np.asarray(values)
     return {
-        "p50": round(float(np.percentile(arr, 50)), 3),
-        "p99": round(float(np.percentile(arr, 99)), 3),
+        "p50": round(percentile(arr, 50), 3),
+        "p99": round(percentile(arr, 99), 3),
         "mean": round(float(arr.mean()), 3),
     }
 

@@ -63,7 +63,7 @@ def ingest_passages(
     """Create the collection as the reconciler does (schema, index, load) and insert ``texts``."""
     from pymilvus import MilvusClient
 
-    from phoenix_operator.reconcile.retrieval import TEXT_FIELD, VECTOR_FIELD, ensure_collection
+    from phoenix_operator.clients.milvus import TEXT_FIELD, VECTOR_FIELD, ensure_collection
 
     report = ensure_collection(uri, None, "default", collection, timeout_s=30)
     if not report.ready:

@@ -1,7 +1,7 @@
 """Passage search in the knowledge-base collection (pymilvus; blocking, run in the I/O pool).
 
 The collection schema is the one the retrieval reconciler creates
-(:mod:`phoenix_operator.reconcile.retrieval`): vectors in ``embedding``, passage text in ``text``.
+(:mod:`phoenix_operator.clients.milvus`): vectors in ``embedding``, passage text in ``text``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from pymilvus import MilvusClient
 
 from phoenix_operator.api.models import CollectionSpec
-from phoenix_operator.reconcile.retrieval import TEXT_FIELD, VECTOR_FIELD
+from phoenix_operator.clients.milvus import TEXT_FIELD, VECTOR_FIELD
 
 
 class PassageSearch:

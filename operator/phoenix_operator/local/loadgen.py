@@ -24,6 +24,8 @@ from typing import Any, Literal
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
+from phoenix_operator.stats import quantile
+
 #: Buckets fine enough around a 3 s TTFT target (and sub-100 ms for the emulated model).
 TTFT_BUCKETS: tuple[float, ...] = (
     0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0,
@@ -101,7 +103,7 @@ class LoadResult:
     def quantile(self, q: float, priority_class: str | None = None) -> float | None:
         """Empirical quantile of successful latencies (None when there are none)."""
         values = self.latencies(priority_class)
-        return float(np.quantile(values, q)) if values else None
+        return quantile(values, q) if values else None
 
     def max_lateness_s(self) -> float:
         return max((r.lateness_s for r in self.records), default=0.0)

@@ -14,6 +14,7 @@ from phoenix_operator.api.models import PhoenixDeploymentSpec
 from phoenix_operator.ml.classifier import ClassifierError, IntentClassifier, Prediction
 from phoenix_operator.ml.cli import load_spec
 from phoenix_operator.ml.routing import choose_class
+from phoenix_operator.stats import percentile
 
 WARMUP_QUERIES = 20
 
@@ -34,7 +35,7 @@ def urgent_intents(spec: PhoenixDeploymentSpec, labels: list[str]) -> tuple[str,
 
 
 def _ms(samples: list[float], q: float) -> float:
-    return round(float(np.percentile(np.array(samples) * 1e3, q)), 3)
+    return round(percentile(np.array(samples) * 1e3, q), 3)
 
 
 def run_classifier_bench(

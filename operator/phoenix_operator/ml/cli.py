@@ -71,7 +71,7 @@ def load_spec(path: str | None) -> PhoenixDeploymentSpec:
         return reference_spec()
     import yaml
 
-    from phoenix_operator.api.cli import load_documents, parse_phoenix_deployments
+    from phoenix_operator.api.documents import load_documents, parse_phoenix_deployments
 
     try:
         deployments = parse_phoenix_deployments(load_documents(path))

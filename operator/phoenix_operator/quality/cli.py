@@ -41,7 +41,7 @@ DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 
 
 def _load_deployment(spec_file: str, name: str | None) -> PhoenixDeployment:
-    from phoenix_operator.api.cli import load_documents, parse_phoenix_deployments
+    from phoenix_operator.api.documents import load_documents, parse_phoenix_deployments
 
     try:
         docs = load_documents(spec_file)

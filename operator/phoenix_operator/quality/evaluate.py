@@ -103,8 +103,8 @@ def search_doc_ids(
 ) -> list[list[str]]:
     """Document ids of the top-``k`` chunks for each query vector, searched in ``collection.name``
     (the alias, or one version of it)."""
+    from phoenix_operator.clients.milvus import VECTOR_FIELD
     from phoenix_operator.quality.kb import DOC_ID_FIELD
-    from phoenix_operator.reconcile.retrieval import VECTOR_FIELD
 
     out: list[list[str]] = []
     for start in range(0, len(vectors), SEARCH_BATCH):

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 # A module import, not a name: reconcile.quality imports this module while it initialises.
-from phoenix_operator.reconcile import quality as operator_quality
+from phoenix_operator.status import quality as operator_quality
 
 DEFAULT_MAX_HIT_AT_K_DROP = 0.02
 #: ``phoenix kb ingest`` exits with this status when the gate keeps the alias where it was.

@@ -28,6 +28,13 @@ from pymilvus.client.types import LoadState
 from pymilvus.exceptions import MilvusException
 
 from phoenix_operator.api.models import CollectionSpec
+from phoenix_operator.clients.milvus import (
+    PRIMARY_FIELD,
+    TEXT_FIELD,
+    TEXT_MAX_LENGTH,
+    VECTOR_FIELD,
+    index_params,
+)
 from phoenix_operator.quality import lifecycle
 from phoenix_operator.quality.documents import (
     MAX_DOC_ID_LENGTH,
@@ -38,13 +45,6 @@ from phoenix_operator.quality.documents import (
 )
 from phoenix_operator.quality.gate import RefreshVerdict
 from phoenix_operator.quality.lifecycle import Version
-from phoenix_operator.reconcile.retrieval import (
-    PRIMARY_FIELD,
-    TEXT_FIELD,
-    TEXT_MAX_LENGTH,
-    VECTOR_FIELD,
-    index_params,
-)
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from phoenix_operator.api.models import PhoenixDeploymentSpec, QualityStatus
-from phoenix_operator.control.actuators import ready_endpoints
-from phoenix_operator.reconcile import quality as qual
-from phoenix_operator.reconcile.kube import Kube
+from phoenix_operator.clients.kube import Kube
+from phoenix_operator.clients.triton import ready_endpoints
 from phoenix_operator.render.objects import Target, triton_name
 from phoenix_operator.render.tritonconfig import BatchingConfig, model_config_dict, to_load_json
+from phoenix_operator.status import quality as qual
 
 
 class ApplyResult(Protocol):

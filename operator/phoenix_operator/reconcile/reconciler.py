@@ -25,24 +25,10 @@ from phoenix_operator.api.models import (
     QualityStatus,
     RetrievalStatus,
 )
-from phoenix_operator.control.actuators import TritonModelControl, triton_control_key
+from phoenix_operator.clients.kube import Kube, Manifest
+from phoenix_operator.clients.milvus import TokenSecretError, ensure_collection, resolve_token
+from phoenix_operator.clients.triton import TritonModelControl, triton_control_key
 from phoenix_operator.reconcile import promotion
-from phoenix_operator.reconcile import quality as qual
-from phoenix_operator.reconcile.kube import Kube, Manifest
-from phoenix_operator.reconcile.retrieval import TokenSecretError, ensure_collection, resolve_token
-from phoenix_operator.reconcile.settings import OperatorSettings
-from phoenix_operator.reconcile.status import (
-    DeploymentState,
-    Problem,
-    RetrievalState,
-    Snapshot,
-    StatusDraft,
-    changed_conditions,
-    desired_conditions,
-    embedder_state,
-    merge_conditions,
-    unschedulable_problems,
-)
 from phoenix_operator.render.objects import (
     COMPONENT_LABEL,
     DEPLOYMENT_LABEL,
@@ -64,7 +50,21 @@ from phoenix_operator.render.objects import (
     triton_name,
 )
 from phoenix_operator.render.secrets import milvus_root_secret_name, milvus_token
-from phoenix_operator.render.tritonconfig import BatchingConfig
+from phoenix_operator.render.tritonconfig import BatchingConfig, batching_in_force
+from phoenix_operator.settings import OperatorSettings
+from phoenix_operator.status import quality as qual
+from phoenix_operator.status.conditions import (
+    DeploymentState,
+    Problem,
+    RetrievalState,
+    Snapshot,
+    StatusDraft,
+    changed_conditions,
+    desired_conditions,
+    embedder_state,
+    merge_conditions,
+    unschedulable_problems,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,34 +105,6 @@ class Outcome:
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def batching_in_force(spec: PhoenixDeploymentSpec, status: Mapping[str, Any]) -> BatchingConfig:
-    """The spec's batching, or the tuned one the control loop persisted if it is still allowed.
-
-    A tuned config survives operator restarts (it lives in status and the ConfigMap) but is
-    dropped as soon as the user's spec no longer allows it (mode changed, bounds narrowed).
-    """
-    from_spec = BatchingConfig.from_spec(spec)
-    tuned = status.get("batching") or {}
-    auto = spec.autoscaling
-    if tuned.get("source") != "tuned" or auto.mode != AutoscalingMode.AUTO or not auto.tune_batching:
-        return from_spec
-    bounds = spec.batching.bounds
-    candidate = BatchingConfig(
-        preferred_batch_sizes=tuple(sorted(int(s) for s in tuned.get("preferredBatchSizes", []))),
-        max_queue_delay_us=int(tuned.get("maxQueueDelayMicroseconds", -1)),
-        instance_count=int(tuned.get("instanceCount", 0)),
-    )
-    size_cap = min(spec.model.max_batch_size, bounds.max_preferred_batch_size or spec.model.max_batch_size)
-    allowed = (
-        all(1 <= s <= size_cap for s in candidate.preferred_batch_sizes)
-        and bounds.min_queue_delay_microseconds
-        <= candidate.max_queue_delay_us
-        <= bounds.max_queue_delay_microseconds
-        and bounds.min_instance_count <= candidate.instance_count <= bounds.max_instance_count
-    )
-    return candidate if allowed else from_spec
 
 
 def batching_status(

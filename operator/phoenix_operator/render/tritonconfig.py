@@ -8,13 +8,14 @@ field name we get wrong fails here, in a unit test, instead of in a Triton log.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from phoenix_operator.api.models import PhoenixDeploymentSpec, PrioritySpec, QueuePolicy
+from phoenix_operator.api.models import AutoscalingMode, PhoenixDeploymentSpec, PrioritySpec, QueuePolicy
 
 
 @dataclass(frozen=True)
@@ -187,3 +188,31 @@ def batching_of(config: dict[str, Any]) -> BatchingConfig:
         max_queue_delay_us=int(block.get("max_queue_delay_microseconds", 0)),
         instance_count=int(groups[0].get("count", 1)),
     )
+
+
+def batching_in_force(spec: PhoenixDeploymentSpec, status: Mapping[str, Any]) -> BatchingConfig:
+    """The spec's batching, or the tuned one the control loop persisted if it is still allowed.
+
+    A tuned config survives operator restarts (it lives in status and the ConfigMap) but is
+    dropped as soon as the user's spec no longer allows it (mode changed, bounds narrowed).
+    """
+    from_spec = BatchingConfig.from_spec(spec)
+    tuned = status.get("batching") or {}
+    auto = spec.autoscaling
+    if tuned.get("source") != "tuned" or auto.mode != AutoscalingMode.AUTO or not auto.tune_batching:
+        return from_spec
+    bounds = spec.batching.bounds
+    candidate = BatchingConfig(
+        preferred_batch_sizes=tuple(sorted(int(s) for s in tuned.get("preferredBatchSizes", []))),
+        max_queue_delay_us=int(tuned.get("maxQueueDelayMicroseconds", -1)),
+        instance_count=int(tuned.get("instanceCount", 0)),
+    )
+    size_cap = min(spec.model.max_batch_size, bounds.max_preferred_batch_size or spec.model.max_batch_size)
+    allowed = (
+        all(1 <= s <= size_cap for s in candidate.preferred_batch_sizes)
+        and bounds.min_queue_delay_microseconds
+        <= candidate.max_queue_delay_us
+        <= bounds.max_queue_delay_microseconds
+        and bounds.min_instance_count <= candidate.instance_count <= bounds.max_instance_count
+    )
+    return candidate if allowed else from_spec

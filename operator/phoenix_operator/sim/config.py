@@ -1,6 +1,6 @@
 """Triton's dynamic-batching configuration, mirrored field for field from ``model_config.proto``.
 
-The simulator, the control-loop policies and the fidelity harness (issue 8) all speak this one
+The simulator, the control-loop policies and the fidelity harness all speak this one
 type, so a configuration that is simulated is byte-for-byte the one that would be sent to Triton
 (:meth:`BatcherConfig.to_pbtxt`).
 """

@@ -1,7 +1,7 @@
 """Cost models: how long a Triton model instance is busy with a batch.
 
 * :class:`BlockingBatchCost` — ``execute()`` blocks the instance for ``a + b × rows``. This is
-  exactly what issue 8's Python-backend model does on a real ``tritonserver``, so the fidelity
+  exactly what the fidelity harness's Python-backend model does on a real ``tritonserver``, so the fidelity
   harness compares like with like; latency = queue + compute.
 * :class:`LLMEngineCost` — a decoder-only LLM on one GPU with in-flight batching: a prefill
   iteration's time depends on the prompt tokens of the batch (plus the decode tokens that ride

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from phoenix_operator.control.observation import Observation
+from phoenix_operator.observation import Observation
 from phoenix_operator.sim.config import BatcherConfig
 from phoenix_operator.sim.cost import BlockingBatchCost, LLMEngineCost
 from phoenix_operator.sim.interface import FleetCommand, FleetController, FleetView
@@ -39,6 +38,7 @@ from phoenix_operator.sim.replica import (
 )
 from phoenix_operator.sim.request import DEFAULT_CLASSES, Arrival, RequestRecord
 from phoenix_operator.sim.scrape import FleetScraper, GaugeSample, ScrapeSettings
+from phoenix_operator.stats import percentile
 
 CostModel = BlockingBatchCost | LLMEngineCost
 LB_POLICIES = ("round-robin", "least-pending", "random")
@@ -105,7 +105,7 @@ class FleetSettings:
 
 
 @dataclass
-class Decision:
+class FleetDecision:
     at: float
     target_replicas: int | None
     batching: BatcherConfig | None
@@ -126,7 +126,7 @@ class FleetResult:
     #: Billing window [0, horizon_s], seconds.
     horizon_s: float
     end_s: float
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: list[FleetDecision] = field(default_factory=list)
     batches: int = 0
     #: LLM engine: sequences pre-empted for KV (recompute), client retries sent, and prompt
     #: tokens admitted / served from the prefix cache.
@@ -175,7 +175,7 @@ class Fleet:
         self.starting: list[Replica] = []
         self.draining: list[Replica] = []
         self.timeline: list[tuple[float, int, int, int]] = []
-        self.decisions: list[Decision] = []
+        self.decisions: list[FleetDecision] = []
         self.scaling_actions = 0
         self.batching_changes = 0
         self._rr = 0
@@ -303,7 +303,7 @@ class Fleet:
         changed_target = cmd.target_replicas is not None and self.set_target(cmd.target_replicas)
         if changed_batching or changed_target:
             self.decisions.append(
-                Decision(
+                FleetDecision(
                     self.env.now,
                     cmd.target_replicas if changed_target else None,
                     cmd.batching if changed_batching else None,
@@ -522,11 +522,11 @@ class Fleet:
         ttft_p95: float | None = None
         by_class: dict[str, float | None] = {}
         if ttfts:
-            ttft_p95 = float(np.percentile(ttfts, 95))
+            ttft_p95 = percentile(ttfts, 95)
             groups: dict[str, list[float]] = {}
             for v, c in zip(ttfts, self.ft_c[i:], strict=True):
                 groups.setdefault(c, []).append(v)
-            by_class = {c: float(np.percentile(vs, 95)) for c, vs in groups.items()}
+            by_class = {c: percentile(vs, 95) for c, vs in groups.items()}
         else:
             missing["ttft_p95_s"] = "no data"
         j = bisect_left(self.dq_t, t0)
@@ -594,8 +594,8 @@ class Fleet:
             )
         i = bisect_left(self.ft_t, t0)
         f = bisect_left(self.fin_t, t0)
-        ttft = float(np.percentile(self.ft_v[i:], 90)) if i < len(self.ft_v) else None
-        tpot = float(np.percentile(self.fin_tpot[f:], 90)) if f < len(self.fin_tpot) else None
+        ttft = percentile(self.ft_v[i:], 90) if i < len(self.ft_v) else None
+        tpot = percentile(self.fin_tpot[f:], 90) if f < len(self.fin_tpot) else None
         return ttft, tpot
 
     def view(self, t0: float, now: float, slo_ttft_s: float) -> FleetView:
@@ -718,7 +718,7 @@ def simulate(
 ) -> list[RequestRecord]:
     """Run explicit arrivals through a fixed fleet; one record per arrival, in arrival order.
 
-    This is the entry point for the fidelity harness (issue 8): same arrivals, same batcher
+    This is the entry point for the fidelity harness: same arrivals, same batcher
     config, same cost function as the real server. The executed-batch count is
     ``len({r.batch_id for r in records if r.batch_id >= 0})`` and a request's Triton queue time is
     ``r.queue_s``; ``r.ttft_s`` is end-to-end latency for a blocking model. ``missed_wakeup_p``
@@ -735,10 +735,3 @@ def simulate(
         missed_wakeup_p=missed_wakeup_p,
     )
     return run_fleet(ordered, cost_model, batcher_config, settings).records
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Empirical percentile without interpolation (``inf`` marks requests that never got served)."""
-    if not values:
-        return math.nan
-    return float(np.quantile(np.asarray(values, dtype=float), q / 100.0, method="inverted_cdf"))

@@ -1,7 +1,7 @@
 """The one interface every fleet policy implements, in the simulator and (via adapters) live.
 
 A controller is called every ``interval_s`` simulated seconds with a :class:`FleetView` — the
-same :class:`~phoenix_operator.control.observation.Observation` the production metric source
+same :class:`~phoenix_operator.observation.Observation` the production metric source
 produces, plus what a controller can read from Kubernetes and the pods — and answers with a
 :class:`FleetCommand`.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from phoenix_operator.control.observation import Observation
+from phoenix_operator.observation import Observation
 from phoenix_operator.sim.config import BatcherConfig
 
 

@@ -14,14 +14,13 @@ from typing import Any
 import numpy as np
 
 from phoenix_operator.sim.request import RequestRecord
+from phoenix_operator.stats import quantile
 
 URGENT = "urgent"
 
 
 def _q(values: np.ndarray, q: float) -> float:
-    if values.size == 0:
-        return math.nan
-    return float(np.quantile(values, q, method="inverted_cdf"))
+    return quantile(values, q)
 
 
 def ttft_array(records: Sequence[RequestRecord]) -> np.ndarray:

@@ -32,28 +32,26 @@ import click
 import numpy as np
 import yaml
 
-from phoenix_operator.api.cli import load_documents, parse_phoenix_deployments
+from phoenix_operator.api.documents import load_documents, parse_phoenix_deployments
 from phoenix_operator.api.models import AutoscalingMode, PhoenixDeployment, PhoenixDeploymentSpec
 from phoenix_operator.sim.bench import BenchReport, PolicyRun, make_context, run_policy, to_markdown
-from phoenix_operator.sim.cli import (
-    WorkloadOptions,
-    build_workload,
-    describe_workload,
-    options_from,
-    output_options,
-    render_table,
-    report_console,
-    workload_options,
-    write_outputs,
-)
 from phoenix_operator.sim.config import BatcherConfig, QueuePolicy
 from phoenix_operator.sim.controllers import REGISTRY, BenchContext, ControllerFactory, StaticController
 from phoenix_operator.sim.cost import BlockingBatchCost, LLMEngineCost
 from phoenix_operator.sim.fleet import LB_POLICIES, simulate
+from phoenix_operator.sim.options import (
+    WorkloadOptions,
+    build_workload,
+    describe_workload,
+    options_from,
+    workload_options,
+)
 from phoenix_operator.sim.phoenix import PhoenixController, params_for
 from phoenix_operator.sim.profile import DEFAULT_PROFILE, Profile, load_profile
+from phoenix_operator.sim.report import output_options, render_table, report_console, write_outputs
 from phoenix_operator.sim.request import Arrival
 from phoenix_operator.sim.workloads import DEFAULT_MIX, Workload
+from phoenix_operator.stats import percentile
 
 # --------------------------------------------------------------------------------------------
 # Calibration: a load test of one replica
@@ -168,7 +166,7 @@ def load_test_replica(
         judged = [r.ttft_s for r in records if r.arrival_s >= step_s / 2]
         if not judged:
             return LoadStep(rate, 0.0, 0.0, True)
-        p95 = float(np.percentile(judged, 95)) if all(map(math.isfinite, judged)) else math.inf
+        p95 = percentile(judged, 95)
         served = sum(1 for v in judged if math.isfinite(v)) / (step_s / 2)
         step = LoadStep(rate, served, p95, p95 <= ttft_target_s)
         steps.append(step)

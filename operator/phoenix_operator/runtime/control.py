@@ -18,10 +18,10 @@ import asyncio
 import contextvars
 import functools
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import kopf
@@ -30,12 +30,15 @@ from prometheus_client import Histogram
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.control.loop import ControlLoop
 from phoenix_operator.control.schedule import missed_slots, next_start
-from phoenix_operator.reconcile import handlers as reconcile_handlers
+from phoenix_operator.runtime import metrics as opmetrics
+from phoenix_operator.runtime.reconcile import PROCESS, process_of, refresh_owner, run_exclusive
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 DEFAULT_INTERVAL_S = 30.0
 log = logging.getLogger("phoenix_operator.control")
 T = TypeVar("T")
+#: The operator memo's key for the control loop's process objects.
+CONTROL = "control"
 
 #: How far each step's start strayed from its interval: what "steps run on time" is measured by
 #: (``phoenix bench operator`` reads it). A skipped slot shows as 1.0 (twice the interval).
@@ -50,30 +53,22 @@ STEP_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
-_loop: dict[str, ControlLoop] = {}
-_pool: dict[str, ThreadPoolExecutor] = {}
-_guard = threading.Lock()
+
+@dataclass
+class ControlProcess:
+    """The control loop's process objects: built at start-up, kept in Kopf's operator memo."""
+
+    loop: ControlLoop
+    #: Runs steps, sized by ``control_workers``: a step holds a thread only while it runs.
+    pool: ThreadPoolExecutor
 
 
-def control_loop() -> ControlLoop:
-    with _guard:
-        if "loop" not in _loop:
-            reconciler = reconcile_handlers.reconciler()
-            _loop["loop"] = ControlLoop(reconciler.kube, reconcile_handlers.SETTINGS)
-        return _loop["loop"]
+def control_of(memo: kopf.Memo) -> ControlProcess:
+    control: ControlProcess = memo[CONTROL]
+    return control
 
 
-def control_executor() -> ThreadPoolExecutor:
-    """The pool that runs steps, sized by ``control_workers`` (made at start-up, else on first use)."""
-    with _guard:
-        if "pool" not in _pool:
-            _pool["pool"] = ThreadPoolExecutor(
-                max_workers=reconcile_handlers.SETTINGS.control_workers, thread_name_prefix="phoenix-control"
-            )
-        return _pool["pool"]
-
-
-async def in_executor(fn: Callable[..., T], *args: Any) -> T:
+async def in_executor(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
     """Run blocking ``fn(*args)`` on the control pool, with this task's context variables.
 
     The context matters: ``kopf.event`` finds Kopf's posting queue through context variables,
@@ -81,7 +76,7 @@ async def in_executor(fn: Callable[..., T], *args: Any) -> T:
     """
     context = contextvars.copy_context()
     call = functools.partial(context.run, fn, *args)
-    return await asyncio.get_running_loop().run_in_executor(control_executor(), call)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
 
 
 async def run_periodically(
@@ -129,33 +124,41 @@ def _autoscaling_on(spec: kopf.Spec, **_: Any) -> bool:
     return bool((spec.get("autoscaling") or {}).get("mode", "off") != "off")
 
 
-@kopf.on.startup()
-async def start_control_pool(logger: kopf.Logger, **_: Any) -> None:
-    workers = reconcile_handlers.SETTINGS.control_workers
-    control_executor()
+async def start_control(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Start-up, after the reconciler's: the loop shares its Kubernetes client and settings."""
+    if PROCESS not in memo:
+        raise kopf.TemporaryError("the reconciler's start-up has not finished", delay=0.5)
+    process = process_of(memo)
+    workers = process.settings.control_workers
+    memo[CONTROL] = ControlProcess(
+        loop=ControlLoop(process.reconciler.kube, process.settings, on_step=opmetrics.observe_step),
+        pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phoenix-control"),
+    )
     logger.info(
         f"control loop: one asyncio daemon per autoscaled deployment, steps on {workers} thread(s) "
         f"(PHOENIX_CONTROL_WORKERS)"
     )
 
 
-@kopf.on.cleanup()
-async def stop_control_pool(**_: Any) -> None:
-    with _guard:
-        pool = _pool.pop("pool", None)
-    if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
+async def stop_control(memo: kopf.Memo, **_: Any) -> None:
+    control = memo.pop(CONTROL, None)
+    if control is not None:
+        control.pool.shutdown(wait=False, cancel_futures=True)
 
 
-@kopf.daemon(*RESOURCE, when=_autoscaling_on, cancellation_timeout=10.0, initial_delay=1.0)
-async def run_control_loop(stopped: kopf.DaemonStopped, body: kopf.Body, logger: Any, **_: Any) -> None:
-    control = await in_executor(control_loop)
+async def run_control_loop(
+    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    process, control = process_of(memo), control_of(memo)
     uid = body["metadata"]["uid"]
 
     async def step() -> None:
         began = time.monotonic()
         try:
-            await in_executor(reconcile_handlers.run_exclusive, body, control.step)
+            result = await in_executor(control.pool, run_exclusive, process, body, control.loop.step)
+            if result is not None and result.reconcile:
+                meta = body["metadata"]
+                await in_executor(control.pool, refresh_owner, process, meta["namespace"], meta["name"])
         except Exception:  # one bad step must not kill the loop; the next interval retries
             logger.exception("control-loop step failed")
         finally:
@@ -169,4 +172,13 @@ async def run_control_loop(stopped: kopf.DaemonStopped, body: kopf.Body, logger:
     try:
         await run_periodically(step, lambda: _interval_of(body), wait, on_drift=STEP_INTERVAL_DRIFT.observe)
     finally:
-        control.forget(uid)
+        control.loop.forget(uid)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Add the control loop's start-up, clean-up and daemon to ``registry`` (after the reconciler's)."""
+    kopf.on.startup(registry=registry)(start_control)
+    kopf.on.cleanup(registry=registry)(stop_control)
+    kopf.daemon(
+        *RESOURCE, when=_autoscaling_on, cancellation_timeout=10.0, initial_delay=1.0, registry=registry
+    )(run_control_loop)

@@ -12,9 +12,9 @@ import os
 from prometheus_client import Counter, Gauge, start_http_server
 
 from phoenix_operator.api.models import QualityStatus
-from phoenix_operator.control.observation import Observation
 from phoenix_operator.control.policy import Decision
-from phoenix_operator.reconcile.quality import parse_time
+from phoenix_operator.observation import Observation
+from phoenix_operator.status.quality import parse_time
 
 _LABELS = ("namespace", "deployment")
 

@@ -1,50 +1,7 @@
 """Metric source: one :class:`Observation` per PhoenixDeployment and interval, from Prometheus.
 
-Split in three so most of it is tested without any server:
-
-* :func:`build_queries` — pure: PromQL for every signal, scoped by the deployment's label
-  selector (the pods' scrape labels) and the model;
-* :func:`parse_vector` / :func:`assemble_observation` — pure: turn query answers (or failures)
-  into an Observation, with every gap explicit in ``missing`` and staleness in ``stale``;
-* :class:`PrometheusMetricSource` — the only I/O: runs the queries with prometheus-api-client,
-  all evaluated at the same ``now`` so the figures describe one instant.
-
-TTFT p95, in order of preference:
-
-1. ``histogram``: ``histogram_quantile(0.95, sum by (le) (rate(...first_response_histogram_ms_bucket[w])))``
-   (``nv_inference_first_response_histogram_ms``) — exact fleet-wide p95 over the window;
-   exported by production Triton releases with ``histogram_latencies=true`` for decoupled
-   (streaming) models. When the series exist this source is used even if the window had no
-   traffic (then TTFT is missing, not taken from the request latency, which for a streaming
-   model is the whole generation).
-2. ``vllm-histogram``: the same over ``vllm:time_to_first_token_seconds`` — exported by Triton's
-   vLLM backend (decoupled models, labels ``model``/``version``) where Triton's own
-   first-response histogram is off. Like (1), its series existing decides the source.
-3. ``summary``: ``nv_inference_request_summary_us{quantile="0.95"}`` — request latency, which is
-   TTFT for a non-decoupled model (Triton 2.51 here has only this). Summaries cannot be
-   aggregated exactly, so the fleet figure is the **max over replicas that served requests in
-   the window**: a mixture's p95 never exceeds its largest component p95, so this is an upper
-   bound (conservative for an SLO), and idle replicas' old quantiles are ignored. Caveat: the
-   quantile window is Triton's (a sliding ~60 s), not ``window_s``.
-4. ``counters``: ``rate(nv_inference_request_duration_us) / rate(nv_inference_request_success)``
-   — the *mean* request latency, not a p95; ``ttft_source`` says so and policies should treat it
-   as a lower bound.
-
-Mean prompt and generated tokens per request (what lets the policy count load in work, not
-requests) come from the vLLM backend's counters: ``rate(vllm:prompt_tokens_total) /
-rate(nv_inference_request_success)`` and the same for ``vllm:generation_tokens_total``. Generated
-tokens are counted as they are produced, so over a window the ratio is the mean output length
-in steady state (a rise shows in it a little late). Backends without these counters leave both
-missing, and the policy counts requests.
-
-Retrieval p95 (embed + search of one request) comes from the gateway's
-``phoenix_gateway_retrieval_seconds`` histogram and the p95 of each stage from
-``phoenix_gateway_stage_seconds{stage}``, the same ``histogram_quantile`` over ``rate`` as the
-TTFT histograms; the policy uses them to tell a breach retrieval causes from one Triton can fix.
-
-Per-class TTFT comes from the gateway/load generator histogram ``phoenix_request_ttft_seconds``
-(label ``priority_class``) because Triton's metrics carry no priority. Its p95 is capped at the
-largest finite bucket bound (10 s by default) when requests overflow it.
+Pure query building and parsing, and one class that does the I/O; docs/operator.md ("Where
+each signal comes from") says which series each figure is read from and why.
 """
 
 from __future__ import annotations
@@ -58,7 +15,7 @@ from typing import Any
 
 import requests
 
-from phoenix_operator.control.observation import Observation
+from phoenix_operator.observation import Observation
 
 # Query names (keys of build_queries' result).
 Q_TTFT_HISTOGRAM = "ttft_histogram"

@@ -1,7 +1,8 @@
 """Kopf handlers: thin adapters from Kopf's events to `Reconciler.reconcile`.
 
-Importing this module registers the handlers in Kopf's default registry; `phoenix run` and the
-tests' `KopfRunner` both import it.
+Nothing is registered or built at import: `register` adds the handlers to a registry with the
+settings read at start-up, and the start-up handler builds the process objects (`Process`) into
+Kopf's operator memo, from which every handler takes them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
 
 import kopf
@@ -19,26 +22,16 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 from phoenix_operator import API_GROUP, API_VERSION, KIND, PLURAL
-from phoenix_operator.control import opmetrics
-from phoenix_operator.reconcile.kube import Kube
+from phoenix_operator.clients.kube import Kube
 from phoenix_operator.reconcile.reconciler import Outcome, Reconciler
-from phoenix_operator.reconcile.settings import OperatorSettings
 from phoenix_operator.render.objects import DEPLOYMENT_LABEL
+from phoenix_operator.runtime import metrics as opmetrics
+from phoenix_operator.settings import OperatorSettings
 
 log = logging.getLogger("phoenix_operator")
-SETTINGS = OperatorSettings.from_env()
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
-
-#: One lock per object: Kopf runs timers concurrently with event handlers, and two passes
-#: interleaving their status writes could flip a condition back and forth.
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-_state: dict[str, Any] = {}
-
-
-def _lock_for(uid: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(uid, threading.Lock())
+#: The operator memo's key for the process objects.
+PROCESS = "process"
 
 
 def load_kube_config() -> None:
@@ -49,16 +42,37 @@ def load_kube_config() -> None:
         k8s_config.load_kube_config()
 
 
-def reconciler() -> Reconciler:
-    if "reconciler" not in _state:
-        load_kube_config()
-        _state["reconciler"] = Reconciler(Kube(), SETTINGS)
-    result: Reconciler = _state["reconciler"]
-    return result
+@dataclass
+class Process:
+    """What one operator process holds: built once at start-up, kept in Kopf's operator memo."""
+
+    settings: OperatorSettings
+    reconciler: Reconciler
+    #: Kopf's executor for synchronous handlers (child-event refreshes run on it too).
+    executor: Executor | None = None
+    #: Coalesces bursts of child events into one status refresh per owner.
+    children: Debouncer | None = None
+    #: One lock per object: Kopf runs timers concurrently with event handlers, and two passes
+    #: interleaving their status writes could flip a condition back and forth.
+    locks: dict[str, threading.Lock] = field(default_factory=dict)
+    locks_guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def lock_for(self, uid: str) -> threading.Lock:
+        with self.locks_guard:
+            return self.locks.setdefault(uid, threading.Lock())
+
+    def forget(self, uid: str) -> None:
+        with self.locks_guard:
+            self.locks.pop(uid, None)
 
 
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+def process_of(memo: kopf.Memo) -> Process:
+    """The process objects from a handler's memo (a per-object memo is a shallow copy of it)."""
+    process: Process = memo[PROCESS]
+    return process
+
+
+def _configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     # Progress and diff-base in annotations: the status schema is strict (no `status.kopf`).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -75,18 +89,33 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # Threads for the synchronous handlers below (create/update/resume and the resync timer),
     # each held for one pass only. The control loop's daemons are async and never hold one of
     # these (they use their own pool of PHOENIX_CONTROL_WORKERS threads per step).
-    settings.execution.max_workers = SETTINGS.reconcile_workers
+    settings.execution.max_workers = ours.reconcile_workers
     # Least privilege: without this Kopf lists namespaces and watches CRDs cluster-wide (runtime
     # discovery), which a namespaced install (Role/RoleBinding only) must not need. The CRDs are
     # installed before the operator (the chart's crds/) and namespaces are named exactly.
     settings.scanning.disabled = True
     # A standby takes over once the active replica's peering record expires: keep that short.
-    settings.peering.lifetime = SETTINGS.peering_lifetime_seconds
-    _state["executor"] = settings.execution.executor
-    reconciler()
+    settings.peering.lifetime = ours.peering_lifetime_seconds
+
+
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Start-up: tune Kopf, then build the process objects into the operator memo."""
+    ours: OperatorSettings = memo["settings"]
+    _configure_kopf(settings, ours)
+
+    def build() -> Reconciler:
+        load_kube_config()
+        return Reconciler(Kube(), ours)
+
+    reconciler = await asyncio.get_running_loop().run_in_executor(None, build)
+    process = Process(ours, reconciler, executor=settings.execution.executor)
+    process.children = Debouncer(
+        CHILD_EVENT_DEBOUNCE_SECONDS, functools.partial(_refresh_in_executor, process)
+    )
+    memo[PROCESS] = process
     logger.info(
-        f"reconciler: {SETTINGS.reconcile_workers} handler thread(s) (PHOENIX_RECONCILE_WORKERS), "
-        f"resync every {SETTINGS.resync_seconds:g}s"
+        f"reconciler: {ours.reconcile_workers} handler thread(s) (PHOENIX_RECONCILE_WORKERS), "
+        f"resync every {ours.resync_seconds:g}s"
     )
 
 
@@ -100,7 +129,7 @@ R = TypeVar("R", bound=_Result)
 OwnerKey = tuple[str, str]
 
 
-def run_exclusive(body: kopf.Body, work: Callable[[dict[str, Any]], R]) -> R | None:
+def run_exclusive(process: Process, body: kopf.Body, work: Callable[[dict[str, Any]], R]) -> R | None:
     """Run ``work`` on a fresh copy of the object under its lock, then write status and Events.
 
     Reconciler and control loop both write status (conditions included, as one list); reading
@@ -108,8 +137,8 @@ def run_exclusive(body: kopf.Body, work: Callable[[dict[str, Any]], R]) -> R | N
     Returns None when the object is gone.
     """
     meta = body["metadata"]
-    kube = reconciler().kube
-    with _lock_for(meta["uid"]):
+    kube = process.reconciler.kube
+    with process.lock_for(meta["uid"]):
         try:
             fresh = kube.get(f"{API_GROUP}/{API_VERSION}", KIND, meta["name"], meta["namespace"])
         except ApiException as exc:
@@ -126,11 +155,11 @@ def run_exclusive(body: kopf.Body, work: Callable[[dict[str, Any]], R]) -> R | N
     return result
 
 
-def _run(body: kopf.Body, from_timer: bool) -> Outcome | None:
+def _run(process: Process, body: kopf.Body, from_timer: bool) -> Outcome | None:
     meta = body["metadata"]
     labels = {"namespace": meta["namespace"], "deployment": meta["name"]}
     try:
-        outcome = run_exclusive(body, reconciler().reconcile)
+        outcome = run_exclusive(process, body, process.reconciler.reconcile)
     except Exception:
         opmetrics.RECONCILES.labels(**labels, result="error").inc()
         raise
@@ -141,34 +170,22 @@ def _run(body: kopf.Body, from_timer: bool) -> Outcome | None:
     opmetrics.CHILD_WRITES.labels(**labels).inc(len(outcome.writes))
     opmetrics.observe_quality(meta["name"], meta["namespace"], outcome.quality)
     if outcome.retry_reason and not from_timer:
-        raise kopf.TemporaryError(outcome.retry_reason, delay=SETTINGS.resync_seconds)
+        raise kopf.TemporaryError(outcome.retry_reason, delay=process.settings.resync_seconds)
     return outcome
 
 
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE)
-@kopf.on.update(*RESOURCE, field="spec")
-def on_change(body: kopf.Body, **_: Any) -> None:
-    _run(body, from_timer=False)
+def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run(process_of(memo), body, from_timer=False)
 
 
-@kopf.timer(
-    *RESOURCE,
-    interval=SETTINGS.resync_seconds,
-    initial_delay=SETTINGS.resync_seconds / 2,
-    # A failed pass is retried at the resync period, not Kopf's default minute.
-    backoff=SETTINGS.resync_seconds,
-)
-def resync(body: kopf.Body, **_: Any) -> None:
+def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Drift check and status refresh; reads only, unless something drifted or changed."""
-    _run(body, from_timer=True)
+    _run(process_of(memo), body, from_timer=True)
 
 
-@kopf.on.delete(*RESOURCE, optional=True)
-def on_delete(body: kopf.Body, **_: Any) -> None:
+def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Children go through ownerReferences (Kubernetes GC); only forget in-memory state."""
-    with _locks_guard:
-        _locks.pop(body["metadata"]["uid"], None)
+    process_of(memo).forget(body["metadata"]["uid"])
 
 
 #: How long a child's burst of events (a roll-out updates a Deployment's status several times a
@@ -220,33 +237,25 @@ class Debouncer:
         return len(self._tasks)
 
 
-def _refresh_owner(namespace: str, name: str) -> None:
+def refresh_owner(process: Process, namespace: str, name: str) -> None:
     """The resync's pass for one PhoenixDeployment (status follows its children at once).
 
     Not for an owner being deleted: its children are going away on purpose (foreground
     deletion), and a pass would apply them again.
     """
-    owner = reconciler().kube.get(f"{API_GROUP}/{API_VERSION}", KIND, name, namespace)
+    owner = process.reconciler.kube.get(f"{API_GROUP}/{API_VERSION}", KIND, name, namespace)
     if owner is not None and not owner["metadata"].get("deletionTimestamp"):
-        _run(kopf.Body(cast(kopf.RawBody, owner)), from_timer=True)
+        _run(process, kopf.Body(cast(kopf.RawBody, owner)), from_timer=True)
 
 
-async def _refresh_in_executor(key: OwnerKey) -> None:
+async def _refresh_in_executor(process: Process, key: OwnerKey) -> None:
     namespace, name = key
-    executor = _state.get("executor")
     # Kopf's contextvars (its Event queue) travel with the call, as for Kopf's own sync handlers.
-    call = functools.partial(contextvars.copy_context().run, _refresh_owner, namespace, name)
-    await asyncio.get_running_loop().run_in_executor(executor, call)
+    call = functools.partial(contextvars.copy_context().run, refresh_owner, process, namespace, name)
+    await asyncio.get_running_loop().run_in_executor(process.executor, call)
 
 
-_children = Debouncer(CHILD_EVENT_DEBOUNCE_SECONDS, _refresh_in_executor)
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
-@kopf.on.event("apps", "v1", "statefulsets", labels=CHILD_LABELS)
-@kopf.on.event("batch", "v1", "cronjobs", labels=CHILD_LABELS)
-@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
-async def on_child_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+async def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A child changed: refresh its owner's status now instead of at the next resync.
 
     The refresh is the resync's own pass, under the owner's lock and in Kopf's executor, so
@@ -257,10 +266,36 @@ async def on_child_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> Non
         return
     meta = body.get("metadata") or {}
     owner = (meta.get("labels") or {}).get(DEPLOYMENT_LABEL)
-    if owner and meta.get("namespace"):
-        _children.poke((meta["namespace"], owner))
+    children = process_of(memo).children
+    if owner and meta.get("namespace") and children is not None:
+        children.poke((meta["namespace"], owner))
 
 
-@kopf.on.probe(id="reconciler")
-def probe(**_: Any) -> str:
-    return "ok" if "reconciler" in _state else "starting"
+def probe(memo: kopf.Memo, **_: Any) -> str:
+    return "ok" if PROCESS in memo else "starting"
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """Add the reconciler's handlers to ``registry``, timed by ``settings``."""
+    kopf.on.startup(registry=registry)(configure)
+    for on in (kopf.on.resume, kopf.on.create):
+        on(*RESOURCE, registry=registry)(on_change)
+    kopf.on.update(*RESOURCE, field="spec", registry=registry)(on_change)
+    kopf.timer(
+        *RESOURCE,
+        interval=settings.resync_seconds,
+        initial_delay=settings.resync_seconds / 2,
+        # A failed pass is retried at the resync period, not Kopf's default minute.
+        backoff=settings.resync_seconds,
+        registry=registry,
+    )(resync)
+    kopf.on.delete(*RESOURCE, optional=True, registry=registry)(on_delete)
+    for group_version, plural in (
+        ("apps/v1", "deployments"),
+        ("apps/v1", "statefulsets"),
+        ("batch/v1", "cronjobs"),
+        ("batch/v1", "jobs"),
+    ):
+        group, version = group_version.split("/")
+        kopf.on.event(group, version, plural, labels=CHILD_LABELS, registry=registry)(on_child_event)
+    kopf.on.probe(id="reconciler", registry=registry)(probe)

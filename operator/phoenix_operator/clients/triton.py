@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
-from phoenix_operator.reconcile.kube import Kube
+from phoenix_operator.clients.kube import Kube
 from phoenix_operator.render.objects import HTTP_PORT, Target
 from phoenix_operator.render.secrets import (
     SECRET_VALUE_KEY,
