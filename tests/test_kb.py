@@ -93,6 +93,8 @@ class TestChunking:
         self, words: list[str], max_words: int, overlap: int
     ) -> None:
         overlap = min(overlap, max_words - 1)
+        # Numbered, so a carried-over tail cannot be mistaken for a repeated word when rebuilding.
+        words = [f"{i}{word}" for i, word in enumerate(words)]
         chunks = chunk_text(" ".join(words), ChunkSettings(max_words, overlap))
         assert all(1 <= len(c.split()) <= max_words for c in chunks)
         # Removing each chunk's carried-over prefix gives back the text exactly.
