@@ -24,6 +24,7 @@ from phoenix_operator.fidelity.trace import Batch, Span, parse_trace
 from phoenix_operator.local.models import emulated_llm_config
 from phoenix_operator.sim import Arrival, BatcherConfig, BlockingBatchCost, QueuePolicy, simulate
 from phoenix_operator.sim.options import default_trace
+from phoenix_operator.stats import quantile
 
 MS = 1e-3
 #: Priority levels on: no prefetch, so Triton's batcher forms a batch only for an idle instance.
@@ -213,7 +214,7 @@ def test_repeats_pool_triton_figures_and_weigh_every_repeat_the_same_in_the_simu
     ]
     pooled = real_figures(runs)
     latencies = [(10 + i + 0.05) for i in range(10)] + [(30 + i + 0.05) for i in range(10)]
-    assert pooled["latency_p95_ms"] == pytest.approx(float(np.quantile(latencies, 0.95)), rel=1e-6)
+    assert pooled["latency_p95_ms"] == pytest.approx(quantile(latencies, 0.95), rel=1e-6)
     assert pooled["mean_batch"] == pytest.approx(20 / 6)  # counters summed, not ratios averaged
     assert pooled["rejected"] == pytest.approx(0.5)  # per repeat
     # The simulator: a deterministic repeat (no misses) runs once but counts as many runs as a

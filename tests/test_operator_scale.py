@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 from kubernetes import client
@@ -148,6 +149,14 @@ def test_many_loops_share_a_few_threads() -> None:
 # ============================================================================================
 # Kopf wiring (the handlers registered by `phoenix run`)
 # ============================================================================================
+def test_the_registry_logs_in_with_the_kubernetes_client() -> None:
+    """An explicit registry starts without Kopf's fallback logins; without one Kopf never logs in."""
+    from kopf._core.intents.causes import Activity  # Kopf keeps no public view of activities
+
+    activities = build_registry(OperatorSettings())._activities.get_handlers(Activity.AUTHENTICATION)
+    assert [h.fn for h in activities] == [kopf.login_via_client]
+
+
 def test_every_daemon_is_a_coroutine_so_none_holds_an_executor_thread() -> None:
     from kopf._core.intents.handlers import DaemonHandler  # Kopf keeps no public list of daemons
 

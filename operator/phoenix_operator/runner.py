@@ -25,6 +25,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     from phoenix_operator.runtime import control, reconcile
 
     registry = kopf.OperatorRegistry()
+    # An explicit registry has none of Kopf's fallback logins: the kubernetes client's, as Kopf's
+    # default registry would pick (kubeconfig, else the pod's service account).
+    kopf.on.login(registry=registry)(kopf.login_via_client)
     reconcile.register(registry, settings)
     control.register(registry)
     return registry
