@@ -184,7 +184,10 @@ def test_phoenix_scales_up_on_a_load_step_and_explains_it() -> None:
     controller = phoenix_controller(ctx)
     result = _run(ctx, controller)
     assert result.scaling_actions >= 1
-    assert attainment(result.records, 3.0) > attainment(static.records, 3.0) + 0.1
+    # Least-pending routing spreads the step over the fixed fleet too; the ordered replicas still
+    # serve clearly more of it within target (the first 120 s of their warm-up are lost to both).
+    assert attainment(result.records, 3.0) >= 0.9
+    assert attainment(result.records, 3.0) > attainment(static.records, 3.0) + 0.05
     assert attainment(result.records, 3.0, "urgent") >= 0.999
     ups = [d for _, d in controller.decisions if d.action == "scale-up"]
     assert ups and all("req/s at the measured mix now" in d.reason and "needs" in d.reason for d in ups)

@@ -276,7 +276,7 @@ def make_context(
     slo_ttft_s: float = 3.0,
     seed: int = 0,
     quick: bool = False,
-    lb: str = "round-robin",
+    lb: str = "least-pending",
     max_replicas: int | None = None,
     startup_s: float | None = None,
     cost: LLMEngineCost | BlockingBatchCost | None = None,

@@ -60,7 +60,13 @@ BENCH_COMMANDS: dict[str, str] = {
     show_default=True,
     help="Packaged profile name or path to a profile YAML.",
 )
-@click.option("--lb", type=click.Choice(list(LB_POLICIES)), default="round-robin", show_default=True)
+@click.option(
+    "--lb",
+    type=click.Choice(list(LB_POLICIES)),
+    default="least-pending",
+    show_default=True,
+    help="Load balancing over ready pods (least-pending: an L7 gateway; round-robin: kube-proxy).",
+)
 @click.option("--price", type=float, default=None, help="USD per GPU-hour (default: the profile's).")
 @click.option(
     "--max-replicas", type=int, default=None, help="Autoscalers' maxReplicas (default 2 x static-peak)."

@@ -576,6 +576,12 @@ def _phoenix(ctx: BenchContext) -> FleetController:
     return phoenix_controller(ctx)
 
 
+def _phoenix_uncalibrated(ctx: BenchContext) -> FleetController:
+    from phoenix_operator.sim.phoenix import phoenix_controller
+
+    return phoenix_controller(ctx, name="phoenix-uncalibrated", calibrated=False)
+
+
 def _phoenix_tuned(ctx: BenchContext) -> FleetController:
     from phoenix_operator.sim.phoenix import phoenix_controller
 
@@ -593,6 +599,7 @@ def _phoenix_tuned(ctx: BenchContext) -> FleetController:
 REGISTRY: dict[str, ControllerFactory] = {
     "phoenix": _phoenix,
     "phoenix-tuned": _phoenix_tuned,
+    "phoenix-uncalibrated": _phoenix_uncalibrated,
     "oracle": _oracle,
     "hpa": _hpa,
     "keda": _keda,

@@ -1,9 +1,9 @@
 """A fleet of Triton replicas behind a Kubernetes Service, driven by a controller.
 
-* Load balancing over READY pods only: ``round-robin`` (kube-proxy IPVS default; the default
-  here), ``least-pending`` (an L7 gateway picking the pod with the fewest queued + running
-  requests, like Envoy's least-request or llm-d's endpoint picker) or ``random`` (kube-proxy
-  iptables mode). A request stays on the pod it was sent to.
+* Load balancing over READY pods only: ``least-pending`` (the default: an L7 gateway picking the
+  pod with the fewest queued + running requests, like Envoy's least-request or llm-d's endpoint
+  picker), ``round-robin`` (kube-proxy IPVS) or ``random`` (kube-proxy iptables mode).
+  A request stays on the pod it was sent to.
 * Scale-up creates pods that take traffic only after ``startup_s``. Scale-down removes pods the
   way a ReplicaSet picks them (not-ready first, then the most recently ready); a removed ready pod
   leaves the Service at once and is deleted when its queue and running requests are done.

@@ -12,8 +12,8 @@ operator's control loop builds, with no calibration the operator would not have.
 Registered as ``phoenix`` (the operator's defaults, with the ``replicaCapacity`` a user gets
 from ``phoenix plan --calibrate``: a load test of one simulated replica on the workload's token
 mix) and ``phoenix-tuned`` (interval and scale-down window tuned on the training slice) in
-``sim.controllers.REGISTRY``; ``phoenix-uncalibrated`` (no ``replicaCapacity``: capacity learned
-online alone) is registered when this module is imported.
+``sim.controllers.REGISTRY``, with ``phoenix-uncalibrated`` (no ``replicaCapacity``: capacity
+learned online alone).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from phoenix_operator.api.models import PhoenixDeploymentSpec
 from phoenix_operator.control import policy
 from phoenix_operator.render.tritonconfig import BatchingConfig
 from phoenix_operator.sim.config import BatcherConfig
-from phoenix_operator.sim.controllers import BenchContext, register_controller
+from phoenix_operator.sim.controllers import BenchContext
 from phoenix_operator.sim.cost import LLMEngineCost
 from phoenix_operator.sim.interface import FleetCommand, FleetView
 from phoenix_operator.sim.profile import Profile
@@ -105,8 +105,9 @@ def simulated_spec(
     never changes, queue delay 0-50 ms), the replica range (GPU budget = maxReplicas x 1 GPU),
     the benchmark's TTFT target, the profile's priority levels as classes. The control loop's
     own settings are left to the operator's defaults (``intervalSeconds`` 30,
-    ``scaleDownStabilizationSeconds`` 300, ``replicaStartupSeconds`` 120) unless a tuned run
-    passes ``interval_s`` / ``scale_down_stabilization_s``. ``replica_capacity`` is the
+    ``scaleDownStabilizationSeconds`` 300) unless a tuned run passes ``interval_s`` /
+    ``scale_down_stabilization_s``; ``replicaStartupSeconds`` is the start-up time every policy
+    is told (the benchmark's guess, off by up to ``--startup-error``). ``replica_capacity`` is the
     ``replicaCapacity`` block a user pastes from ``phoenix plan --calibrate`` (None: none).
     """
     b = ctx.profile.batching
@@ -126,6 +127,10 @@ def simulated_spec(
         autoscaling["scaleDownStabilizationSeconds"] = scale_down_stabilization_s
     if replica_capacity is not None:
         autoscaling["replicaCapacity"] = dict(replica_capacity)
+    told = ctx.settings.told_startup_s
+    if told is not None:
+        # The user's guess of the start-up time, as off as every other policy is told it.
+        autoscaling["replicaStartupSeconds"] = min(3600, max(0, round(told)))
     data: dict[str, Any] = {
         "model": {
             "name": ctx.profile.name.replace("_", "-"),
@@ -198,10 +203,3 @@ def phoenix_controller(
     return PhoenixController(
         params=params_for(spec), name=name, interval_s=float(spec.autoscaling.interval_seconds)
     )
-
-
-def _phoenix_uncalibrated(ctx: BenchContext) -> PhoenixController:
-    return phoenix_controller(ctx, name="phoenix-uncalibrated", calibrated=False)
-
-
-register_controller("phoenix-uncalibrated", _phoenix_uncalibrated)
