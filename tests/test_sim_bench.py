@@ -218,3 +218,20 @@ def test_replications_report_means_intervals_and_the_bound() -> None:
         assert figures["unserved"] == 0 and figures["gpu_hours"] >= bound
     markdown = to_markdown(report)
     assert "Work-conservation lower bound" in markdown and "3 replications" in markdown
+
+
+def test_the_mooncake_peak_reports_how_much_the_prefix_caches_served() -> None:
+    """Requests that share the trace's prefix blocks are partly served from the engine's cache;
+    the same requests without their block ids are served from none of it."""
+    from dataclasses import replace as with_fields
+
+    from phoenix_operator.data import mooncake_trace
+    from phoenix_operator.sim.bench import make_context, run_policy
+    from phoenix_operator.sim.workloads import PeakShape, peak_workload
+
+    workload = peak_workload(mooncake_trace(), PeakShape(peak=1.0, lead_in_s=60, ramp_s=0, hold_s=240))
+    shared = run_policy(make_context(workload, load_profile(), quick=True), "static-avg", 3.0)
+    assert 0.0 < shared.figures["prefix_hit_rate"] < 1.0
+    bare = with_fields(workload, arrivals=tuple(with_fields(a, prefix_blocks=()) for a in workload.arrivals))
+    unshared = run_policy(make_context(bare, load_profile(), quick=True), "static-avg", 3.0)
+    assert unshared.figures["prefix_hit_rate"] == 0.0

@@ -16,6 +16,7 @@ from phoenix_operator.sim.workloads import (
     diurnal_workload,
     fit_tokens,
     peak_workload,
+    read_prefix_blocks,
     read_trace,
     trace_format_of,
     trace_workload,
@@ -226,6 +227,27 @@ def test_shipped_mooncake_trace_replays_through_the_peak_shape() -> None:
     wl = peak_workload(mooncake_trace(), PeakShape(peak=2.0, lead_in_s=60, ramp_s=60, hold_s=60))
     assert wl.name == "mooncake-fast25-conversation-peak" and len(wl.arrivals) > 0
     assert {a.prompt_tokens for a in wl.arrivals} <= set(p.tolist())
+
+
+def test_mooncake_requests_keep_their_own_prefix_blocks_through_the_peak_shape() -> None:
+    """Each replayed request carries its trace row's hash_ids (rows matched on their tokens), so the
+    engine's prefix cache sees the trace's real sharing; the Azure trace has none to carry."""
+    _, p, o = read_trace(mooncake_trace())
+    blocks = read_prefix_blocks(mooncake_trace())
+    by_tokens: dict[tuple[int, int], set[tuple[int, ...]]] = {}
+    for prompt, output, ids in zip(p.tolist(), o.tolist(), blocks, strict=True):
+        by_tokens.setdefault((prompt, output), set()).add(ids)
+    shape = PeakShape(peak=2.0, lead_in_s=60, ramp_s=60, hold_s=60)
+    wl = peak_workload(mooncake_trace(), shape, phase=0.3, part="test")
+    assert wl.arrivals and all(a.prefix_blocks for a in wl.arrivals)
+    assert all(a.prefix_blocks in by_tokens[(a.prompt_tokens, a.output_tokens)] for a in wl.arrivals)
+    # Conversations share their system prompt: some block is used by more than one request.
+    first_blocks = [a.prefix_blocks[0] for a in wl.arrivals]
+    assert len(set(first_blocks)) < len(first_blocks)
+    replay = trace_workload(mooncake_trace(), multiplier=50.0, window=(0.0, 60.0))
+    assert [a.prefix_blocks for a in replay.arrivals] == blocks[: len(replay.arrivals)]
+    azure = peak_workload(SHIPPED_TRACE, shape)
+    assert not any(a.prefix_blocks for a in azure.arrivals)
 
 
 def test_a_phase_offset_replays_the_same_requests_from_elsewhere(trace: Path) -> None:

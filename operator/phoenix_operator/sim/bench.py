@@ -378,6 +378,8 @@ def run_controller(
             "scaling_actions": result.scaling_actions,
             "batching_changes": result.batching_changes,
             "peak_replicas": max((row[3] for row in result.timeline), default=0),
+            # Share of admitted prompt tokens the engines' prefix caches served (whole run).
+            "prefix_hit_rate": math.nan if result.prefix_hit_rate is None else result.prefix_hit_rate,
         }
     )
     if ctx.workload.measured != whole:

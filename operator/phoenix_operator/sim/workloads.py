@@ -213,6 +213,14 @@ def read_prefix_blocks(path: str | Path, fmt: str = "auto") -> list[tuple[int, .
     return [blocks[i] for i in np.argsort(times, kind="stable")]
 
 
+def _prefix_blocks_of(path: str | Path, fmt: str, index: np.ndarray) -> list[tuple[int, ...]] | None:
+    """The prefix block ids of the trace's requests ``index`` (sorted order); None when it has none."""
+    blocks = read_prefix_blocks(path, fmt)
+    if not any(blocks):
+        return None
+    return [blocks[int(i)] for i in index]
+
+
 def _read_azure(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
@@ -273,12 +281,16 @@ def _build(
     seed: int,
     mix: Mapping[str, float] | None,
     classes: Mapping[str, int] | None,
+    prefix_blocks: Sequence[tuple[int, ...]] | None = None,
     **meta: Any,
 ) -> Workload:
     labels = assign_classes(len(times), seed, mix, classes)
+    blocks = prefix_blocks if prefix_blocks is not None else [()] * len(times)
     arrivals = tuple(
-        Arrival(float(t), priority=prio, prompt_tokens=int(p), output_tokens=int(o), klass=klass)
-        for t, p, o, (klass, prio) in zip(times, prompt, output, labels, strict=True)
+        Arrival(
+            float(t), priority=prio, prompt_tokens=int(p), output_tokens=int(o), klass=klass, prefix_blocks=b
+        )
+        for t, p, o, b, (klass, prio) in zip(times, prompt, output, blocks, labels, strict=True)
     )
     return Workload(
         name=name,
@@ -324,6 +336,7 @@ def trace_workload(
         seed,
         mix,
         classes,
+        prefix_blocks=_prefix_blocks_of(path, fmt, np.flatnonzero(keep)),
         source=str(path),
         multiplier=multiplier,
         window_s=None if window is None else (start, end),
@@ -451,22 +464,23 @@ def peak_workload(
         raise ValueError(f"window {window} of {path} holds no requests")
     period = min(end, float(t[-1]) + gap) - start
     base_t = t[keep] - start
-    p_keep, o_keep = p[keep], o[keep]
+    # Indices into the trace travel with the times, so every request keeps its own tokens and blocks.
+    index = np.flatnonzero(keep)
     if part is not None:
-        base_t, p_keep, o_keep, period = _alternate_blocks(
-            base_t, p_keep, o_keep, period, block_s, 0 if part == "train" else 1
+        base_t, index, _, period = _alternate_blocks(
+            base_t, index, index, period, block_s, 0 if part == "train" else 1
         )
     if phase:
         rotated = (base_t - phase * period) % period
         order = np.argsort(rotated, kind="stable")
-        base_t, p_keep, o_keep = rotated[order], p_keep[order], o_keep[order]
+        base_t, index = rotated[order], index[order]
     needed = float(shape.trace_seconds(shape.duration_s))
     loops = max(1, math.ceil(needed / period))
     played = (base_t[None, :] + period * np.arange(loops)[:, None]).ravel()
     sel = played < needed
     times = shape.warp(played[sel])
-    prompt = np.tile(p_keep, loops)[sel]
-    output = np.tile(o_keep, loops)[sel]
+    chosen = np.tile(index, loops)[sel]
+    prompt, output = p[chosen], o[chosen]
     lead = shape.lead_in_s if shape.lead_in_s >= 60.0 else 60.0
     return _build(
         f"{Path(path).stem}-peak",
@@ -477,6 +491,7 @@ def peak_workload(
         seed,
         mix,
         classes,
+        prefix_blocks=_prefix_blocks_of(path, fmt, chosen),
         source=str(path),
         multiplier=shape.peak,
         window_s=None if window is None else (start, end),
