@@ -219,6 +219,7 @@ def test_registry_holds_the_benchmarks_policies() -> None:
     assert DEFAULT_POLICIES == (
         "phoenix",
         "phoenix-tuned",
+        "phoenix-uncalibrated",
         "oracle",
         "hpa",
         "keda",

@@ -621,6 +621,7 @@ REGISTRY_STATIC: dict[str, ControllerFactory] = {
 DEFAULT_POLICIES: tuple[str, ...] = (
     "phoenix",
     "phoenix-tuned",
+    "phoenix-uncalibrated",
     "oracle",
     "hpa",
     "keda",
