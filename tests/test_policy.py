@@ -1,7 +1,7 @@
 """Phoenix's control policy, table-driven: one observation and fleet in, the expected decision out.
 
 The deployment in most rows (tests/policy_cases.py): 1-10 replicas, 10 req/s per replica
-(request-count mode, planned at 90 %, 97 % for an unconfirmed rise), TTFT p95 target 3 s, urgent
+(request-count mode, planned at 90 %, 100 % for an unconfirmed rise), TTFT p95 target 3 s, urgent
 class 1.5 s, 4 replicas serving 30 req/s with TTFT 0.3 s unless a row says otherwise.
 """
 
@@ -105,7 +105,7 @@ def _decide(
             "queue is draining",
         ),
         (
-            "load rises past 97 % of the fleet before any breach: feed-forward",
+            "load rises past the fleet's capacity before any breach: feed-forward",
             {"rate": 40.0},
             make_fleet(),
             None,
@@ -114,7 +114,7 @@ def _decide(
             "needs 5",
         ),
         (
-            "load between 90 % and 97 % without queue or TTFT pressure: hysteresis holds",
+            "load sustained between 90 % and 100 % without queue or TTFT pressure: planned at 90 %",
             {"rate": 38.0},
             make_fleet(),
             with_state(loads=((0.0, 38.0),)),

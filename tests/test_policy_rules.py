@@ -266,6 +266,12 @@ def test_regret_doubles_the_window_after_a_breach_soon_after_a_scale_down() -> N
     assert ctx.metrics["scale_down_window_s"] == 120.0  # the shared figures are left alone
 
 
+def test_regret_counts_a_scale_down_at_time_zero_as_a_time() -> None:
+    ctx = _ctx({"ttft": 4.0, "pending": None}, state=with_state(last_scale_down_at=0.0), now=60.0)
+    plan = regret(ctx, _plan(ctx, 5))
+    assert plan.reason == "why; a scale-down 60s ago was premature: scale-down window 120s -> 240s"
+
+
 def test_regret_ignores_a_feed_forward_scale_up() -> None:
     ctx = _ctx({"rate": 60.0}, state=with_state(last_scale_down_at=0.0), now=60.0)
     plan = _plan(ctx, 7, rule="feed-forward")

@@ -1049,7 +1049,7 @@ def regret(ctx: StepContext, plan: Plan) -> Plan:
     if plan.target > ctx.current and ctx.breach_who is not None:
         # Only a breach proves a scale-down premature; a feed-forward scale-up on a plateau's
         # swing does not (doubling the window there would hold the larger fleet for nothing).
-        learned = _learn_from_regret(params, plan.state, now, plan.target, ctx.current)
+        learned = _learn_from_regret(params, plan.state, now)
         window_after = _scale_down_window(params, learned)
         if window_after <= ctx.window_s:
             return replace(plan, state=learned)
@@ -1057,7 +1057,7 @@ def regret(ctx: StepContext, plan: Plan) -> Plan:
             plan,
             state=learned,
             reason=(
-                f"{plan.reason}; a scale-down {now - (state.last_scale_down_at or now):.0f}s ago was "
+                f"{plan.reason}; a scale-down {_seconds_since(state.last_scale_down_at, now):.0f}s ago was "
                 f"premature: scale-down window {ctx.window_s:g}s -> {window_after:g}s"
             ),
             metrics={**plan.metrics, "scale_down_window_s": window_after},
@@ -1154,9 +1154,12 @@ def _sign(value: int) -> int:
     return (value > 0) - (value < 0)
 
 
-def _learn_from_regret(
-    params: PolicyParams, state: PolicyState, now: float, target: int, current: int
-) -> PolicyState:
+def _seconds_since(at: float | None, now: float) -> float:
+    """Seconds since ``at`` (a time of 0.0 is a time, not "never")."""
+    return 0.0 if at is None else now - at
+
+
+def _learn_from_regret(params: PolicyParams, state: PolicyState, now: float) -> PolicyState:
     """A scale-up soon after a scale-down means the replicas were given back too early (load
     that comes back in bursts): double the scale-down window, up to ``max_scale_down_window_s``."""
     last_down = state.last_scale_down_at
