@@ -70,8 +70,8 @@ def test_bench_writes_table_json_and_plots(tmp_path: Path) -> None:
     assert wl["autoscaler_start_replicas"] < wl["static_avg_replicas"]
     names = [p["name"] for p in data["policies"]]
     assert names == [
-        "phoenix", "phoenix-tuned", "oracle", "hpa", "keda", "llmd-slo", "dynamo-planner", "static-best",
-        "static-avg",
+        "phoenix", "phoenix-tuned", "phoenix-uncalibrated", "oracle", "hpa", "keda", "llmd-slo",
+        "dynamo-planner", "static-best", "static-avg",
     ]  # fmt: skip
     for p in data["policies"]:
         assert all(key in p and f"{key}_ci95" in p for key in FIGURES)
@@ -138,3 +138,22 @@ def test_bench_refuses_unknown_policies(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["bench", "--trace", str(trace), "--policies", "nope", "--no-plots"])
     assert result.exit_code != 0
     assert "unknown policies" in result.output
+
+
+def test_day_scenario_measures_the_whole_day(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "t.csv", n=1200, seconds=600.0)
+    output, data = _bench(
+        tmp_path,
+        "--trace", str(trace), "--scenario", "day", "--multiplier", "8", "--quick",
+        "--policies", "phoenix,static-best", "--no-plots", "--replications", "1",
+    )  # fmt: skip
+    wl = data["workload"]
+    assert wl["shape"]["kind"] == "day" and wl["shape"]["day_s"] == 21_600.0  # --quick: 6 hours
+    assert wl["measured_window_s"] == [0.0, 21_600.0] and wl["duration_s"] == 21_600.0
+    assert "a day of 6 h" in output and "table measured over the whole day" in output
+    by_name = {p["name"]: p for p in data["policies"]}
+    assert by_name["static-best"]["scaling_actions"] == 0
+    # Quiet nights: the autoscaler scales down and back up within the day.
+    assert by_name["phoenix"]["scaling_actions"] >= 2
+    assert by_name["phoenix"]["slo_attainment"] >= 0.95
+    assert by_name["phoenix"]["gpu_hours"] < by_name["static-best"]["gpu_hours"]

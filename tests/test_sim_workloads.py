@@ -10,6 +10,7 @@ import pytest
 from phoenix_operator.data import azure_trace, mooncake_trace
 from phoenix_operator.sim.workloads import (
     AZURE_CONV_TOKENS,
+    DayShape,
     PeakShape,
     assign_classes,
     burst_workload,
@@ -154,6 +155,45 @@ def test_peak_shape_rises_smoothly_and_integrates_to_trace_time() -> None:
         PeakShape(peak=0.5, base=1.0)
     with pytest.raises(ValueError):
         PeakShape(peak=2.0, hold_s=0.0)
+
+
+def test_day_shape_is_one_diurnal_cycle_that_integrates_to_trace_time() -> None:
+    shape = DayShape(peak=4.0, trough=0.25, day_s=1000.0)
+    assert shape.duration_s == 1000.0 and shape.measured_window_s == (0.0, 1000.0) and shape.lead_in_s == 0.0
+    m = shape.multiplier(np.array([0.0, 250.0, 500.0, 750.0, 1000.0]))
+    assert list(m) == pytest.approx([1.0, 2.5, 4.0, 2.5, 1.0])  # night, shoulder, peak, shoulder, night
+    grid = np.linspace(0.0, 1000.0, 100_001)
+    numeric = np.concatenate(
+        [[0.0], np.cumsum((shape.multiplier(grid[1:]) + shape.multiplier(grid[:-1])) / 2 * 0.01)]
+    )
+    assert shape.trace_seconds(grid) == pytest.approx(numeric, abs=1e-3)
+    # The mean multiplier over a day is the average of night and peak.
+    assert float(shape.trace_seconds(1000.0)) == pytest.approx(1000.0 * (1.0 + 4.0) / 2)
+    u = np.array([0.0, 10.0, 1200.0, 2499.0])
+    assert shape.trace_seconds(shape.warp(u)) == pytest.approx(u, abs=1e-2)
+    assert shape.to_dict() == {"kind": "day", "peak_multiplier": 4.0, "trough": 0.25, "day_s": 1000.0}
+    bad_shapes = (
+        {"peak": 0.0},
+        {"peak": 2.0, "trough": 0.0},
+        {"peak": 2.0, "trough": 1.5},
+        {"peak": 2.0, "day_s": 0},
+    )
+    for bad in bad_shapes:
+        with pytest.raises(ValueError):
+            DayShape(**bad)  # type: ignore[arg-type]
+
+
+def test_day_workload_is_quiet_at_night_and_busy_in_the_afternoon(trace: Path) -> None:
+    shape = DayShape(peak=4.0, trough=0.25, day_s=1200.0)
+    w = peak_workload(trace, shape, seed=2)
+    t = np.array([a.time_s for a in w.arrivals])
+    assert w.name.endswith("-day") and w.duration_s == 1200.0
+    assert w.measured == (0.0, 1200.0) and w.summary()["shape"]["kind"] == "day"
+    assert len(w.arrivals) == pytest.approx(float(shape.trace_seconds(1200.0)), abs=2)
+    night = np.count_nonzero(t < 100.0) + np.count_nonzero(t >= 1100.0)
+    afternoon = np.count_nonzero((t >= 550.0) & (t < 650.0)) * 2
+    expected = float(shape.multiplier(600.0) / shape.multiplier(50.0))
+    assert afternoon / night == pytest.approx(expected, rel=0.15)
 
 
 def test_peak_workload_loops_the_trace_at_the_local_rate(trace: Path) -> None:

@@ -173,7 +173,7 @@ def bench(
     classes = dict(profile.classes)
     count = replications or (QUICK_REPLICATIONS if opts.quick else REPLICATIONS)
     # Knobs are tuned on alternate blocks of the trace slice, the race is scored on the others.
-    split = opts.kind != "trace" or opts.scenario == "peak-hour"
+    split = opts.kind != "trace" or opts.scenario in ("peak-hour", "day")
 
     def context_for(r: int) -> tuple[BenchContext, float]:
         wl = build_workload(opts, classes, r, "test" if split else None)

@@ -19,6 +19,7 @@ from phoenix_operator.sim.bench import (
 from phoenix_operator.sim.controllers import BenchContext
 from phoenix_operator.sim.workloads import (
     TRACE_FORMATS,
+    DayShape,
     PeakShape,
     Workload,
     burst_workload,
@@ -32,11 +33,18 @@ from phoenix_operator.sim.workloads import (
 DEFAULT_MULTIPLIER = 6.55
 #: Scenarios for ``--workload trace``: the default replays a peak hour arriving (normal load, a
 #: smooth rise, the peak held and measured); ``cold-peak`` replays the trace at the peak
-#: multiplier from the first second, autoscalers starting at static-avg (the older benchmark).
-SCENARIOS = ("peak-hour", "cold-peak")
+#: multiplier from the first second, autoscalers starting at static-avg (the older benchmark);
+#: ``day`` replays a whole day on a diurnal envelope (night trough 15 % of the peak), measured whole.
+SCENARIOS = ("peak-hour", "cold-peak", "day")
 #: Peak-hour shape (lead-in, rise, hold in simulated seconds): full run and ``--quick``.
 PEAK_TIMES = (300.0, 1800.0, 1800.0)
 QUICK_PEAK_TIMES = (60.0, 600.0, 300.0)
+#: The day scenario's length: 24 hours; ``--quick`` compresses the daily cycle into 6 hours
+#: (the trace's minute-scale bursts are the same, the envelope four times steeper).
+DAY_S = 86_400.0
+QUICK_DAY_S = 21_600.0
+#: Night trough of the day scenario, as a share of the peak (support traffic's daily cycle).
+DAY_TROUGH = 0.15
 #: Replications of ``phoenix bench``: full run and ``--quick``.
 REPLICATIONS = 10
 QUICK_REPLICATIONS = 3
@@ -77,7 +85,11 @@ class WorkloadOptions:
     hold_s: float | None = None
     trace_format: str = "auto"
 
-    def peak_shape(self) -> PeakShape:
+    def peak_shape(self) -> PeakShape | DayShape:
+        if self.scenario == "day":
+            return DayShape(
+                peak=self.multiplier, trough=DAY_TROUGH, day_s=QUICK_DAY_S if self.quick else DAY_S
+            )
         lead, ramp, hold = QUICK_PEAK_TIMES if self.quick else PEAK_TIMES
         return PeakShape(
             peak=self.multiplier,
@@ -116,7 +128,7 @@ def build_workload(
     if opts.kind == "trace":
         path = opts.trace or default_trace()
         window = opts.window
-        if opts.scenario == "peak-hour":
+        if opts.scenario in ("peak-hour", "day"):
             try:
                 return peak_workload(
                     path,
@@ -180,7 +192,9 @@ def workload_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default="peak-hour",
             show_default=True,
             help="peak-hour: normal load, a smooth rise to the peak, the peak held and measured; "
-            "cold-peak: the trace at the peak multiplier from t=0, autoscalers starting at static-avg.",
+            "cold-peak: the trace at the peak multiplier from t=0, autoscalers starting at static-avg; "
+            "day: 24 hours (--quick: 6) of the trace on a diurnal envelope, night at 15 % of the peak, "
+            "measured whole.",
         ),
         click.option(
             "--multiplier",
@@ -257,6 +271,14 @@ def describe_workload(ctx: BenchContext) -> str:
     wl = ctx.workload
     lo, hi = wl.measured
     shape = wl.shape or {}
+    if shape.get("kind") == "day":
+        night, peak = shape["peak_multiplier"] * shape["trough"], shape["peak_multiplier"]
+        return (
+            f"a day of {shape['day_s'] / 3600:g} h: the trace on a diurnal envelope from x{night:g} at "
+            f"night to x{peak:g} at the peak (trace played {shape['trace_loops']:g} times); "
+            "table measured over the whole day; "
+            f"autoscalers start at {ctx.settings.initial_replicas}"
+        )
     if shape.get("kind") == "peak-hour":
         return (
             f"peak hour: {shape['lead_in_s']:g} s at x{shape['base_multiplier']:g}, a {shape['ramp_s']:g} s "

@@ -409,6 +409,56 @@ class PeakShape:
         }
 
 
+@dataclass(frozen=True)
+class DayShape:
+    """A support desk's day: the trace's own minute-scale bursts on a diurnal envelope.
+
+    The local rate multiplier follows one cosine cycle over ``day_s``: ``peak × trough`` at the
+    start (the night), ``peak`` half-way (the afternoon peak), back to the night at the end —
+    support traffic's daily cycle, with a night trough near 15 % of the peak. The whole day is
+    measured: the GPU-hours saved off-peak are what autoscaling is for.
+    """
+
+    peak: float
+    trough: float = 0.15
+    day_s: float = 86_400.0
+
+    def __post_init__(self) -> None:
+        if self.peak <= 0 or not 0.0 < self.trough <= 1.0 or self.day_s <= 0:
+            raise ValueError("need peak > 0, 0 < trough <= 1 and day_s > 0")
+
+    #: Autoscalers start sized for the first minute (the night), as in the peak hour.
+    lead_in_s: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return self.day_s
+
+    @property
+    def measured_window_s(self) -> tuple[float, float]:
+        return 0.0, self.day_s
+
+    def multiplier(self, t: np.ndarray | float) -> np.ndarray:
+        phase = 2.0 * np.pi * np.asarray(t, dtype=float) / self.day_s
+        return np.asarray(self.peak * (self.trough + (1.0 - self.trough) * 0.5 * (1.0 - np.cos(phase))))
+
+    def trace_seconds(self, t: np.ndarray | float) -> np.ndarray:
+        tt = np.asarray(t, dtype=float)
+        swing = (
+            0.5
+            * (1.0 - self.trough)
+            * (tt - self.day_s / (2.0 * np.pi) * np.sin(2.0 * np.pi * tt / self.day_s))
+        )
+        return np.asarray(self.peak * (self.trough * tt + swing))
+
+    def warp(self, trace_s: np.ndarray) -> np.ndarray:
+        grid = np.linspace(0.0, self.day_s, max(2, int(self.day_s) + 1))
+        return np.asarray(np.interp(trace_s, self.trace_seconds(grid), grid))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "day", "peak_multiplier": self.peak, "trough": self.trough, "day_s": self.day_s}
+
+
 def _alternate_blocks(
     t: np.ndarray, p: np.ndarray, o: np.ndarray, period: float, block_s: float, parity: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -429,7 +479,7 @@ def _alternate_blocks(
 
 def peak_workload(
     path: str | Path,
-    shape: PeakShape,
+    shape: PeakShape | DayShape,
     window: tuple[float, float] | None = None,
     seed: int = 0,
     mix: Mapping[str, float] | None = None,
@@ -483,7 +533,7 @@ def peak_workload(
     prompt, output = p[chosen], o[chosen]
     lead = shape.lead_in_s if shape.lead_in_s >= 60.0 else 60.0
     return _build(
-        f"{Path(path).stem}-peak",
+        f"{Path(path).stem}-{'day' if isinstance(shape, DayShape) else 'peak'}",
         times,
         prompt,
         output,
