@@ -93,6 +93,7 @@ def test_bench_writes_table_json_and_plots(tmp_path: Path) -> None:
         assert t["chosen"] in [c["knobs"] for c in t["candidates"]] and len(t["candidates"]) <= 4
     assert (out / "ttft_p95.png").stat().st_size > 10_000
     assert (out / "replicas.png").stat().st_size > 10_000
+    assert (out / "cost_vs_attainment.png").stat().st_size > 10_000
 
 
 def test_bench_replays_a_mooncake_trace(tmp_path: Path) -> None:
@@ -157,3 +158,41 @@ def test_day_scenario_measures_the_whole_day(tmp_path: Path) -> None:
     assert by_name["phoenix"]["scaling_actions"] >= 2
     assert by_name["phoenix"]["slo_attainment"] >= 0.95
     assert by_name["phoenix"]["gpu_hours"] < by_name["static-best"]["gpu_hours"]
+
+
+def test_sweep_runs_the_benchmark_at_each_value(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "t.csv")
+    out = tmp_path / "out"
+    report = tmp_path / "sweep.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench", "--trace", str(trace), "--lead-in", "30", "--ramp", "60", "--hold", "120", "--quick",
+            "--replications", "2", "--policies", "static-avg,static-peak", "--out", str(out),
+            "sweep", "multiplier", "3,9", "--json", str(report),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["parameter"] == "multiplier" and data["values"] == [3.0, 9.0]
+    low, high = data["points"]
+    assert low["workload"]["multiplier"] == 3.0 and high["workload"]["multiplier"] == 9.0
+    assert low["workload"]["replications"] == 2 and high["workload"]["replications"] == 2
+    # Three times the load: a bigger fleet sized for it, more GPU-hours, a higher bound.
+    assert high["workload"]["static_avg_replicas"] > low["workload"]["static_avg_replicas"]
+    assert high["workload"]["bound_gpu_hours"] > 2 * low["workload"]["bound_gpu_hours"]
+    gpu = {p["name"]: p["gpu_hours"] for p in high["policies"]}
+    assert gpu["static-peak"] >= gpu["static-avg"]
+    assert "Sweep over the peak multiplier" in result.output
+    assert (out / "sweep_multiplier.png").stat().st_size > 10_000
+
+
+def test_sweep_refuses_values_that_are_not_numbers(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "t.csv", n=50, seconds=60.0)
+    runner = CliRunner()
+    result = runner.invoke(main, ["bench", "--trace", str(trace), "sweep", "multiplier", "4,x"])
+    assert result.exit_code != 0 and "use numbers separated by commas" in result.output
+    result = runner.invoke(main, ["bench", "--trace", str(trace), "sweep", "startup", "0,60"])
+    assert result.exit_code != 0 and "startup must be positive" in result.output
+    result = runner.invoke(main, ["bench", "--trace", str(trace), "--scenario", "day", "sweep", "ramp", "60"])
+    assert result.exit_code != 0 and "peak-hour only" in result.output

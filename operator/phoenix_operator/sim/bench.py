@@ -206,6 +206,14 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def half_interval(figures: dict[str, Any], key: str, scale: float = 1.0) -> float:
+    """Half the 95 % interval of a figure, 0 when it has none (one replication, or infinite)."""
+    ci = figures.get(f"{key}_ci95")
+    if not ci or any(v is None or not math.isfinite(v) for v in ci):
+        return 0.0
+    return scale * (ci[1] - ci[0]) / 2
+
+
 def ci_text(figures: dict[str, Any], key: str, scale: float = 1.0, digits: int = 2) -> str:
     """`` ±h`` (half the 95 % interval) when the figures carry one, else empty."""
     ci = figures.get(f"{key}_ci95")

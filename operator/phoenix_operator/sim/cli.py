@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import click
 from phoenix_operator.lazycli import LazyGroup
 from phoenix_operator.sim.bench import (
     BENCH_WARMUP,
+    BenchReport,
     WarmupSettings,
     make_context,
     run_replicated,
@@ -21,6 +23,7 @@ from phoenix_operator.sim.fleet import LB_POLICIES, STARTUP_DISTRIBUTIONS, Fleet
 from phoenix_operator.sim.options import (
     QUICK_REPLICATIONS,
     REPLICATIONS,
+    WorkloadOptions,
     build_workload,
     describe_replications,
     describe_workload,
@@ -36,6 +39,8 @@ from phoenix_operator.sim.report import (
     write_plots,
 )
 from phoenix_operator.sim.scrape import ScrapeSettings
+from phoenix_operator.sim.sweep import SWEEPS, SweepPoint, sweep_json, sweep_table, write_sweep_plot
+from phoenix_operator.sim.workloads import Workload
 
 #: ``phoenix bench NAME``: benchmarks of single components (the bare command is the fleet benchmark).
 BENCH_COMMANDS: dict[str, str] = {
@@ -43,6 +48,57 @@ BENCH_COMMANDS: dict[str, str] = {
     "gateway": "phoenix_operator.gateway.bench:bench_gateway",
     "operator": "phoenix_operator.cluster.benchops:bench_operator",
 }
+
+
+@dataclass(frozen=True)
+class BenchArgs:
+    """What ``phoenix bench``'s options ask for, handed to its sub-commands."""
+
+    opts: WorkloadOptions
+    names: tuple[str, ...]
+    slo_ttft_s: float
+    profile_name: str
+    lb: str
+    price: float | None
+    max_replicas: int | None
+    scrape: ScrapeSettings | None
+    warmup: WarmupSettings
+    replications: int
+    out_dir: Path
+    plots: bool
+    #: Mean pod start-up time, s (None: the profile's).
+    startup_s: float | None = None
+
+
+def run_bench_args(args: BenchArgs) -> tuple[BenchReport, bool]:
+    """The replicated benchmark the arguments describe; also whether knobs were tuned on a split."""
+    opts, profile = args.opts, load_profile(args.profile_name)
+    classes = dict(profile.classes)
+    # Knobs are tuned on alternate blocks of the trace slice, the race is scored on the others.
+    split = opts.kind != "trace" or opts.scenario in ("peak-hour", "day")
+
+    def context(workload: Workload, seed: int) -> BenchContext:
+        return make_context(
+            workload,
+            profile,
+            args.slo_ttft_s,
+            seed,
+            opts.quick,
+            args.lb,
+            args.max_replicas,
+            startup_s=args.startup_s,
+            scrape=args.scrape,
+            warmup=args.warmup,
+        )
+
+    def context_for(r: int) -> tuple[BenchContext, float]:
+        wl = build_workload(opts, classes, r, "test" if split else None)
+        return context(wl, opts.seed + r), float((wl.shape or {}).get("phase", 0.0))
+
+    train = None
+    if split and any(n in TUNING for n in args.names):
+        train = context(build_workload(opts, classes, 0, "train"), opts.seed)
+    return run_replicated(context_for, args.replications, list(args.names), args.price, train), split
 
 
 @click.group(
@@ -150,14 +206,11 @@ def bench(
 ) -> None:
     """Run the fleet policies on a peak-hour workload and compare SLO attainment and GPU cost.
 
-    ``phoenix bench classifier`` and ``phoenix bench gateway`` benchmark single components.
+    Options given before a sub-command apply to it: ``phoenix bench --quick sweep multiplier
+    4,6,8,10`` runs the quick benchmark at each peak multiplier. ``phoenix bench classifier``,
+    ``gateway`` and ``operator`` benchmark single components.
     """
-    if ctx_click.invoked_subcommand is not None:
-        return
-    console = report_console(150)
-    started = time.perf_counter()
     opts = options_from(workload)
-    profile = load_profile(profile_name)
     names = [p.strip() for p in policies.split(",") if p.strip()]
     unknown = [n for n in names if n not in REGISTRY and n not in DEFAULT_POLICIES]
     if unknown:
@@ -170,33 +223,34 @@ def bench(
         FleetSettings(startup_distribution=startup_distribution, startup_spread=startup_spread)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    classes = dict(profile.classes)
-    count = replications or (QUICK_REPLICATIONS if opts.quick else REPLICATIONS)
-    # Knobs are tuned on alternate blocks of the trace slice, the race is scored on the others.
-    split = opts.kind != "trace" or opts.scenario in ("peak-hour", "day")
-
-    def context_for(r: int) -> tuple[BenchContext, float]:
-        wl = build_workload(opts, classes, r, "test" if split else None)
-        ctx = make_context(
-            wl, profile, slo_ttft, opts.seed + r, opts.quick, lb, max_replicas, scrape=scrape, warmup=warmup
-        )
-        return ctx, float((wl.shape or {}).get("phase", 0.0))
-
-    train = None
-    if split and any(n in TUNING for n in names):
-        train_wl = build_workload(opts, classes, 0, "train")
-        train = make_context(
-            train_wl, profile, slo_ttft, opts.seed, opts.quick, lb, max_replicas, scrape=scrape, warmup=warmup
-        )
-    report = run_replicated(context_for, count, names, price, train)
+    args = BenchArgs(
+        opts=opts,
+        names=tuple(names),
+        slo_ttft_s=slo_ttft,
+        profile_name=profile_name,
+        lb=lb,
+        price=price,
+        max_replicas=max_replicas,
+        scrape=scrape,
+        warmup=warmup,
+        replications=replications or (QUICK_REPLICATIONS if opts.quick else REPLICATIONS),
+        out_dir=out_dir,
+        plots=not no_plots,
+    )
+    if ctx_click.invoked_subcommand is not None:
+        ctx_click.obj = args
+        return
+    console = report_console(150)
+    started = time.perf_counter()
+    report, split = run_bench_args(args)
     ctx = report.context
     console.print(render_table(report))
     console.print(describe_workload(ctx) + ".", markup=False)
     console.print(
         f"static-avg = {ctx.static_avg} replicas (the measured window's average load), static-peak = "
-        f"{ctx.static_peak} (its busiest minute at {profile.planning_utilization:.0%}), max "
+        f"{ctx.static_peak} (its busiest minute at {ctx.profile.planning_utilization:.0%}), max "
         f"{ctx.settings.max_replicas}; pod start-up {ctx.settings.startup_s:g} s; LB {lb}; profile "
-        f"{profile.name}. Scaling and batching count changes over the whole run.",
+        f"{ctx.profile.name}. Scaling and batching count changes over the whole run.",
         markup=False,
     )
     for run in report.runs:
@@ -205,8 +259,66 @@ def bench(
     console.print(describe_replications(report, split), markup=False)
     if report.missing:
         console.print(f"not registered (skipped): {', '.join(report.missing)}")
-    if not no_plots and report.runs:
+    if args.plots and report.runs:
         for path in write_plots(report, out_dir):
             console.print(f"wrote {path}")
     write_outputs(console, json_path, report.to_json, markdown_path, lambda: to_markdown(report))
     console.print(f"bench took {time.perf_counter() - started:.1f} s")
+
+
+@bench.command("sweep")
+@click.argument("parameter", type=click.Choice(sorted(SWEEPS)))
+@click.argument("values")
+@output_options(json_help="Write every point's figures as JSON here.")
+@click.pass_obj
+def sweep(
+    args: BenchArgs, parameter: str, values: str, json_path: Path | None, markdown_path: Path | None
+) -> None:
+    """Run the benchmark once per value of PARAMETER (comma-separated VALUES), same seeds for all.
+
+    multiplier: the peak multiplier; ramp: seconds of the rise to the peak (peak-hour); startup:
+    the pods' mean start-up time, s (the policies are told it off by --startup-error as usual).
+    """
+    try:
+        points = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(
+            "use numbers separated by commas, e.g. 4,6,8,10", param_hint="VALUES"
+        ) from exc
+    if not points:
+        raise click.BadParameter("give at least one value", param_hint="VALUES")
+    if parameter == "ramp" and args.opts.scenario != "peak-hour":
+        raise click.BadParameter("ramp applies to --scenario peak-hour only", param_hint="PARAMETER")
+    console = report_console(150)
+    started = time.perf_counter()
+    results: list[SweepPoint] = []
+    for value in points:
+        try:
+            point_args = _with(args, parameter, value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="VALUES") from exc
+        report, _ = run_bench_args(point_args)
+        results.append(SweepPoint(value, report))
+        console.print(f"{parameter} = {value:g} done ({time.perf_counter() - started:.0f} s)")
+    console.print(sweep_table(parameter, results))
+    if args.plots:
+        console.print(f"wrote {write_sweep_plot(parameter, results, args.out_dir)}")
+    write_outputs(
+        console,
+        json_path,
+        lambda: sweep_json(parameter, results),
+        markdown_path,
+        lambda: sweep_table(parameter, results, markdown=True),
+    )
+    console.print(f"sweep took {time.perf_counter() - started:.1f} s")
+
+
+def _with(args: BenchArgs, parameter: str, value: float) -> BenchArgs:
+    """The benchmark arguments with one parameter set (ValueError when it is out of range)."""
+    if (value <= 0 and parameter != "ramp") or value < 0:
+        raise ValueError(f"{parameter} must be positive, got {value:g}")
+    if parameter == "multiplier":
+        return replace(args, opts=replace(args.opts, multiplier=value))
+    if parameter == "ramp":
+        return replace(args, opts=replace(args.opts, ramp_s=value))
+    return replace(args, startup_s=value)

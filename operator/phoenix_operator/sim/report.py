@@ -13,6 +13,7 @@ import click
 from phoenix_operator.sim.bench import (
     TABLE_HEAD,
     BenchReport,
+    half_interval,
     table_rows,
 )
 from phoenix_operator.sim.metrics import step_series, ttft_p95_series
@@ -39,7 +40,8 @@ def render_table(report: BenchReport) -> Any:
 
 
 def write_plots(report: BenchReport, out: Path) -> list[Path]:
-    """TTFT p95 over time and replicas over time, one line per policy."""
+    """TTFT p95 over time and replicas over time, one line per policy; GPU-hours against SLO
+    attainment, one point per policy with its 95 % intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,6 +98,29 @@ def write_plots(report: BenchReport, out: Path) -> list[Path]:
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     path = out / "replicas.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    for name, figures in report.figures():
+        gpu, met = figures["gpu_hours"], 100.0 * figures["slo_attainment"]
+        xerr = half_interval(figures, "gpu_hours", 1.0)
+        half = half_interval(figures, "slo_attainment", 100.0)
+        yerr = [[min(half, met)], [min(half, 100.0 - met)]]  # an attainment stays within 0-100 %
+        ax.errorbar([gpu], [met], xerr=[xerr], yerr=yerr, fmt="o", capsize=3, label=name)
+        ax.annotate(name, (gpu, met), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if report.bound_gpu_hours:
+        bound = sum(report.bound_gpu_hours) / len(report.bound_gpu_hours)
+        ax.axvline(bound, color="black", linestyle="--", linewidth=1, label="GPU-hour lower bound")
+    ax.axhline(99.0, color="black", linestyle=":", linewidth=1, label="99 % goal")
+    ax.set_xlabel(f"GPU-hours over {lo:.0f}-{hi:.0f} s")
+    ax.set_ylabel("requests within the TTFT target, %")
+    ax.set_title(f"Cost against attainment — {ctx.workload.name} x{ctx.workload.multiplier:g} (95 % CI)")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    path = out / "cost_vs_attainment.png"
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
