@@ -44,6 +44,7 @@ from phoenix_operator.render.secrets import (
 )
 from phoenix_operator.render.tritonconfig import batching_of, model_config_dict, to_pbtxt
 from phoenix_operator.settings import OperatorSettings
+from phoenix_operator.status.patch import checked_status_patch
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
 CLASSES = {"urgent": 1, "standard": 2}
@@ -145,14 +146,18 @@ class Rig:
         return obj
 
     def reconcile(self, settings: OperatorSettings) -> None:
-        outcome = Reconciler(self.kube, settings).reconcile(self.body())
-        if outcome.status_patch:
-            self.kube.patch_status(self.name, self.namespace, outcome.status_patch)
+        body = self.body()
+        outcome = Reconciler(self.kube, settings).reconcile(body)
+        if outcome.status_patch:  # through the runtime's check against the status model
+            patch = checked_status_patch(body.get("status") or {}, outcome.status_patch)
+            self.kube.patch_status(self.name, self.namespace, patch)
 
     def step(self, loop: ControlLoop) -> Any:
-        result = loop.step(self.body())
+        body = self.body()
+        result = loop.step(body)
         if result.status_patch:
-            self.kube.patch_status(self.name, self.namespace, result.status_patch)
+            patch = checked_status_patch(body.get("status") or {}, result.status_patch)
+            self.kube.patch_status(self.name, self.namespace, patch)
         if result.reconcile:  # as the runtime does: the reconciler makes the children follow
             self.reconcile(loop.settings)
         return result
@@ -471,7 +476,9 @@ def test_slow_retrieval_is_reported_and_scales_no_triton(
                 written.clear()  # judged on the step that saw retrieval, not an earlier one's view
                 events.extend(result.events)
                 if result.status_patch:
-                    kube.patch_status(name, ns, result.status_patch)
+                    kube.patch_status(
+                        name, ns, checked_status_patch(body.get("status") or {}, result.status_patch)
+                    )
                     for cond in result.status_patch.get("conditions") or []:
                         written[cond["type"]] = cond
                 obs = result.observation

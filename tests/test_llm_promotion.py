@@ -48,6 +48,7 @@ from phoenix_operator.render.tritonconfig import (
     to_pbtxt,
 )
 from phoenix_operator.settings import OperatorSettings
+from phoenix_operator.status.patch import checked_status_patch
 from phoenix_operator.status.quality import (
     QUALITY_COMPONENTS,
     FinishedJob,
@@ -481,8 +482,8 @@ def test_the_reconciler_promotes_a_fine_tuned_version_on_the_cluster(
     def reconcile() -> Any:
         body = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
         outcome = reconciler.reconcile(body)
-        if outcome.status_patch:
-            kube.patch_status(name, ns, outcome.status_patch)
+        if outcome.status_patch:  # through the runtime's check against the status model
+            kube.patch_status(name, ns, checked_status_patch(body.get("status") or {}, outcome.status_patch))
         return outcome
 
     def status() -> dict[str, Any]:

@@ -27,6 +27,7 @@ from phoenix_operator.reconcile.reconciler import Outcome, Reconciler
 from phoenix_operator.render.objects import DEPLOYMENT_LABEL
 from phoenix_operator.runtime import metrics as opmetrics
 from phoenix_operator.settings import OperatorSettings
+from phoenix_operator.status.patch import checked_status_patch
 
 log = logging.getLogger("phoenix_operator")
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
@@ -149,7 +150,8 @@ def run_exclusive(process: Process, body: kopf.Body, work: Callable[[dict[str, A
             return None
         result = work(fresh)
         if result.status_patch:
-            kube.patch_status(meta["name"], meta["namespace"], result.status_patch)
+            patch = checked_status_patch(fresh.get("status") or {}, result.status_patch)
+            kube.patch_status(meta["name"], meta["namespace"], patch)
     for type_, reason, message in result.events:
         kopf.event(body, type=type_, reason=reason[:128], message=message[:1024])
     return result
