@@ -235,3 +235,14 @@ def test_the_mooncake_peak_reports_how_much_the_prefix_caches_served() -> None:
     bare = with_fields(workload, arrivals=tuple(with_fields(a, prefix_blocks=()) for a in workload.arrivals))
     unshared = run_policy(make_context(bare, load_profile(), quick=True), "static-avg", 3.0)
     assert unshared.figures["prefix_hit_rate"] == 0.0
+
+
+def test_a_run_without_plots_drops_its_records_and_keeps_its_figures() -> None:
+    wl = _workload([(400.0, 30.0)], seed=5)
+    kept = run_policy(make_context(wl, load_profile()), "static-avg", 3.0)
+    dropped = run_policy(make_context(wl, load_profile(), keep_records=False), "static-avg", 3.0)
+    assert len(kept.result.records) == len(wl.arrivals) and dropped.result.records == []
+    assert {k: v for k, v in dropped.figures.items() if k != "wall_s"} == {
+        k: v for k, v in kept.figures.items() if k != "wall_s"
+    }
+    assert dropped.result.timeline == kept.result.timeline

@@ -291,6 +291,7 @@ def make_context(
     tuned: dict[str, dict[str, Any]] | None = None,
     scrape: ScrapeSettings | None = DEFAULT_SCRAPE,
     warmup: WarmupSettings | None = None,
+    keep_records: bool = True,
 ) -> BenchContext:
     """Size the static fleets and the autoscalers' bounds for this workload.
 
@@ -342,6 +343,7 @@ def make_context(
         seed=seed,
         quick=quick,
         tuned=dict(tuned or {}),
+        keep_records=keep_records,
     )
 
 
@@ -394,6 +396,8 @@ def run_controller(
         figures["whole_run"] = measure(result, ctx.slo_ttft_s, price_per_gpu_hour_usd, whole)
     wall = time.perf_counter() - started
     figures["wall_s"] = wall
+    if not ctx.keep_records:
+        result = replace(result, records=[])
     note = ""
     if getattr(controller, "feasible", True) is False:
         note = "no schedule met the SLO in every window within the search budget"

@@ -89,6 +89,7 @@ def run_bench_args(args: BenchArgs) -> tuple[BenchReport, bool]:
             startup_s=args.startup_s,
             scrape=args.scrape,
             warmup=args.warmup,
+            keep_records=args.plots,
         )
 
     def context_for(r: int) -> tuple[BenchContext, float]:

@@ -422,6 +422,9 @@ class BenchContext:
     #: Policy name -> knob values chosen on the training slice (:data:`TUNING`); a policy
     #: absent here runs with its documented defaults.
     tuned: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Keep each run's per-request records once its figures are measured (the plots read them;
+    #: a simulated day holds millions, so a run without plots drops them).
+    keep_records: bool = True
 
     def knobs(self, policy: str) -> dict[str, Any]:
         """The policy's knobs: its defaults, overridden by what tuning chose."""
