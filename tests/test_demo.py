@@ -25,7 +25,6 @@ from phoenix_operator.api.models import PhoenixDeployment
 from phoenix_operator.clients.triton import TritonModelControl
 from phoenix_operator.cluster.manifests import kwok_stages_yaml
 from phoenix_operator.demo.gateway_load import gateway_indices
-from phoenix_operator.demo.modelconfig import ModelConfigError, batcher_config
 from phoenix_operator.demo.report import (
     CONTROLLED,
     DemoRun,
@@ -60,6 +59,7 @@ from phoenix_operator.demo.workload import (
 from phoenix_operator.render.tritonconfig import BatchingConfig, model_config_dict, to_load_json
 from phoenix_operator.sim.cost import LLMEngineCost
 from phoenix_operator.sim.fleet import FleetResult
+from phoenix_operator.sim.modelconfig import ModelConfigError, batcher_from_model_config
 from phoenix_operator.sim.profile import load_profile
 from phoenix_operator.sim.request import Arrival, RequestRecord
 
@@ -163,7 +163,7 @@ def test_demo_workload_replays_the_trace_through_the_peak(trace: Path) -> None:
 def test_the_operators_load_json_becomes_the_twins_batcher(production: PhoenixDeployment) -> None:
     tuned = BatchingConfig(preferred_batch_sizes=(4, 32), max_queue_delay_us=0, instance_count=2)
     raw = json.loads(to_load_json(model_config_dict(production.spec, tuned)))
-    cfg = batcher_config(raw)
+    cfg = batcher_from_model_config(raw)
     assert cfg.max_batch_size == 64
     assert cfg.preferred_batch_sizes == (4, 32)
     assert cfg.max_queue_delay_us == 0  # left out of protobuf JSON as a default
@@ -185,7 +185,7 @@ def test_the_operators_load_json_becomes_the_twins_batcher(production: PhoenixDe
 )
 def test_configs_triton_would_refuse_are_refused(config: dict[str, Any]) -> None:
     with pytest.raises(ModelConfigError):
-        batcher_config(config)
+        batcher_from_model_config(config)
 
 
 # ----------------------------------------------------------------------------- the Triton API
@@ -204,7 +204,7 @@ class FakeHost:
 
     def load_model_config(self, config: Any) -> None:
         if config is not None:
-            batcher_config(config)
+            batcher_from_model_config(config)
             self.config = dict(config)
         self.loaded.append(config)
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from phoenix_operator.demo.modelconfig import ModelConfigError
+from phoenix_operator.sim.modelconfig import ModelConfigError
 
 SERVER_VERSION = "2.51.0"
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"

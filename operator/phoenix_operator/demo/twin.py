@@ -30,13 +30,13 @@ from typing import Any, Protocol
 
 import simpy
 
-from phoenix_operator.demo.modelconfig import batcher_config
 from phoenix_operator.demo.timescale import TimeScale
 from phoenix_operator.local.triton_metrics import TritonMetricsState
 from phoenix_operator.render.tritonconfig import normalize_config
 from phoenix_operator.sim.config import BatcherConfig
 from phoenix_operator.sim.cost import BlockingBatchCost, LLMEngineCost
 from phoenix_operator.sim.fleet import Fleet, FleetSettings
+from phoenix_operator.sim.modelconfig import batcher_from_model_config
 from phoenix_operator.sim.replica import call_at
 from phoenix_operator.sim.request import Arrival, RequestRecord
 from phoenix_operator.stats import quantile
@@ -181,7 +181,7 @@ class DigitalTwin:
         self.fleet = TwinFleet(
             self.env,
             cost,
-            batcher_config(self._config),
+            batcher_from_model_config(self._config),
             settings,
             len(self.records),
             self.metrics,
@@ -216,7 +216,7 @@ class DigitalTwin:
         """Triton's ``load`` with a config override: the whole config is replaced, live."""
         with self.lock:
             new = normalize_config(dict(config)) if config is not None else self._config
-            batching = batcher_config(new)  # raises ModelConfigError before anything changes
+            batching = batcher_from_model_config(new)  # raises ModelConfigError before anything changes
             self._config = new
             if self.fleet.set_batching(batching):
                 self.log.configs.append((self.env.now, self._describe()))

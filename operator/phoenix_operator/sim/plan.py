@@ -34,11 +34,13 @@ import yaml
 
 from phoenix_operator.api.documents import load_documents, parse_phoenix_deployments
 from phoenix_operator.api.models import AutoscalingMode, PhoenixDeployment, PhoenixDeploymentSpec
+from phoenix_operator.render.tritonconfig import model_config_dict
 from phoenix_operator.sim.bench import BenchReport, PolicyRun, make_context, run_policy, to_markdown
-from phoenix_operator.sim.config import BatcherConfig, QueuePolicy
+from phoenix_operator.sim.config import BatcherConfig
 from phoenix_operator.sim.controllers import REGISTRY, BenchContext, ControllerFactory, StaticController
 from phoenix_operator.sim.cost import BlockingBatchCost, LLMEngineCost
 from phoenix_operator.sim.fleet import LB_POLICIES, simulate
+from phoenix_operator.sim.modelconfig import batcher_from_model_config
 from phoenix_operator.sim.options import (
     WorkloadOptions,
     build_workload,
@@ -199,39 +201,14 @@ def load_test_replica(
 
 
 def batcher_config(spec: PhoenixDeploymentSpec) -> BatcherConfig:
-    """The Triton batching a spec renders (``max_batch_size``, ``dynamic_batching``, instances).
+    """The Triton batching a spec renders, read back as Triton reads it.
 
-    With ``batching.enabled: false`` Triton runs no dynamic batcher: simulated as batching that
-    sends whatever is pending at once (no preferred sizes, no delay).
+    The spec goes through the operator's own renderer (``render.tritonconfig``) and the twin's
+    parser, so ``phoenix plan`` simulates exactly the ``max_batch_size``, ``dynamic_batching``
+    and instances the ConfigMap carries. With ``batching.enabled: false`` Triton runs no dynamic
+    batcher: simulated as batching that sends whatever is pending at once.
     """
-    enabled = spec.batching.enabled
-    levels = 0
-    default_level = 0
-    policies: dict[int, QueuePolicy] = {}
-    default_policy = QueuePolicy()
-    if spec.priority is not None:
-        levels = max(c.level for c in spec.priority.classes)
-        by_name = {c.name: c for c in spec.priority.classes}
-        default_level = by_name[spec.priority.default_class].level
-        for c in spec.priority.classes:
-            qp = c.queue_policy
-            policies[c.level] = QueuePolicy(
-                timeout_action="DELAY" if str(qp.timeout_action) == "DELAY" else "REJECT",
-                default_timeout_us=qp.timeout_microseconds,
-                allow_timeout_override=qp.allow_timeout_override,
-                max_queue_size=qp.max_queue_size,
-            )
-        default_policy = policies[default_level]
-    return BatcherConfig(
-        max_batch_size=spec.model.max_batch_size,
-        preferred_batch_sizes=tuple(sorted(spec.batching.preferred_batch_sizes)) if enabled else (),
-        max_queue_delay_us=spec.batching.max_queue_delay_microseconds if enabled else 0,
-        instance_count=spec.model.instance_count,
-        priority_levels=levels,
-        default_priority_level=default_level,
-        default_queue_policy=default_policy,
-        priority_queue_policy={level: p for level, p in policies.items() if p != default_policy},
-    )
+    return batcher_from_model_config(model_config_dict(spec))
 
 
 def spec_classes(spec: PhoenixDeploymentSpec, profile: Profile) -> dict[str, int]:

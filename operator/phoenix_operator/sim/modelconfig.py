@@ -1,8 +1,8 @@
 """Triton model configuration (the JSON ``load_model`` sends) -> the simulator's :class:`BatcherConfig`.
 
 The operator builds the config with ``render.tritonconfig`` (proto field names, protobuf-JSON
-conventions: defaults left out, 64-bit integers possibly as strings); the twin reads it back the
-way Triton would and runs its batcher with it.
+conventions: defaults left out, 64-bit integers possibly as strings); the twin and
+``phoenix plan`` read it back the way Triton would, so a spec reaches every batcher one way.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _level(key: Any) -> int:
         raise ModelConfigError(f"priority_queue_policy keys must be levels, got {key!r}") from exc
 
 
-def batcher_config(config: Mapping[str, Any]) -> BatcherConfig:
+def batcher_from_model_config(config: Mapping[str, Any]) -> BatcherConfig:
     """The batching part of a Triton model config, as the twin's batcher runs it.
 
     A config without ``dynamic_batching`` is served request by request here as well (no delay,
