@@ -1,30 +1,8 @@
 """``phoenix bench operator``: the whole operator against its own local cluster, with N deployments.
 
-What runs: a fresh local control plane (etcd, API server, controllers, kwok fake nodes sized for
-N), a real Prometheus scraping one Triton-compatible metrics source under steady load, and the
-real ``phoenix run`` process watching one namespace. N PhoenixDeployments are applied at once,
-a third each with autoscaling ``off``, ``recommend`` and ``auto``.
-
-What it reports (JSON):
-
-* ``ready_s``: from the first create request until every deployment's status has condition
-  ``Ready=True`` with ``observedGeneration`` current. kwok plays the kubelets, so Ready here is
-  the operator's own verdict on real Deployment objects whose pods the control plane scheduled
-  and kwok marked Ready; nothing is shortcut. ``rendered_s`` is the time until every Triton
-  Deployment exists.
-* ``interval_drift``: p95 over control-loop steps in the converged window of
-  |actual − configured| / configured interval between two starts, from the operator's own
-  ``phoenix_control_step_interval_drift_ratio`` histogram (interpolated within a bucket, as
-  PromQL's ``histogram_quantile``); ``steps_within_10pct`` is exact (0.1 is a bucket edge).
-* ``api_rps``: requests/s the operator made in the converged window, counted in the API
-  server's audit log (every request of the operator's identity is audited at Metadata level;
-  the operator is told apart from this bench by its user agent). ``api_rps_ramp`` is the same
-  from the first create until all were Ready.
-* ``writes_converged``: the operator's write requests in the converged window (audit log).
-* ``rss_mb``: the operator process's peak resident set (``VmHWM``).
-
-The converged window starts ``settle`` seconds after all were Ready and lasts ``window``
-seconds (defaults: two control intervals, then the longer of three intervals and two resyncs).
+A fresh control plane with kwok nodes, a real Prometheus and the real ``phoenix run`` process, so
+the figures (time to Ready, control-loop drift, API requests, writes once converged, RSS) are the
+operator's own, nothing shortcut. What runs and how each figure is measured: docs/scale.md.
 """
 
 from __future__ import annotations

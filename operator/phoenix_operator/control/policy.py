@@ -1,25 +1,9 @@
 """Phoenix's control policy: replicas and Triton batching from one Observation (pure, no I/O).
 
-Everything the policy remembers is in :class:`PolicyState`, passed in and returned, and the
-clock is an argument, so the same code runs in the operator (state kept in memory and
-summarised in status), in the simulator (`phoenix bench`, `phoenix plan`) and in property tests.
-
-How it decides, and why (feed-forward on load in work, learned capacity, the forecast over the
-warm-up, TTFT feedback, scale-down guards, batching): docs/operator.md, "How the policy decides".
-
-One step (:func:`decide`) reads its inputs and the figures derived from them from one
-:class:`StepContext`, and runs named rules, each a small pure function:
-
-1. :func:`fail_static`: metrics that cannot be trusted hold the fleet as it is.
-2. The replica rules (:data:`REPLICA_RULES`), first match wins: :func:`breach`, then
-   :func:`feed_forward`, then :func:`scale_down` (with its guards); none: keep the size.
-3. :func:`stabilise`: the scale-up and scale-down windows, a quarter per interval, the bounds;
-   then :func:`regret` grows or relaxes the scale-down window.
-4. A target other than the fleet's size is ordered (:func:`scale`); otherwise :func:`batching`
-   may take a step, or the step ends in :func:`hold`.
-
-Every Decision carries the numbers it was made from (``metrics``), a reason quoting them and the
-name of the rule that decided (``rule``).
+State (:class:`PolicyState`) and the clock are arguments, so the same code runs in the operator,
+the simulator and property tests. :func:`decide` runs one step as small named rules; every Decision
+names its rule and the numbers it used. Why it decides as it does:
+docs/operator.md#how-the-policy-decides-controlpolicypy; the rules: docs/operator.md#the-policys-rules.
 """
 
 from __future__ import annotations

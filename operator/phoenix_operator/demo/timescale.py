@@ -1,26 +1,8 @@
 """Simulated seconds vs wall seconds: the one place the demo's time scaling is decided.
 
-The digital twin runs the benchmark's simulator ``speedup`` times faster than the wall clock, so
-everything that happens *inside* the twin — arrivals, queueing, prefill and decode, Triton's
-queue delays and timeouts, TTFT — is in simulated seconds. Everything *outside* it — the
-operator's loop, Kubernetes, kwok, Prometheus — runs on the wall clock. To keep the closed loop
-faithful, every duration the outside world waits on is the simulated duration divided by the
-speed-up:
-
-* a new Triton pod turns Ready after ``startup_s / speedup`` wall seconds (kwok's pod-ready
-  delay annotation), and the spec's ``autoscaling.replicaStartupSeconds`` says the same;
-* ``autoscaling.scaleDownStabilizationSeconds`` is the spec's value divided by the speed-up;
-* the control interval is the spec's divided by the speed-up, but never below the 5 s the CRD
-  allows;
-* the twin's Triton summaries (TTFT p95) slide over Triton's ~60 s of *simulated* time.
-
-What does not scale (documented in docs/demo.md): the operator's Prometheus window has a floor of
-30 wall seconds, and the policy's own smoothing (60 s) and trend (240 s) constants are wall
-seconds, so at a speed-up of ``s`` the operator looks at ``s`` times more simulated history than
-it would in production — a higher speed-up makes it slower to react, never faster. Rates in
-Prometheus (``rate(nv_inference_request_success[...])``) are per wall second, i.e. ``speedup``
-times the simulated request rate; the policy learns a replica's capacity in the same unit, so
-its sizing is unaffected.
+The twin runs ``speedup`` times faster than the wall clock while the operator, Kubernetes, kwok and
+Prometheus run on it, so every duration the outside world waits on is the simulated one divided by
+the speed-up. What scales, what does not and why: docs/demo.md#time-scaling.
 """
 
 from __future__ import annotations

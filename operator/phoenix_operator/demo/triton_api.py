@@ -1,20 +1,8 @@
 """A minimal Triton-compatible HTTP API for the digital twin (KServe v2 + Triton's model control).
 
-Just enough for what the operator does to a Triton pod — ``tritonclient.http``'s
-``is_server_ready``, ``get_model_config`` and ``load_model(name, config=...)`` — so the operator's
-actuator reaches the twin exactly as it reaches a real server (through the Service's
-EndpointSlices and the ``*:8000`` endpoint override) and cannot tell the difference:
-
-* ``GET /v2/health/live``, ``GET /v2/health/ready``: 200, empty body;
-* ``GET /v2``: server metadata;
-* ``GET /v2/models/{name}[/versions/{v}]``: model metadata; ``.../ready``: 200;
-* ``GET /v2/models/{name}[/versions/{v}]/config``: the model config in force (JSON, proto names);
-* ``POST /v2/repository/index``: the one model, READY;
-* ``POST /v2/repository/models/{name}/load`` with ``{"parameters": {"config": "<json>"}}``: serve
-  that config from now on (Triton replaces the whole config; so does the twin).
-
-Errors are answered as Triton answers them: HTTP 400 with ``{"error": "..."}`` (what
-tritonclient turns into ``InferenceServerException``); unknown paths get 404.
+Just enough for what the operator does to a Triton pod (readiness, ``get_model_config``,
+``load_model(name, config=...)``), so its actuator reaches the twin exactly as it reaches a real
+server and cannot tell the difference. Endpoints and errors: docs/demo.md#the-twin-in-detail.
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
 """The digital twin: the benchmark's fleet simulator, driven against the wall clock.
 
-It is the simulator of ``phoenix bench`` (the same :class:`~phoenix_operator.sim.fleet.Fleet`,
-replicas, Triton batcher and H100 LLM engine model), with three differences:
-
-* time: a background thread advances the simpy environment to ``speedup × wall seconds`` every
-  few milliseconds, so the simulation runs in (scaled) real time and the outside world — the
-  operator, Kubernetes, Prometheus — can interact with it while it runs;
-* replicas: the twin does not decide or delay anything itself (``startup_s`` is 0); the demo
-  calls :meth:`DigitalTwin.set_replicas` with the number of *Ready* Triton pods in the cluster,
-  whose warm-up kwok plays;
-* batching and metrics: it is a :class:`~phoenix_operator.demo.triton_api.ModelHost` — the
-  operator's ``load_model`` replaces its model config, which its batcher then runs — and every
-  first token, batch and rejection is published through a Triton-compatible ``/metrics``
-  (:class:`~phoenix_operator.local.triton_metrics.TritonMetricsState`) that Prometheus scrapes.
-
-Thread safety: one re-entrant lock guards the simpy environment and the fleet; the stepping
-thread, the HTTP API, the cluster poller and the live view all take it.
+The same simulator as ``phoenix bench``, stepped in scaled real time so the operator, Kubernetes and
+Prometheus can interact with it: it serves with the cluster's Ready pods, takes the operator's
+batching through a Triton API and publishes Triton-compatible metrics. One re-entrant lock guards
+it. Details: docs/demo.md#the-twin-in-detail.
 """
 
 from __future__ import annotations

@@ -1,24 +1,8 @@
 """The twin's KServe gRPC inference endpoint: the real gateway reaches the twin as it reaches Triton.
 
-It implements the part of Triton's ``GRPCInferenceService`` the gateway uses — ``ServerReady``,
-``ModelReady``, ``ModelConfig`` and the decoupled ``ModelStreamInfer`` — over the twin's model:
-
-* a request's ``priority`` parameter is its Triton priority level (0 = the model's default), and
-  the priority class the twin reports it under is the class with that level;
-* the request enters :class:`~phoenix_operator.demo.twin.DigitalTwin`'s fleet at the current
-  simulated time (:meth:`DigitalTwin.submit_live`) and waits there like any other request;
-* when the fleet produces its first token, the stream gets a first text response, then the rest
-  of the text when the fleet finishes it, with ``triton_final_response``; a rejection (queue full,
-  the class's queue timeout) comes back as Triton's error text, which the gateway maps to 429/504;
-* a cancelled call (the client left) is forgotten by the twin (:meth:`DigitalTwin.forget_live`).
-
-Token counts: a :class:`TokenCounts` source may hand out the trace's counts of the arrivals the
-gateway's requests replaced (so the fleet carries the trace's load); without one, the prompt is
-charged its words x 1.3 and the output ``max_tokens``. Both layouts of
-:data:`~phoenix_operator.gateway.settings.MODEL_IO_LAYOUTS` (``phoenix`` and ``vllm``) are read.
-
-The server is ``grpc.aio`` on its own event loop in a background thread; the simulation's callbacks
-reach a waiting call through ``loop.call_soon_threadsafe`` only.
+The part of Triton's ``GRPCInferenceService`` the gateway uses, over the twin's fleet, so the
+request path (priorities, streaming, rejections, cancellation) is exercised unchanged against the
+simulated Triton. Details: docs/demo.md#the-request-path.
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """Run a real Milvus Lite gRPC server (the ``milvus-lite`` console script) as a local process.
 
 The retrieval reconciler is tested against it, and the demo uses it as the "external" Milvus, so
-collection management is exercised over the same gRPC API a real Milvus serves.
-
-Pitfalls (components.md and measured here):
-
-- The server binds 0.0.0.0 unless told otherwise, so ``--host 127.0.0.1`` is always passed.
-- gRPC servers bind with SO_REUSEPORT: a second server on an already-used port starts *without
-  error* and the kernel then spreads connections over both. A free-port race (parallel test
-  runs) would silently mix two servers, so readiness also checks that every listener on the port
-  is a socket of our own process, and retries on another port otherwise.
-- The server shuts down gracefully only on SIGINT (SIGTERM can leave a half-written index that
-  the next start cannot read: "faiss::read_index_up ... Error"). A child inherits SIGINT as
-  *ignored* when it was started from a background shell (CI), so the child's SIGINT disposition
-  is reset to the default before exec; it is stopped with SIGINT, then SIGTERM/SIGKILL.
-- A restart keeps the data but forgets which collections were loaded.
+collection management is exercised over the same gRPC API a real Milvus serves. The pitfalls it
+works around (bind address, SO_REUSEPORT, SIGINT-only shutdown):
+docs/quality.md#the-local-milvus-lite-server.
 """
 
 from __future__ import annotations

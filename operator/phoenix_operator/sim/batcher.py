@@ -1,22 +1,9 @@
 """Triton's dynamic batcher, re-implemented as a pure data structure (time is passed in).
 
 Follows ``DynamicBatchScheduler::GetDynamicBatch`` and ``PriorityQueue`` of
-triton-inference-server/core (``src/dynamic_batch_scheduler.cc``, ``src/scheduler_utils.cc``):
-
-* Requests queue per priority level (lower level number first); within a level, un-expired
-  requests in arrival order, then the level's *delayed* requests (queue-policy DELAY).
-* A batch is formed by scanning that order. The scan stops before ``max_batch_size`` would be
-  exceeded. Reaching a preferred size marks it; the pending batch is sent at once if a preferred
-  size was reached and the queue delay has not expired, or if it reached the largest preferred
-  size. Otherwise the batcher waits until the *oldest request in the pending batch* has waited
-  ``max_queue_delay`` (or the closest request timeout), then sends everything pending.
-  With ``max_queue_delay == 0`` it never waits.
-* Queue-policy timeouts are applied where the scan passes (``ApplyPolicyAtCursor``): an expired
-  request is rejected (REJECT) or moved behind its level's un-expired requests (DELAY; it never
-  expires again). ``max_queue_size`` rejects at enqueue, per level.
-
-Who calls :meth:`DynamicBatcher.form` and when (only when a model instance can take a batch, or
-to grow a prefetched payload) is the replica's business; see :mod:`phoenix_operator.sim.replica`.
+triton-inference-server/core so the simulator batches as a real server would; when a batch is
+formed is the replica's business (:mod:`phoenix_operator.sim.replica`).
+Details: docs/simulator.md#tritons-dynamic-batcher.
 """
 
 from __future__ import annotations

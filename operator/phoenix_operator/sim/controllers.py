@@ -1,25 +1,9 @@
 """Peer baselines as their documentation recommends for LLM serving, and the policy registry.
 
-* ``static-avg`` — a fixed fleet sized for the measured window's average load; ``static-best``
-  the smallest fixed fleet that meets the SLO there (found by search, in hindsight);
-  ``static-peak`` its busiest minute at the planning utilisation.
-* ``hpa`` — Kubernetes HPA (autoscaling/v2) on in-flight requests per pod (running + waiting),
-  GKE's recommendation for LLM serving: ``replica_calculator.go``'s ``calcPlainMetricReplicas``
-  (10 % tolerance, pods without a metric assumed at target on scale-down and at 0 on
-  scale-up) and ``horizontal.go``'s behaviour normalisation (scale-down stabilisation = highest
-  recommendation of the last 300 s; scale-up at most max(100 %, 4 pods) per 15 s; scale-down at
-  most 100 % per 15 s), synced every 15 s.
-* ``keda`` — KEDA's Prometheus scaler on waiting requests (threshold per pod, AverageValue), read
-  at every HPA sync (15 s), HPA's external-metric math and behaviour with a scale-down window.
-* ``llmd-slo`` — llm-d's SLO-aware scaling: max(P90 TTFT / target, P90 TPOT / target) capped at
-  2, smoothed over 45 s, discounted for warming pods; up above 0.55, down below 0.40.
-* ``dynamo-planner`` — NVIDIA Dynamo's SLA planner, throughput-based: predicted load over the
-  profiled per-replica throughput, every 180 s.
-* ``oracle`` — see :mod:`phoenix_operator.sim.oracle`.
-
-Knobs a policy may have tuned on the training slice are in :data:`TUNING`. Policies are created
-from a :class:`BenchContext` by the factories in :data:`REGISTRY`; ``phoenix`` and
-``phoenix-tuned`` are the operator's control loop (the adapter in :mod:`phoenix_operator.sim.phoenix`).
+Static fleets, HPA, KEDA, llm-d and Dynamo's planner, each modelled on its own source so the
+benchmark races Phoenix (:mod:`phoenix_operator.sim.phoenix`) against what users run. Knobs tuned
+on the training slice are in :data:`TUNING`, factories in :data:`REGISTRY`.
+Details: docs/simulator.md#baselines.
 """
 
 from __future__ import annotations

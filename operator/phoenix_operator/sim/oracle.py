@@ -1,31 +1,8 @@
 """The offline oracle: the fewest replicas per window that meet the SLO, knowing the future.
 
-How it is computed (a per-window search by repeated full simulation):
-
-1. Split the run into windows of ``window_s`` (30 s); a window's *work* is the sum over its
-   arrivals of each request's GPU seconds (:meth:`LLMEngineCost.service_time`).
-2. A schedule turns per-window needs into commands *ahead of start-up*: at each 15 s tick the
-   oracle asks for the largest need of any window starting before the pods it orders now could
-   serve (``now + startup_s + tick``), so every pod a window needs is READY when it begins;
-   scale-downs happen at the window boundary.
-3. Every candidate is simulated over the whole run (the real simulator: batcher, KV admission,
-   draining) and is *feasible* when in every window at least ``goal`` of the arriving requests
-   (``urgent_goal`` of the urgent ones) met the TTFT target.
-4. Phase 1, one utilisation for all windows: needs = work / (window × u). From u = 1 the search
-   climbs in steps of 0.1 while the schedule stays feasible, bisects the last step once and
-   repairs the cheapest failing guess (a replica more in its failing windows and the three
-   before them). When u = 1 fails, it repairs that guess up to three times, then descends in
-   steps of 0.1 to 0.5; below that it adds a replica to every failing window until all pass.
-   (The look-ahead in 2 already gives each window its neighbours' headroom, so the best u is
-   often above 1.)
-5. Phase 2, adaptive group testing from the best schedule: try one replica less on a group of
-   windows; keep it when the run stays feasible, otherwise split the group (windows just
-   before a failing window are the likely culprits: a backlog carries forward) and retry.
-6. Stop after ``iterations`` simulations; return the cheapest feasible schedule.
-
-This is a heuristic search, not a proof of optimality, but every schedule it returns has been
-simulated and met the per-window SLO, so it is an achievable bound; ``phoenix bench`` reports
-how many simulations it ran (docs/benchmark.md shows what a longer search gains).
+A heuristic search by repeated full simulation (a utilisation sweep, then adaptive group testing);
+every schedule it returns was simulated and met the per-window SLO, so it is an achievable bound
+for the other policies. Details: docs/simulator.md#the-oracle.
 """
 
 from __future__ import annotations

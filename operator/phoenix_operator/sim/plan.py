@@ -1,20 +1,8 @@
 """``phoenix plan``: replay a trace against candidate PhoenixDeployments before applying one.
 
-Each PhoenixDeployment in the files becomes one row of the benchmark's table (the same table,
-JSON and Markdown code as ``phoenix bench``), simulated on the same workload:
-
-* ``autoscaling.mode: off`` — a static fleet of ``triton.replicas``;
-* ``recommend`` — also static at ``triton.replicas``: in that mode Phoenix only reports what it
-  would do, so the fleet a user gets is the static one (said in the output);
-* ``auto`` — the operator's control loop (:mod:`phoenix_operator.sim.phoenix`, the same
-  ``control.policy.decide``), starting at ``triton.replicas`` clamped to min/max, within
-  maxReplicas and the GPU budget, retuning batching within ``batching.bounds``.
-
-The Triton configuration is the spec's: ``model.maxBatchSize``, preferred batch sizes, queue
-delay, instance count, and the priority classes as priority levels with their queue policies.
-The model and GPU are the profile's (one GPU per replica); a spec asking for more GPUs per
-replica has its GPU-hours scaled accordingly and the note says the engine is still the
-profile's.
+Each PhoenixDeployment becomes one row of the benchmark's table, simulated on the same workload
+with its own Triton configuration and, in ``auto`` mode, the operator's own control loop, so a user
+sees what a spec would do before it runs. Details: docs/benchmark.md#what-if-before-applying-phoenix-plan.
 """
 
 from __future__ import annotations

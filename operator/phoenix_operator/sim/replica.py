@@ -1,25 +1,8 @@
 """One Triton pod: its dynamic batcher, its model instance(s) and what executes on them.
 
-Events are plain simpy timeouts with callbacks (no generator processes): a request costs a
-handful of events whatever its output length, which keeps an hour of peak traffic to seconds.
-
-Batch hand-off follows Triton's rate limiter:
-
-* without priority levels or queue policy, Triton *prefetches*: the batcher may form a payload
-  while every instance is busy (at most 2 × instances queued) and keeps growing the newest
-  queued payload until it is saturated (``RateLimiter::PayloadSlotAvailable``);
-* otherwise a batch is formed only when an instance is waiting for work. Triton's batcher then
-  polls for a free instance (``WaitForPayloadSlotAvailable``, 500 ms timeout) and is woken by the
-  end of an execution (``Payload::Execute`` calls the batcher's callback) — *before* the instance
-  thread re-registers as waiting (``RateLimiter::DequeuePayload``). When the batcher checks first,
-  it misses the free instance and sleeps until the next arrival or the poll timeout.
-  :class:`BlockingReplica` draws that miss with ``FleetSettings.missed_wakeup_p`` (0 by
-  default); docs/fidelity.md has the measurements and the source lines.
-
-:class:`BlockingReplica` runs ``a + b × rows`` batches on ``instance_count`` instances.
-:class:`LLMReplica` runs prefill batches on the engine and decodes admitted sequences in a
-fluid way: between events every active sequence advances at ``1 / step_time`` tokens per second,
-and only the next completion is scheduled.
+Batches are handed over as Triton's rate limiter does (with and without prefetch); events are plain
+simpy callbacks, so a request costs a handful of events whatever its output length. Details:
+docs/simulator.md#tritons-dynamic-batcher, #cost-models; the missed wake-up: docs/fidelity.md.
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """The metric pipeline every simulated controller reads through: Prometheus as production runs it.
 
-Production controllers never see a request's latency; they see what Prometheus scraped. So the
-simulator's fleet does not hand controllers exact figures either:
-
-* every ``interval_s`` (15 s) Prometheus scrapes the fleet; a sample stamped ``s`` holds the
-  exporter's state at ``s - lag_s`` (Triton refreshes its gauges every ``metrics_interval_ms``);
-* counters are read with ``rate()`` over a window (``rate_window_s``, 1 min), with Prometheus'
-  extrapolation to the window's edges (:func:`extrapolated_rate`);
-* latency quantiles are ``histogram_quantile`` over the rate of cumulative bucket counters with
-  the bucket edges the operator's queries see (vLLM's TTFT and TPOT buckets, the gateway's
-  per-class TTFT buckets), interpolated linearly inside the bucket (:func:`histogram_quantile`);
-* gauges (waiting requests, in-flight requests per pod) are the last scraped value.
-
-The module is pure (numpy only): :class:`FleetScraper` turns the fleet's raw event logs into
-scraped samples when the fleet's scrape timer calls it, and answers PromQL-shaped queries.
-The fleet is one target (its pods' series summed before ``rate``), so a pod's counters do not
-restart when it is created; the edges and windows are production's.
+Production controllers never see a request's latency, only what Prometheus scraped, so neither do
+simulated ones: scrapes with exporter lag, ``rate()`` and ``histogram_quantile`` on production's
+bucket edges and windows. Pure (numpy only). Details: docs/simulator.md#the-metric-pipeline.
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """Triton Python-backend *decoupled* model that streams a chat answer like an LLM would.
 
-Copied into a model repository as ``<name>/1/model.py`` and run inside Triton's Python-backend
-stub (where ``triton_python_backend_utils`` exists); the operator never imports it. One
-``execute()`` serves one dynamic batch: it sleeps a prefill time, then sends one token per
-request per step, so a busy instance makes Triton's priority queues fill up exactly as a GPU
-would. The tokens echo the prompt's words (cycling), which lets a test see that retrieved
-passages reached the model.
-
-Parameters (the config's ``parameters``, all optional):
-
-* ``prefill_ms``: sleep before the first token of a batch, default 50;
-* ``per_token_ms``: sleep per generated token (one step of the whole batch), default 10;
-* ``default_max_tokens``: tokens when the request sends no limit, default 16;
-* ``events_path``: append one JSON line per finished request (id, tokens sent, cancelled), so
-  tests can see a client's cancellation reach the model;
-* ``prompt_input`` / ``max_tokens_input`` / ``text_output`` / ``sampling_parameters_input``:
-  tensor names, defaults ``PROMPT`` / ``MAX_TOKENS`` / ``TEXT_OUTPUT`` / unset. With the vLLM
-  backend's names (``text_input``, ``text_output``, ``sampling_parameters``) the same model
-  stands in for a vLLM deployment; ``max_tokens`` then comes from the sampling-parameters JSON.
+Runs inside Triton's Python-backend stub (the operator never imports it). It sleeps per batch and
+per token, so a busy instance fills Triton's priority queues as a GPU would, and echoes the prompt
+so tests see retrieved passages reach the model. Parameters and tensor names:
+docs/gateway.md#the-emulated_chat-model-local-triton.
 """
 
 from __future__ import annotations
