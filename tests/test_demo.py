@@ -480,7 +480,9 @@ def test_priority_reaches_the_twin_through_the_real_gateway(production: PhoenixD
     assert urgent.first_token_s is not None and standard.first_token_s is not None
     assert urgent.first_token_s < standard.first_token_s  # arrived later, served first
     assert urgent.queue_s is not None and standard.queue_s is not None
-    assert urgent.queue_s < 1.0 < 10.0 < standard.queue_s
+    # Twin seconds run 20x wall time: a loaded machine's scheduling delay shows up multiplied, so
+    # the urgent wait is judged against the standard one, not against an absolute bound.
+    assert standard.queue_s > 10.0 and urgent.queue_s < standard.queue_s / 4
 
 
 @pytest.mark.milvus
