@@ -81,7 +81,7 @@ AUDITED: dict[tuple[str, str], frozenset[str]] = {
     (API_GROUP, "phoenixdeployments"): frozenset({"get", "list", "watch", "patch"}),
     # Kube.patch_status (reconciler and control loop).
     (API_GROUP, "phoenixdeployments/status"): frozenset({"patch"}),
-    # kopf.event -> Kopf's event poster (core/v1 Events, create only).
+    # Kube.post_event: core/v1 Events, create only.
     ("", "events"): frozenset({"create"}),
     ("", "configmaps"): CHILD_VERBS,
     ("", "services"): CHILD_VERBS,

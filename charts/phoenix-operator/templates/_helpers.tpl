@@ -78,7 +78,7 @@ that creates the object is authorised as `create` as well.
 - apiGroups: ["serving.phoenixoperator.io"]
   resources: ["phoenixdeployments/status"]
   verbs: ["patch"]
-# Kopf posts core/v1 Events (the reconciler's condition changes, the control loop's decisions).
+# core/v1 Events: the reconciler's condition changes, the control loop's decisions.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

@@ -8,8 +8,10 @@ the live one and only sends the apply when something the operator owns differs.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -32,6 +34,10 @@ APPLIED_HASH_ANNOTATION = f"{API_GROUP}/applied-hash"
 #: Field manager for the autoscaler's replica writes: separate from the reconciler's so that a
 #: reconcile apply (which omits replicas in auto mode) never takes replicas away from it.
 AUTOSCALER_FIELD_MANAGER = "phoenix-autoscaler"
+#: The Events' source and reporting component.
+EVENT_COMPONENT = "phoenix-operator"
+
+log = logging.getLogger(__name__)
 
 
 def desired_hash(obj: Manifest) -> str:
@@ -175,6 +181,50 @@ class Kube:
         self.custom.patch_namespaced_custom_object_status(
             API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}
         )
+
+    def post_event(self, involved: Manifest, type_: str, reason: str, message: str) -> bool:
+        """Create one core/v1 Event about ``involved``, once; True when it was created.
+
+        An Event is a note, not state: a namespace being deleted (403), an object already gone
+        (404) or an API server that does not answer drops it with a log line. Kopf's poster
+        retries each refused Event for about a minute in one queue, so a single terminating
+        namespace would hold back every other deployment's Events.
+        """
+        meta = involved["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason[:128],
+            "message": message[:1024],
+            "source": {"component": EVENT_COMPONENT},
+            "reportingComponent": EVENT_COMPONENT,
+            "reportingInstance": EVENT_COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.resource("v1", "Event").create(body=body, namespace=meta["namespace"])
+        except ApiException as exc:
+            log.info(
+                f"Event {reason} on {meta['namespace']}/{meta['name']} dropped: {exc.status} {exc.reason}"
+            )
+            return False
+        except Exception as exc:  # a note must never fail the pass that wrote status
+            log.warning(f"Event {reason} on {meta['namespace']}/{meta['name']} dropped: {exc}")
+            return False
+        return True
 
     def capabilities(self, ttl_s: float = 60.0) -> Capabilities:
         """Which optional APIs exist (Milvus Operator, Prometheus Operator); cached for ``ttl_s``."""

@@ -71,8 +71,8 @@ def control_of(memo: kopf.Memo) -> ControlProcess:
 async def in_executor(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
     """Run blocking ``fn(*args)`` on the control pool, with this task's context variables.
 
-    The context matters: ``kopf.event`` finds Kopf's posting queue through context variables,
-    which a plain ``run_in_executor`` does not carry into the thread.
+    The context matters: Kopf's per-object logging context lives in context variables, which a
+    plain ``run_in_executor`` does not carry into the thread.
     """
     context = contextvars.copy_context()
     call = functools.partial(context.run, fn, *args)

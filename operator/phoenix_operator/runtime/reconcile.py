@@ -153,7 +153,7 @@ def run_exclusive(process: Process, body: kopf.Body, work: Callable[[dict[str, A
             patch = checked_status_patch(fresh.get("status") or {}, result.status_patch)
             kube.patch_status(meta["name"], meta["namespace"], patch)
     for type_, reason, message in result.events:
-        kopf.event(body, type=type_, reason=reason[:128], message=message[:1024])
+        kube.post_event(fresh, type_, reason, message)
     return result
 
 
