@@ -42,6 +42,7 @@ from phoenix_operator.render.objects import (
 )
 from phoenix_operator.status.quality import (
     FinishedJob,
+    Report,
     ReportError,
     apply_reports,
     finished_jobs,
@@ -615,48 +616,100 @@ def test_quality_loop_on_the_cluster(
 # the default retraining job's script, run for real (phoenix classifier train + phoenix eval)
 
 
-@pytest.mark.slow
-def test_default_retraining_script_reports_a_candidate_the_operator_reads(tmp_path: Path) -> None:
+RETRAIN_INTENTS = ["card_arrival", "lost_or_stolen_card", "top_up_failed", "exchange_rate", "pin_blocked"]
+
+
+def _run_default_retraining(
+    tmp_path: Path, job_name: str, shuffle_labels: bool = False
+) -> tuple[Report, str]:
+    """Run the default retraining Job's script for real on a BANKING77 subset.
+
+    Returns the parsed report and the termination message it was parsed from.
+
+    With ``shuffle_labels`` the training labels are permuted across the texts (a deliberately
+    bad candidate); the held-out set keeps its true labels.
+    """
     import csv
     import os
+    import random
 
     from phoenix_operator.data import banking77
     from phoenix_operator.render.objects import RETRAIN_SCRIPT, gateway_spec_yaml
 
-    intents = ["card_arrival", "lost_or_stolen_card", "top_up_failed", "exchange_rate", "pin_blocked"]
-
-    def subset(split: str, per_intent: int, path: Path) -> None:
+    def subset(split: str, per_intent: int, path: Path, shuffle: bool) -> None:
         seen: dict[str, int] = {}
-        with banking77(split).open() as src, path.open("w", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(["text", "label"])
+        rows: list[tuple[str, str]] = []
+        with banking77(split).open() as src:
             for row in csv.DictReader(src):
                 label = row["category"]
-                if label in intents and seen.get(label, 0) < per_intent:
+                if label in RETRAIN_INTENTS and seen.get(label, 0) < per_intent:
                     seen[label] = seen.get(label, 0) + 1
-                    writer.writerow([row["text"], label])
+                    rows.append((row["text"], label))
+        if shuffle:
+            labels = [label for _, label in rows]
+            random.Random(7).shuffle(labels)
+            rows = [(text, label) for (text, _), label in zip(rows, labels, strict=True)]
+        with path.open("w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["text", "label"])
+            writer.writerows(rows)
 
-    subset("train", 40, tmp_path / "train.csv")
-    subset("test", 10, tmp_path / "held-out.csv")
+    work = tmp_path / job_name
+    work.mkdir()
+    subset("train", 40, work / "train.csv", shuffle_labels)
+    subset("test", 10, work / "held-out.csv", False)
     # The spec file exactly as the operator mounts it: a bare spec, not a PhoenixDeployment.
-    (tmp_path / "spec.yaml").write_text(gateway_spec_yaml(_spec()))
-    termination = tmp_path / "termination-log"
+    (work / "spec.yaml").write_text(gateway_spec_yaml(_spec()))
+    termination = work / "termination-log"
     script = RETRAIN_SCRIPT.replace("/dev/termination-log", str(termination))
     env = os.environ | {
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "CANDIDATES": str(tmp_path / "phoenix-candidates"),
-        "JOB_NAME": "quality-retrain-29000001",
-        "TRAIN_DATA": str(tmp_path / "train.csv"),
-        "EVAL_DATA": str(tmp_path / "held-out.csv"),
-        "SPEC": str(tmp_path / "spec.yaml"),
+        "JOB_NAME": job_name,
+        "TRAIN_DATA": str(work / "train.csv"),
+        "EVAL_DATA": str(work / "held-out.csv"),
+        "SPEC": str(work / "spec.yaml"),
     }
     result = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (tmp_path / "phoenix-candidates" / "quality-retrain-29000001" / "metadata.json").is_file()
-    report = parse_report(_job("retraining", termination.read_text(), "quality-retrain-29000001"))
+    assert (tmp_path / "phoenix-candidates" / job_name / "metadata.json").is_file()
+    message = termination.read_text()
+    return parse_report(_job("retraining", message, job_name)), message
+
+
+@pytest.mark.slow
+def test_default_retraining_script_reports_a_candidate_the_operator_reads(tmp_path: Path) -> None:
+    report, _ = _run_default_retraining(tmp_path, "quality-retrain-29000001")
     assert report.candidate == "quality-retrain-29000001"
     assert report.examples == 50
     assert 0.6 <= report.figures["macro_f1"] <= 1.0
+
+
+@pytest.mark.slow
+def test_a_candidate_trained_on_shuffled_labels_is_rejected_and_the_current_one_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    """Both candidates are trained and evaluated by the real script; the gate sees their reports."""
+    spec = _spec()
+    good, good_message = _run_default_retraining(tmp_path, "q-retrain-1")
+    bad, bad_message = _run_default_retraining(tmp_path, "q-retrain-2", shuffle_labels=True)
+    assert bad.figures["macro_f1"] < good.figures["macro_f1"] - 0.2
+
+    promoted = apply_reports(spec, None, {"retraining": _job("retraining", good_message, "q-retrain-1")}, NOW)
+    assert promoted.quality is not None and promoted.quality.classifier == "q-retrain-1"
+
+    rejected = apply_reports(
+        spec, promoted.quality, {"retraining": _job("retraining", bad_message, "q-retrain-2")}, NOW
+    )
+    assert rejected.quality is not None and rejected.quality.classifier == "q-retrain-1"
+    gate_cond = gate_condition(rejected.quality)
+    assert gate_cond is not None and gate_cond["status"] == "False"
+    assert f"{bad.figures['macro_f1']:.4f}" in gate_cond["message"]
+    assert rejected.events[0][:2] == ("Warning", "QualityGateFailed")
+    serving = render_all(TARGET, spec, promoted_classifier=rejected.quality.classifier)
+    gateway = next(m for m in serving if m["kind"] == "Deployment" and m["metadata"]["name"] == "q-gateway")
+    args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--classifier=/var/lib/phoenix/classifier/phoenix-candidates/q-retrain-1" in args
 
 
 def test_a_refresh_the_ingest_judged_is_reported_as_judged_never_re_judged() -> None:
