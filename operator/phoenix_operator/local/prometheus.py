@@ -28,7 +28,10 @@ from typing import Any
 
 from phoenix_operator.local._proc import free_port, log_tail, stop_process, wait_for
 
-PROMETHEUS_BINARY = Path(os.environ.get("PHOENIX_PROMETHEUS_BIN", "/usr/bin/prometheus"))
+
+def prometheus_binary() -> Path:
+    """The server binary: ``PHOENIX_PROMETHEUS_BIN``, read when a server is made, else Debian's."""
+    return Path(os.environ.get("PHOENIX_PROMETHEUS_BIN", "/usr/bin/prometheus"))
 
 
 class PrometheusNotInstalled(RuntimeError):
@@ -85,7 +88,7 @@ class LocalPrometheus:
         self.targets = list(targets)
         self.scrape_interval_s = scrape_interval_s
         self.ready_timeout_s = ready_timeout_s
-        self.binary = Path(binary) if binary is not None else PROMETHEUS_BINARY
+        self.binary = Path(binary) if binary is not None else prometheus_binary()
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="phoenix-prom-"))
         self.config_path = self.workdir / "prometheus.yml"

@@ -32,10 +32,6 @@ from types import TracebackType
 from phoenix_operator.local._proc import free_port, log_tail, stop_process, wait_for
 from phoenix_operator.render.secrets import TRITON_CONTROL_HEADER, TRITON_RESTRICTED_APIS
 
-#: Where prepared server trees are cached (one per wheel version and Python version).
-CACHE_ROOT = Path(os.environ.get("PHOENIX_CACHE_DIR", Path.home() / ".cache" / "phoenix-operator"))
-
-
 #: The APIs ``control_key`` guards: the same ones the operator restricts in a cluster.
 RESTRICTED_APIS = TRITON_RESTRICTED_APIS
 
@@ -88,7 +84,10 @@ def prepare_server_tree(cache_root: Path | None = None) -> Path:
     stub = source / "python_backend_stubs" / python_tag() / "triton_python_backend_stub"
     if not stub.is_file():
         raise TritonNotAvailable(f"no Python backend stub for Python {python_tag()} in {source}")
-    root = cache_root or CACHE_ROOT
+    # One prepared tree per wheel version and Python version, in the operator's cache.
+    root = cache_root or Path(
+        os.environ.get("PHOENIX_CACHE_DIR") or Path.home() / ".cache" / "phoenix-operator"
+    )
     target = root / f"triton-pytriton{pytriton_version()}-py{python_tag()}"
     marker = target / ".phoenix-ready"
     if marker.is_file():
