@@ -7,7 +7,6 @@ directly against a real API server.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from collections.abc import Mapping
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from phoenix_operator.api.models import (
@@ -28,7 +26,8 @@ from phoenix_operator.api.models import (
 from phoenix_operator.clients.kube import Kube, Manifest
 from phoenix_operator.clients.milvus import TokenSecretError, ensure_collection, resolve_token
 from phoenix_operator.clients.triton import TritonModelControl, triton_control_key
-from phoenix_operator.reconcile import promotion
+from phoenix_operator.clients.writer import Writer
+from phoenix_operator.reconcile import plan, promotion
 from phoenix_operator.render.objects import (
     COMPONENT_LABEL,
     DEPLOYMENT_LABEL,
@@ -41,7 +40,6 @@ from phoenix_operator.render.objects import (
     Target,
     gateway_endpoint,
     gateway_name,
-    generated_secret_manifest,
     generated_secrets,
     milvus_name,
     render_all,
@@ -124,11 +122,17 @@ def batching_status(
 
 class Reconciler:
     def __init__(
-        self, kube: Kube, settings: OperatorSettings, model_control: TritonModelControl | None = None
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        model_control: TritonModelControl | None = None,
+        writer: Writer | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.model_control = model_control or TritonModelControl()
+        #: The one writer; the reconciler itself only reads.
+        self.writer = writer or Writer(kube)
 
     # ---------------------------------------------------------------- entry point
 
@@ -266,93 +270,40 @@ class Reconciler:
         promoted: str | None = None,
         serving_version: int | None = None,
     ) -> list[str]:
-        """Apply what differs; children the API server refuses are added to ``rejected``."""
+        """Read what is live, plan the writes, have the writer perform them.
+
+        Children the API server refuses (requests above limits, RBAC missing a kind, a
+        terminating namespace) are added to ``rejected`` and the rest still applied, so a pass
+        never crash-loops on one of them.
+        """
         caps = self.kube.capabilities(self.settings.capabilities_ttl_seconds)
         desired = render_all(target, spec, batching, caps, promoted, self.settings.network, serving_version)
-        writes = self._ensure_generated_secrets(target, spec, rejected)
-        for obj in desired:
-            what = f"{obj['kind']}/{obj['metadata']['name']}"
-            try:
-                if self.kube.apply(obj):
-                    writes.append(what)
-            except ApiException as exc:
-                if exc.status not in (400, 403, 422):
-                    raise  # transient (conflict, timeout, 5xx): Kopf retries the whole pass
-                # The API server refused a child we rendered from a valid spec (requests above
-                # limits, RBAC missing a kind, a terminating namespace): report it, keep applying
-                # the others, never crash-loop on it.
-                rejected.append(Problem("ChildRejected", f"{what} rejected: {_api_message(exc)}"))
-        if spec.autoscaling.mode == AutoscalingMode.AUTO:
-            # The autoscaler owns replicas in auto mode; start from the spec's count clamped to the
-            # bounds, then the control loop takes over (it keeps desiredReplicas in status).
-            auto = spec.autoscaling
-            initial = status.get("desiredReplicas") or min(
-                max(spec.triton.replicas, auto.min_replicas), auto.max_replicas
-            )
-            if self.kube.apply_replicas(triton_name(target.name), target.namespace, int(initial)):
-                writes.append(f"Deployment/{triton_name(target.name)} replicas={initial}")
-        writes += self._prune(target, desired, caps.milvus_operator or caps.prometheus_operator)
-        return writes
+        wanted = generated_secrets(target, spec)
+        # Read by name (``get``), never listed: the operator reads only the Secrets it names.
+        live_secrets = {s.name: self.kube.secret_data(s.name, target.namespace) for s in wanted}
+        secret_intents, problems = plan.generated_secret_intents(
+            target, wanted, live_secrets, _new_secret_value
+        )
+        rejected.extend(problems)
+        owned = self._owned_children(target, caps.milvus_operator or caps.prometheus_operator)
+        done = self.writer.perform(
+            plan.children_intents(target, spec, status, desired, secret_intents, owned)
+        )
+        rejected.extend(done.rejected)
+        return done.writes
 
-    def _ensure_generated_secrets(
-        self, target: Target, spec: PhoenixDeploymentSpec, rejected: list[Problem]
-    ) -> list[str]:
-        """Create the Secrets the children reference (Triton's control key, Milvus' root password).
-
-        Create-if-absent and never updated: Milvus keeps the root password it first started with,
-        so a rotated Secret would lock every client out. Read by name (``get``), never listed.
-        """
-        writes = []
-        for wanted in generated_secrets(target, spec):
-            live = self.kube.secret_data(wanted.name, target.namespace)
-            if live is None:
-                values = {key: secrets.token_urlsafe(GENERATED_SECRET_BYTES) for key in wanted.random_keys}
-                try:
-                    if self.kube.create_if_absent(generated_secret_manifest(target, wanted, values)):
-                        writes.append(f"Secret/{wanted.name}")
-                except ApiException as exc:
-                    if exc.status not in (400, 403, 422):
-                        raise
-                    rejected.append(
-                        Problem("ChildRejected", f"Secret/{wanted.name} rejected: {_api_message(exc)}")
-                    )
-                continue
-            missing = [k for k in (*wanted.fixed, *wanted.random_keys) if not live.get(k, "").strip()]
-            if missing:
-                rejected.append(
-                    Problem(
-                        "GeneratedSecretInvalid",
-                        f"Secret {target.namespace}/{wanted.name} has no value for {', '.join(missing)}; "
-                        "delete it and the operator generates a new one (for Milvus' root password, "
-                        "also set root's password in Milvus to the new value)",
-                    )
-                )
-        return writes
-
-    def _prune(self, target: Target, desired: list[Manifest], optional_kinds: bool) -> list[str]:
-        """Delete children of ours the spec no longer asks for (never PVCs: those hold data)."""
-        wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    def _owned_children(self, target: Target, optional_kinds: bool) -> list[plan.OwnedChild]:
+        """The live objects of every prunable kind with this deployment's label (never PVCs)."""
         kinds = PRUNABLE_KINDS + (OPTIONAL_PRUNABLE_KINDS if optional_kinds else ())
-        deleted = []
+        owned: list[plan.OwnedChild] = []
         for api_version, kind in kinds:
             try:
-                resource = self.kube.resource(api_version, kind)
+                self.kube.resource(api_version, kind)
             except Exception:  # the kind is not served in this cluster
                 continue
-            items = resource.get(
-                namespace=target.namespace, label_selector=f"{DEPLOYMENT_LABEL}={target.name}"
-            ).items
-            for item in items:
-                owners = item.metadata.ownerReferences or []
-                if (kind, item.metadata.name) in wanted or not any(o.uid == target.uid for o in owners):
-                    continue
-                resource.delete(
-                    name=item.metadata.name,
-                    namespace=target.namespace,
-                    body={"propagationPolicy": "Background"},
-                )
-                deleted.append(f"deleted {kind}/{item.metadata.name}")
-        return deleted
+            items = self.kube.list(api_version, kind, target.namespace, f"{DEPLOYMENT_LABEL}={target.name}")
+            owned += [plan.owned_child(api_version, kind, item) for item in items]
+        return owned
 
     def _observe_retrieval(
         self, target: Target, spec: PhoenixDeploymentSpec, blocked: bool
@@ -588,11 +539,8 @@ def _pod_gpus(pod: Mapping[str, Any]) -> int:
     return total
 
 
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
+def _new_secret_value() -> str:
+    return secrets.token_urlsafe(GENERATED_SECRET_BYTES)
 
 
 def _finished(pod: Mapping[str, Any]) -> bool:

@@ -23,11 +23,11 @@ from kubernetes.client.rest import ApiException
 
 from phoenix_operator import API_GROUP, API_VERSION, KIND, PLURAL
 from phoenix_operator.clients.kube import Kube
+from phoenix_operator.intents import PostEvent, WriteStatus
 from phoenix_operator.reconcile.reconciler import Outcome, Reconciler
 from phoenix_operator.render.objects import DEPLOYMENT_LABEL
 from phoenix_operator.runtime import metrics as opmetrics
 from phoenix_operator.settings import OperatorSettings
-from phoenix_operator.status.patch import checked_status_patch
 
 log = logging.getLogger("phoenix_operator")
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
@@ -138,7 +138,7 @@ def run_exclusive(process: Process, body: kopf.Body, work: Callable[[dict[str, A
     Returns None when the object is gone.
     """
     meta = body["metadata"]
-    kube = process.reconciler.kube
+    kube, writer = process.reconciler.kube, process.reconciler.writer
     with process.lock_for(meta["uid"]):
         try:
             fresh = kube.get(f"{API_GROUP}/{API_VERSION}", KIND, meta["name"], meta["namespace"])
@@ -150,10 +150,10 @@ def run_exclusive(process: Process, body: kopf.Body, work: Callable[[dict[str, A
             return None
         result = work(fresh)
         if result.status_patch:
-            patch = checked_status_patch(fresh.get("status") or {}, result.status_patch)
-            kube.patch_status(meta["name"], meta["namespace"], patch)
-    for type_, reason, message in result.events:
-        kube.post_event(fresh, type_, reason, message)
+            current = fresh.get("status") or {}
+            writer.perform([WriteStatus(meta["name"], meta["namespace"], current, result.status_patch)])
+    # Outside the lock: Events are notes, and the next pass on this object need not wait for them.
+    writer.perform(PostEvent(fresh, type_, reason, message) for type_, reason, message in result.events)
     return result
 
 

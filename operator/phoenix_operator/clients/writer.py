@@ -1,0 +1,109 @@
+"""The one writer: the only code that changes anything in the Kubernetes API on the operator's behalf.
+
+Reconciler and control loop plan (`phoenix_operator.intents`); this performs. Keeping every
+write here makes what the operator changes, how a refusal is reported and how status is
+checked before it is sent one decision each, not one per call site.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from phoenix_operator.clients.kube import Kube
+from phoenix_operator.intents import (
+    ApplyChild,
+    CreateSecret,
+    DeleteChild,
+    Intent,
+    PostEvent,
+    SetReplicas,
+    WriteStatus,
+    describe,
+)
+from phoenix_operator.status.conditions import Problem
+from phoenix_operator.status.patch import checked_status_patch
+
+log = logging.getLogger(__name__)
+
+#: Refusals that say the object itself cannot be written (invalid, forbidden, a terminating
+#: namespace): reported and the rest still applied. Anything else (conflict, timeout, 5xx) is
+#: transient and raised, so Kopf retries the whole pass.
+REFUSED_STATUSES = (400, 403, 422)
+
+
+@dataclass
+class Performed:
+    """What a batch of intents changed, and which children the API server refused."""
+
+    #: ``Kind/name`` of each child written, ``deleted Kind/name`` of each pruned, in order.
+    writes: list[str] = field(default_factory=list)
+    rejected: list[Problem] = field(default_factory=list)
+    status_written: bool = False
+    events_posted: int = 0
+
+
+class Writer:
+    """Performs intents against the API through the process's one `Kube`."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def perform(self, intents: Iterable[Intent]) -> Performed:
+        """Perform ``intents`` in order; raises on the first transient API error."""
+        done = Performed()
+        for intent in intents:
+            match intent:
+                case ApplyChild(manifest):
+                    self._refusable(done, describe(manifest), functools.partial(self.kube.apply, manifest))
+                case CreateSecret(manifest):
+                    self._refusable(
+                        done, describe(manifest), functools.partial(self.kube.create_if_absent, manifest)
+                    )
+                case SetReplicas(name, namespace, replicas):
+                    if self.kube.apply_replicas(name, namespace, replicas):
+                        done.writes.append(f"Deployment/{name} replicas={replicas}")
+                case DeleteChild(api_version, kind, name, namespace):
+                    if self._delete(api_version, kind, name, namespace):
+                        done.writes.append(f"deleted {kind}/{name}")
+                case WriteStatus(name, namespace, current, patch):
+                    self.kube.patch_status(name, namespace, checked_status_patch(current, patch))
+                    done.status_written = True
+                case PostEvent(involved, type_, reason, message):
+                    done.events_posted += self.kube.post_event(involved, type_, reason, message)
+        return done
+
+    def _refusable(self, done: Performed, what: str, write: Callable[[], bool]) -> None:
+        try:
+            if write():
+                done.writes.append(what)
+        except ApiException as exc:
+            if exc.status not in REFUSED_STATUSES:
+                raise
+            done.rejected.append(Problem("ChildRejected", f"{what} rejected: {api_message(exc)}"))
+
+    def _delete(self, api_version: str, kind: str, name: str, namespace: str) -> bool:
+        try:
+            self.kube.resource(api_version, kind).delete(
+                name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+            )
+        except NotFoundError:
+            return False  # already gone: what pruning wanted
+        return True
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message for a refusal (its Status object), else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
+
+
+__all__ = ["REFUSED_STATUSES", "Performed", "Writer", "api_message"]

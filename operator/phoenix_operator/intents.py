@@ -1,0 +1,86 @@
+"""What a pass wants done to the Kubernetes API, as data: planners return these, one writer performs them.
+
+Planning stays pure and testable without a cluster, and everything the operator may change in
+the API is listed here; `clients/writer.py` is the only module that performs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Manifest = dict[str, Any]
+
+
+def describe(manifest: Mapping[str, Any]) -> str:
+    """``Kind/name``: how writes and refusals name an object in status, Events and logs."""
+    return f"{manifest['kind']}/{manifest['metadata']['name']}"
+
+
+@dataclass(frozen=True)
+class ApplyChild:
+    """Server-side apply a rendered child, unless the live object already matches it."""
+
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class CreateSecret:
+    """Create a generated Secret unless one of that name exists; never update it."""
+
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class SetReplicas:
+    """Set a Deployment's replicas under the autoscaler's own field manager."""
+
+    name: str
+    namespace: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class DeleteChild:
+    """Delete a child of ours the spec no longer asks for (dependents in the background)."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class WriteStatus:
+    """Merge-patch a PhoenixDeployment's status; ``current`` is the status the patch applies to."""
+
+    name: str
+    namespace: str
+    current: Mapping[str, Any]
+    patch: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PostEvent:
+    """One core/v1 Event about ``involved``: a note, dropped where the API refuses it."""
+
+    involved: Manifest
+    type: str
+    reason: str
+    message: str
+
+
+Intent = ApplyChild | CreateSecret | SetReplicas | DeleteChild | WriteStatus | PostEvent
+
+__all__ = [
+    "ApplyChild",
+    "CreateSecret",
+    "DeleteChild",
+    "Intent",
+    "Manifest",
+    "PostEvent",
+    "SetReplicas",
+    "WriteStatus",
+    "describe",
+]

@@ -1,0 +1,121 @@
+"""The reconciler's children as intents: pure functions from what is rendered and read to what to write.
+
+The reconciler reads (live Secrets, its owned children), these functions decide, and the one
+writer performs the result in order: generated Secrets first (children mount them), then the
+children, then the autoscaler's replica count, then what the spec no longer asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from phoenix_operator.api.models import AutoscalingMode, PhoenixDeploymentSpec
+from phoenix_operator.intents import ApplyChild, CreateSecret, DeleteChild, Intent, Manifest, SetReplicas
+from phoenix_operator.render.objects import GeneratedSecret, Target, generated_secret_manifest, triton_name
+from phoenix_operator.status.conditions import Problem
+
+
+@dataclass(frozen=True)
+class OwnedChild:
+    """A live object carrying the deployment's label, as read for pruning."""
+
+    api_version: str
+    kind: str
+    name: str
+    owner_uids: tuple[str, ...]
+
+
+def owned_child(api_version: str, kind: str, live: Mapping[str, Any]) -> OwnedChild:
+    meta = live.get("metadata") or {}
+    owners = tuple(str(o.get("uid")) for o in meta.get("ownerReferences") or [])
+    return OwnedChild(api_version, kind, str(meta.get("name")), owners)
+
+
+def generated_secret_intents(
+    target: Target,
+    wanted: Iterable[GeneratedSecret],
+    live: Mapping[str, Mapping[str, str] | None],
+    new_value: Callable[[], str],
+) -> tuple[list[Intent], list[Problem]]:
+    """Create each wanted Secret that does not exist; report one that exists without its values.
+
+    ``live`` maps each wanted Secret's name to its decoded data (None: absent). A Secret that
+    exists is never rewritten: Milvus keeps the root password it first started with.
+    """
+    intents: list[Intent] = []
+    problems: list[Problem] = []
+    for secret in wanted:
+        data = live.get(secret.name)
+        if data is None:
+            values = {key: new_value() for key in secret.random_keys}
+            intents.append(CreateSecret(generated_secret_manifest(target, secret, values)))
+            continue
+        missing = [k for k in (*secret.fixed, *secret.random_keys) if not str(data.get(k, "")).strip()]
+        if missing:
+            problems.append(
+                Problem(
+                    "GeneratedSecretInvalid",
+                    f"Secret {target.namespace}/{secret.name} has no value for {', '.join(missing)}; "
+                    "delete it and the operator generates a new one (for Milvus' root password, "
+                    "also set root's password in Milvus to the new value)",
+                )
+            )
+    return intents, problems
+
+
+def replicas_intent(
+    target: Target, spec: PhoenixDeploymentSpec, status: Mapping[str, Any]
+) -> SetReplicas | None:
+    """In auto mode the autoscaler owns Triton's replicas: the control loop's last decision
+    (``status.desiredReplicas``), else the spec's count clamped to the bounds."""
+    if spec.autoscaling.mode != AutoscalingMode.AUTO:
+        return None
+    auto = spec.autoscaling
+    initial = status.get("desiredReplicas") or min(
+        max(spec.triton.replicas, auto.min_replicas), auto.max_replicas
+    )
+    return SetReplicas(triton_name(target.name), target.namespace, int(initial))
+
+
+def prune_intents(target: Target, desired: Iterable[Manifest], live: Iterable[OwnedChild]) -> list[Intent]:
+    """Delete what carries our label and our ownerReference but is no longer rendered.
+
+    An object with the label that another owner holds is left alone: the label alone is not
+    proof that we created it.
+    """
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    return [
+        DeleteChild(child.api_version, child.kind, child.name, target.namespace)
+        for child in live
+        if (child.kind, child.name) not in wanted and target.uid in child.owner_uids
+    ]
+
+
+def children_intents(
+    target: Target,
+    spec: PhoenixDeploymentSpec,
+    status: Mapping[str, Any],
+    desired: list[Manifest],
+    secrets: list[Intent],
+    live: Iterable[OwnedChild],
+) -> list[Intent]:
+    """Every write of one pass, in the order the writer performs them."""
+    replicas = replicas_intent(target, spec, status)
+    return [
+        *secrets,
+        *(ApplyChild(obj) for obj in desired),
+        *([replicas] if replicas is not None else []),
+        *prune_intents(target, desired, live),
+    ]
+
+
+__all__ = [
+    "OwnedChild",
+    "children_intents",
+    "generated_secret_intents",
+    "owned_child",
+    "prune_intents",
+    "replicas_intent",
+]

@@ -1,0 +1,74 @@
+"""The one writer against the local cluster's API server: refusals reported, status checked first."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from kubernetes import client
+from pydantic import ValidationError
+
+from api_cases import valid_doc
+from phoenix_operator import API_GROUP, API_VERSION, PLURAL
+from phoenix_operator.clients.kube import Kube
+from phoenix_operator.clients.writer import Writer
+from phoenix_operator.intents import ApplyChild, DeleteChild, WriteStatus
+
+pytestmark = pytest.mark.integration
+
+
+def _config_map(ns: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns},
+        "data": data,
+    }
+
+
+def test_a_refused_child_is_reported_and_the_others_still_written(
+    kube_cluster: Any, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    writer = Writer(Kube(kube_cluster.api_client))
+    good = _config_map(ns, "good", {"a": "1"})
+    refused = _config_map(ns, "refused", {"not a key!": "1"})  # keys must be [-._a-zA-Z0-9]+
+    later = _config_map(ns, "later", {"b": "2"})
+    done = writer.perform([ApplyChild(good), ApplyChild(refused), ApplyChild(later)])
+    assert done.writes == ["ConfigMap/good", "ConfigMap/later"]
+    assert [p.reason for p in done.rejected] == ["ChildRejected"]
+    assert "ConfigMap/refused rejected:" in done.rejected[0].message
+    assert "not a key!" in done.rejected[0].message, "the API server's own message is kept"
+
+    # Converged: the same intents again write nothing.
+    again = writer.perform([ApplyChild(good), ApplyChild(later)])
+    assert again.writes == [] and again.rejected == []
+
+    core = client.CoreV1Api(kube_cluster.api_client)
+    deleted = writer.perform([DeleteChild("v1", "ConfigMap", "later", ns)])
+    assert deleted.writes == ["deleted ConfigMap/later"]
+    names = {cm.metadata.name for cm in core.list_namespaced_config_map(ns).items}
+    assert "later" not in names and "good" in names
+    # Pruning what is already gone is what pruning wanted: no write, no error.
+    assert writer.perform([DeleteChild("v1", "ConfigMap", "later", ns)]).writes == []
+
+
+def test_status_is_checked_against_the_status_model_before_it_is_sent(
+    kube_cluster: Any, kube_namespace: str, crds_installed: None
+) -> None:
+    ns, name = kube_namespace, "written"
+    custom = client.CustomObjectsApi(kube_cluster.api_client)
+    doc = copy.deepcopy(valid_doc(name))
+    custom.create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, doc)
+    writer = Writer(Kube(kube_cluster.api_client))
+
+    with pytest.raises(ValidationError, match="readyReplicas"):
+        writer.perform([WriteStatus(name, ns, {}, {"readyReplicas": "three"})])
+    stored = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
+    assert "readyReplicas" not in (stored.get("status") or {})
+
+    done = writer.perform([WriteStatus(name, ns, {}, {"readyReplicas": 3})])
+    assert done.status_written
+    stored = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
+    assert stored["status"]["readyReplicas"] == 3
