@@ -13,7 +13,7 @@ from phoenix_operator.api.models import PhoenixDeploymentSpec
 from phoenix_operator.intents import ApplyChild, CreateSecret, DeleteChild, SetReplicas
 from phoenix_operator.reconcile.plan import (
     OwnedChild,
-    children_intents,
+    apply_intents,
     generated_secret_intents,
     owned_child,
     prune_intents,
@@ -99,17 +99,14 @@ def test_owned_child_reads_the_owner_uids_of_a_live_object() -> None:
     assert owned_child("v1", "Service", {"metadata": {"name": "y"}}).owner_uids == ()
 
 
-def test_one_pass_orders_secrets_children_replicas_then_pruning() -> None:
+def test_one_pass_applies_secrets_then_children_then_replicas() -> None:
     auto = {"mode": "auto", "minReplicas": 1, "maxReplicas": 4, "prometheusUrl": "http://prom:9090"}
     spec = _spec(autoscaling=auto)
     desired = render_all(TARGET, spec)
     secrets, _ = generated_secret_intents(TARGET, generated_secrets(TARGET, spec), {}, _values())
-    live = [OwnedChild("v1", "ConfigMap", "chat-gone", ("uid-1",))]
-    intents = children_intents(TARGET, spec, {}, desired, secrets, live)
+    intents = apply_intents(TARGET, spec, {}, desired, secrets)
     kinds = [type(i).__name__ for i in intents]
-    assert kinds == (
-        ["CreateSecret"] * len(secrets) + ["ApplyChild"] * len(desired) + ["SetReplicas", "DeleteChild"]
-    )
+    assert kinds == ["CreateSecret"] * len(secrets) + ["ApplyChild"] * len(desired) + ["SetReplicas"]
     assert [i.manifest for i in intents if isinstance(i, ApplyChild)] == desired
 
 

@@ -13,6 +13,7 @@ from api_cases import valid_doc
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.clients.kube import Kube
 from phoenix_operator.clients.writer import Writer
+from phoenix_operator.cluster.waiting import wait_for
 from phoenix_operator.intents import ApplyChild, DeleteChild, WriteStatus
 
 pytestmark = pytest.mark.integration
@@ -72,3 +73,56 @@ def test_status_is_checked_against_the_status_model_before_it_is_sent(
     assert done.status_written
     stored = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
     assert stored["status"]["readyReplicas"] == 3
+
+
+def test_listing_a_kind_whose_crd_went_away_after_discovery_finds_nothing(
+    kube_cluster: Any, kube_namespace: str
+) -> None:
+    """Pruning lists optional kinds (Milvus, PodMonitor) that may be uninstalled between passes."""
+    ext = client.ApiextensionsV1Api(kube_cluster.api_client)
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.vanishing.example.com"},
+        "spec": {
+            "group": "vanishing.example.com",
+            "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+    ext.create_custom_resource_definition(crd)
+    kube = Kube(kube_cluster.api_client)
+    try:
+
+        def served() -> bool:
+            try:
+                kube.list("vanishing.example.com/v1", "Gadget", kube_namespace, "a=b")
+            except Exception:
+                kube.dynamic.resources.invalidate_cache()
+                return False
+            return True
+
+        wait_for(served, timeout=30, description="the Gadget kind served and discovered")
+    finally:
+        ext.delete_custom_resource_definition(crd["metadata"]["name"])
+
+    def gone() -> bool:
+        try:
+            kube.list("vanishing.example.com/v1", "Gadget", kube_namespace, "a=b")
+        except Exception:
+            return True
+        return False
+
+    wait_for(gone, timeout=30, description="the API server no longer serving Gadget")
+    assert kube.list_if_served("vanishing.example.com/v1", "Gadget", kube_namespace, "a=b") == []
+    assert kube.list_if_served("never.example.com/v1", "Nothing", kube_namespace, "a=b") == []

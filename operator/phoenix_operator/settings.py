@@ -6,9 +6,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from phoenix_operator.render.objects import NetworkAccess
+from phoenix_operator.render.objects import CACHE_DIR_ENV, NetworkAccess
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,14 @@ class OperatorSettings:
         if target is None:
             return uri
         return urlunsplit(parts._replace(netloc=target)) if "://" in uri else target
+
+
+def cache_root() -> Path:
+    """Where the product keeps what it builds once per machine (classifier, Triton's server tree).
+
+    Read when called, so a process (or a test) that sets the variable later is obeyed.
+    """
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "phoenix-operator")
 
 
 def _positive_int(name: str, default: int) -> int:

@@ -8,6 +8,7 @@ the live one and only sends the apply when something the operator owns differs.
 from __future__ import annotations
 
 import base64
+import builtins
 import datetime
 import hashlib
 import json
@@ -125,6 +126,15 @@ class Kube:
             .to_dict()["items"]
         )
         return items
+
+    def list_if_served(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> builtins.list[Manifest]:
+        """As `list`, but a kind that is not served (or whose CRD went away since discovery) has none."""
+        try:
+            return self.list(api_version, kind, namespace, label_selector)
+        except (ResourceNotFoundError, NotFoundError):
+            return []
 
     def apply(self, obj: Manifest, field_manager: str = FIELD_MANAGER) -> bool:
         """Server-side apply ``obj`` unless the live object already matches. Returns True if written."""

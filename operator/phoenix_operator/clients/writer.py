@@ -46,7 +46,6 @@ class Performed:
     writes: list[str] = field(default_factory=list)
     rejected: list[Problem] = field(default_factory=list)
     status_written: bool = False
-    events_posted: int = 0
 
 
 class Writer:
@@ -76,7 +75,7 @@ class Writer:
                     self.kube.patch_status(name, namespace, checked_status_patch(current, patch))
                     done.status_written = True
                 case PostEvent(involved, type_, reason, message):
-                    done.events_posted += self.kube.post_event(involved, type_, reason, message)
+                    self.kube.post_event(involved, type_, reason, message)
         return done
 
     def _refusable(self, done: Performed, what: str, write: Callable[[], bool]) -> None:

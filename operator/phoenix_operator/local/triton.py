@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from phoenix_operator import settings
 from phoenix_operator.local._proc import free_port, log_tail, stop_process, wait_for
 from phoenix_operator.render.secrets import TRITON_CONTROL_HEADER, TRITON_RESTRICTED_APIS
 
@@ -85,9 +86,7 @@ def prepare_server_tree(cache_root: Path | None = None) -> Path:
     if not stub.is_file():
         raise TritonNotAvailable(f"no Python backend stub for Python {python_tag()} in {source}")
     # One prepared tree per wheel version and Python version, in the operator's cache.
-    root = cache_root or Path(
-        os.environ.get("PHOENIX_CACHE_DIR") or Path.home() / ".cache" / "phoenix-operator"
-    )
+    root = cache_root or settings.cache_root()
     target = root / f"triton-pytriton{pytriton_version()}-py{python_tag()}"
     marker = target / ".phoenix-ready"
     if marker.is_file():

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from phoenix_operator.settings import cache_root
+
 if TYPE_CHECKING:
     from phoenix_operator.ml.embedder import Embedder
 
@@ -535,10 +537,6 @@ def read_labelled_csv(path: Path) -> tuple[list[str], list[str]]:
     if not texts:
         raise ClassifierError(f"{path} has no rows")
     return texts, labels
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("PHOENIX_CACHE_DIR") or Path.home() / ".cache" / "phoenix-operator")
 
 
 def default_cache_key(train_csv: Path, config: FeatureConfig) -> str:

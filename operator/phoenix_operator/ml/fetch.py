@@ -14,7 +14,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from phoenix_operator.ml.classifier import IntentClassifier, cache_root
+from phoenix_operator.ml.classifier import IntentClassifier
+from phoenix_operator.settings import cache_root
 
 #: Largest archive accepted (a BANKING77 classifier is a few MB).
 MAX_ARCHIVE_BYTES = 512 * 1024 * 1024

@@ -2,7 +2,8 @@
 
 The reconciler reads (live Secrets, its owned children), these functions decide, and the one
 writer performs the result in order: generated Secrets first (children mount them), then the
-children, then the autoscaler's replica count, then what the spec no longer asks for.
+children, then the autoscaler's replica count; only then are the owned children read and what
+the spec no longer asks for pruned, so a kind that cannot be listed never holds back an apply.
 """
 
 from __future__ import annotations
@@ -93,27 +94,25 @@ def prune_intents(target: Target, desired: Iterable[Manifest], live: Iterable[Ow
     ]
 
 
-def children_intents(
+def apply_intents(
     target: Target,
     spec: PhoenixDeploymentSpec,
     status: Mapping[str, Any],
     desired: list[Manifest],
     secrets: list[Intent],
-    live: Iterable[OwnedChild],
 ) -> list[Intent]:
-    """Every write of one pass, in the order the writer performs them."""
+    """The writes of one pass before pruning, in the order the writer performs them."""
     replicas = replicas_intent(target, spec, status)
     return [
         *secrets,
         *(ApplyChild(obj) for obj in desired),
         *([replicas] if replicas is not None else []),
-        *prune_intents(target, desired, live),
     ]
 
 
 __all__ = [
     "OwnedChild",
-    "children_intents",
+    "apply_intents",
     "generated_secret_intents",
     "owned_child",
     "prune_intents",

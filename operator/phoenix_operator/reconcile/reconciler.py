@@ -285,23 +285,22 @@ class Reconciler:
             target, wanted, live_secrets, _new_secret_value
         )
         rejected.extend(problems)
+        done = self.writer.perform(plan.apply_intents(target, spec, status, desired, secret_intents))
         owned = self._owned_children(target, caps.milvus_operator or caps.prometheus_operator)
-        done = self.writer.perform(
-            plan.children_intents(target, spec, status, desired, secret_intents, owned)
-        )
-        rejected.extend(done.rejected)
-        return done.writes
+        pruned = self.writer.perform(plan.prune_intents(target, desired, owned))
+        rejected.extend(done.rejected + pruned.rejected)
+        return done.writes + pruned.writes
 
     def _owned_children(self, target: Target, optional_kinds: bool) -> list[plan.OwnedChild]:
-        """The live objects of every prunable kind with this deployment's label (never PVCs)."""
+        """The live objects of every prunable kind with this deployment's label (never PVCs).
+
+        A kind that is not served, or whose CRD went away since discovery, has nothing to prune.
+        """
         kinds = PRUNABLE_KINDS + (OPTIONAL_PRUNABLE_KINDS if optional_kinds else ())
+        selector = f"{DEPLOYMENT_LABEL}={target.name}"
         owned: list[plan.OwnedChild] = []
         for api_version, kind in kinds:
-            try:
-                self.kube.resource(api_version, kind)
-            except Exception:  # the kind is not served in this cluster
-                continue
-            items = self.kube.list(api_version, kind, target.namespace, f"{DEPLOYMENT_LABEL}={target.name}")
+            items = self.kube.list_if_served(api_version, kind, target.namespace, selector)
             owned += [plan.owned_child(api_version, kind, item) for item in items]
         return owned
 
