@@ -27,9 +27,11 @@ from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.api.models import PhoenixDeploymentSpec
 from phoenix_operator.clients.kube import Kube
 from phoenix_operator.clients.triton import TritonModelControl
+from phoenix_operator.clients.writer import Writer
 from phoenix_operator.cluster.waiting import wait_for
 from phoenix_operator.control.loop import ControlLoop, retrieval_condition
 from phoenix_operator.control.policy import check_retrieval
+from phoenix_operator.intents import WriteStatus
 from phoenix_operator.local.loadgen import LoadGenerator, LoadRun, TtftExporter, poisson_arrivals
 from phoenix_operator.local.models import EMULATED_LLM, write_model_repository
 from phoenix_operator.local.prometheus import LocalPrometheus, ScrapeTarget
@@ -44,7 +46,6 @@ from phoenix_operator.render.secrets import (
 )
 from phoenix_operator.render.tritonconfig import batching_of, model_config_dict, to_pbtxt
 from phoenix_operator.settings import OperatorSettings
-from phoenix_operator.status.patch import checked_status_patch
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
 CLASSES = {"urgent": 1, "standard": 2}
@@ -148,16 +149,18 @@ class Rig:
     def reconcile(self, settings: OperatorSettings) -> None:
         body = self.body()
         outcome = Reconciler(self.kube, settings).reconcile(body)
-        if outcome.status_patch:  # through the runtime's check against the status model
-            patch = checked_status_patch(body.get("status") or {}, outcome.status_patch)
-            self.kube.patch_status(self.name, self.namespace, patch)
+        self._write_status(body, outcome.status_patch)
+
+    def _write_status(self, body: dict[str, Any], patch: dict[str, Any]) -> None:
+        """As the runtime does: through the one writer, checked against the status model."""
+        if patch:
+            current = body.get("status") or {}
+            Writer(self.kube).perform([WriteStatus(self.name, self.namespace, current, patch)])
 
     def step(self, loop: ControlLoop) -> Any:
         body = self.body()
         result = loop.step(body)
-        if result.status_patch:
-            patch = checked_status_patch(body.get("status") or {}, result.status_patch)
-            self.kube.patch_status(self.name, self.namespace, patch)
+        self._write_status(body, result.status_patch)
         if result.reconcile:  # as the runtime does: the reconciler makes the children follow
             self.reconcile(loop.settings)
         return result
@@ -476,9 +479,8 @@ def test_slow_retrieval_is_reported_and_scales_no_triton(
                 written.clear()  # judged on the step that saw retrieval, not an earlier one's view
                 events.extend(result.events)
                 if result.status_patch:
-                    kube.patch_status(
-                        name, ns, checked_status_patch(body.get("status") or {}, result.status_patch)
-                    )
+                    current = body.get("status") or {}
+                    Writer(kube).perform([WriteStatus(name, ns, current, result.status_patch)])
                     for cond in result.status_patch.get("conditions") or []:
                         written[cond["type"]] = cond
                 obs = result.observation

@@ -113,9 +113,11 @@ def test_one_pass_applies_secrets_then_children_then_replicas() -> None:
 # --------------------------------------------------------------------------------------------
 # one writer
 
-#: Methods that change the API: the Kube client's own, and the dynamic and typed clients'.
+#: Methods that change the API (the Kube client's own, and the dynamic and typed clients') or what
+#: Triton serves (its model control's).
 WRITE_METHODS = {
     "apply",
+    "load",
     "create_if_absent",
     "apply_replicas",
     "patch_status",
@@ -132,18 +134,19 @@ WRITER = PACKAGE / "clients" / "writer.py"
 
 
 def _write_calls(path: Path) -> list[str]:
-    """``receiver.method`` for each use of a write method of a Kubernetes client in ``path``.
+    """``receiver.method`` for each use of a write method of a Kubernetes client or of Triton's
+    model control in ``path``.
 
     Uses, not only calls: a method handed on (``functools.partial(kube.apply, ...)``) writes
-    as surely. A receiver counts as a Kubernetes client when its text names ``kube``,
-    ``resource``, ``core``, ``apps`` or ``custom`` (Triton's and Milvus' clients have methods
-    called ``apply`` and ``create`` too, on receivers named for them).
+    as surely. A receiver counts when its text names ``kube``, ``resource``, ``core``, ``apps``
+    or ``custom`` (Kubernetes) or ``control`` (Triton's model control); Milvus' client has a
+    ``create`` too, on a receiver named for it.
     """
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Attribute) and node.attr in WRITE_METHODS:
             receiver = ast.unparse(node.value)
-            if any(word in receiver for word in ("kube", "resource", "core", "apps", "custom")):
+            if any(word in receiver for word in ("kube", "resource", "core", "apps", "custom", "control")):
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {receiver}.{node.attr}")
     return found
 
@@ -162,4 +165,12 @@ def test_the_writer_is_the_only_caller_of_write_apis() -> None:
 def test_the_scan_sees_the_writers_own_calls() -> None:
     """The detector is not blind: every kind of write the writer performs is found in it."""
     methods = {call.rsplit(".", 1)[1] for call in _write_calls(WRITER)}
-    assert {"apply", "create_if_absent", "apply_replicas", "patch_status", "post_event", "delete"} <= methods
+    assert {
+        "apply",
+        "create_if_absent",
+        "apply_replicas",
+        "patch_status",
+        "post_event",
+        "delete",
+        "load",
+    } <= methods

@@ -26,6 +26,7 @@ from phoenix_operator.api.models import ModelVersionStatus, PhoenixDeploymentSpe
 from phoenix_operator.clients.kube import Kube
 from phoenix_operator.clients.triton import TritonModelControl
 from phoenix_operator.cluster.waiting import wait_for
+from phoenix_operator.intents import WriteStatus
 from phoenix_operator.local.models.versioned import (
     ANSWER_MODEL,
     UNKNOWN_ANSWER,
@@ -48,7 +49,6 @@ from phoenix_operator.render.tritonconfig import (
     to_pbtxt,
 )
 from phoenix_operator.settings import OperatorSettings
-from phoenix_operator.status.patch import checked_status_patch
 from phoenix_operator.status.quality import (
     QUALITY_COMPONENTS,
     FinishedJob,
@@ -322,7 +322,7 @@ def _pass(
     if version is None:
         return outcome.quality, events
     loaded, detail = promotion.load_version(
-        TritonModelControl(timeout_s=60), [url], spec, BatchingConfig.from_spec(spec), version
+        TritonModelControl(timeout_s=60).load, [url], spec, BatchingConfig.from_spec(spec), version
     )
     updated, event = record_rollout(outcome.quality, version, loaded, detail, NOW)
     return updated, [*events, event]
@@ -482,8 +482,9 @@ def test_the_reconciler_promotes_a_fine_tuned_version_on_the_cluster(
     def reconcile() -> Any:
         body = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
         outcome = reconciler.reconcile(body)
-        if outcome.status_patch:  # through the runtime's check against the status model
-            kube.patch_status(name, ns, checked_status_patch(body.get("status") or {}, outcome.status_patch))
+        if outcome.status_patch:  # as the runtime does: through the writer, checked against the model
+            current = body.get("status") or {}
+            reconciler.writer.perform([WriteStatus(name, ns, current, outcome.status_patch)])
         return outcome
 
     def status() -> dict[str, Any]:

@@ -1,13 +1,14 @@
-"""What a pass wants done to the Kubernetes API, as data: planners return these, one writer performs them.
+"""What a pass wants changed, as data: planners return these, one writer performs them.
 
-Planning stays pure and testable without a cluster, and everything the operator may change in
-the API is listed here; `clients/writer.py` is the only module that performs it.
+Planning stays pure and testable without a cluster, and everything the operator may change (in
+the Kubernetes API, and the model config Triton serves) is listed here; `clients/writer.py` is
+the only module that performs it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Manifest = dict[str, Any]
@@ -71,13 +72,28 @@ class PostEvent:
     message: str
 
 
-Intent = ApplyChild | CreateSecret | SetReplicas | DeleteChild | WriteStatus | PostEvent
+@dataclass(frozen=True)
+class LoadModelConfig:
+    """Load a full model config on every ready Triton endpoint at once, all or none.
+
+    Batching retunes and promoted LLM versions reach running pods this way; the ConfigMap new
+    pods start from follows through status. ``control_key`` is Triton's model-control key.
+    """
+
+    endpoints: tuple[str, ...]
+    model: str
+    config_json: str
+    control_key: str | None = field(default=None, repr=False)
+
+
+Intent = ApplyChild | CreateSecret | SetReplicas | DeleteChild | WriteStatus | PostEvent | LoadModelConfig
 
 __all__ = [
     "ApplyChild",
     "CreateSecret",
     "DeleteChild",
     "Intent",
+    "LoadModelConfig",
     "Manifest",
     "PostEvent",
     "SetReplicas",

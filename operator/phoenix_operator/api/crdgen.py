@@ -1,16 +1,8 @@
 """Generate the PhoenixDeployment CRD from the pydantic models.
 
-pydantic emits JSON Schema 2020-12; Kubernetes wants a *structural* OpenAPI v3.0 schema. The
-translation here is mechanical and total (it raises on anything it does not understand rather
-than emitting a schema the API server would reject or silently prune):
-
-- ``$ref`` into ``$defs`` is inlined (structural schemas cannot reference);
-- ``anyOf [X, null]`` (``Optional``) becomes ``X`` + ``nullable: true``; ``default: null`` is dropped;
-- ``exclusiveMinimum: n`` (2020-12) becomes ``minimum: n, exclusiveMinimum: true`` (v3.0);
-- ``title`` and ``additionalProperties: false`` are dropped (noise / not structural);
-- free-form objects get ``x-kubernetes-preserve-unknown-fields`` and mixed scalar unions
-  ``x-kubernetes-int-or-string`` or preserve-unknown-fields;
-- descriptions are kept, so ``kubectl explain phx.spec.batching`` documents the API.
+pydantic emits JSON Schema 2020-12 and Kubernetes wants a structural OpenAPI v3.0 schema; the
+translation raises on anything it does not understand rather than emit a schema the API server
+would reject or silently prune. The rules: docs/operator.md, "The CRD schema".
 """
 
 from __future__ import annotations

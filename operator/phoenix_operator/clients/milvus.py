@@ -1,18 +1,8 @@
 """Milvus collection management for the retrieval layer (pymilvus; no Kubernetes in here).
 
-``ensure_collection`` converges a knowledge-base collection towards its ``CollectionSpec`` and
-reports what it found, for the RetrievalReady condition, ``status.retrieval`` and Events:
-
-- a missing collection is created (schema, index from the spec) and loaded;
-- an existing collection is never dropped, recreated or re-indexed: it holds user data, and an
-  index rebuild on a large collection is an outage. A dimension, index-type or metric that
-  differs from the spec is reported (not ready, with what the user can do) and left alone;
-- the only writes to an existing collection are the additive ones: an index on a vector field
-  that has none, and loading a collection that is not loaded.
-
-Every RPC carries a timeout taken from one budget (``timeout_s``), and every Milvus error comes
-back as a reason/message in the report instead of an exception, so one unreachable Milvus cannot
-wedge or crash the reconcile loop.
+An existing collection is never dropped or re-indexed (it holds user data), and errors come back in
+the report, never as exceptions, so one unreachable Milvus cannot wedge the reconcile loop. Details:
+docs/operator.md, "Children" ("The Milvus collection").
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
 """Actuators: make a decision real — replicas through Kubernetes, batching through Triton.
 
-Batching is applied live with Triton's model-control API (``load_model(name, config=...)``) on
-every ready endpoint of the deployment's Service, found through its EndpointSlices. Triton keeps
-serving the old version until the new one is loaded, so requests do not fail during a reload.
-
-All endpoints are reloaded at once, under one deadline for the whole rollout (a hung pod costs
-the deadline once, not a timeout per pod), and each reports the new config back. A rollout is
-all or nothing: when any endpoint fails, every endpoint that may have changed is loaded with the
-config it served before (read from it just before the reload) and verified, under a deadline of
-its own. The result names the endpoints that failed, those rolled back, and any whose rollback
-could not be verified — never a half-applied fleet reported as either state.
-
-Model control may be restricted with Triton's ``--http-restricted-api``; the key then travels in
-the ``TRITON_CONTROL_HEADER`` header on every model-control and model-config call.
+Batching is reloaded live on every ready endpoint at once, all or nothing: a failure rolls the
+others back, so a fleet is never half-applied or reported as either state. Details:
+docs/operator.md, "The control loop" (Act), and docs/deploy.md, "Secrets".
 """
 
 from __future__ import annotations
@@ -29,6 +19,7 @@ from typing import Any, Literal, TypeVar
 from kubernetes.client.exceptions import ApiException
 
 from phoenix_operator.clients.kube import Kube
+from phoenix_operator.intents import LoadModelConfig
 from phoenix_operator.render.objects import HTTP_PORT, Target
 from phoenix_operator.render.secrets import (
     SECRET_VALUE_KEY,
@@ -203,6 +194,11 @@ class TritonModelControl:
     def apply(self, endpoints: Sequence[str], model: str, config_json: str) -> BatchingApplyResult:
         """Load ``config_json`` (the *full* model config) on every endpoint; roll back on failure."""
         return _run(self._apply(list(endpoints), model, config_json))
+
+    def load(self, intent: LoadModelConfig) -> BatchingApplyResult:
+        """Perform ``intent`` with its own key (the writer's entry point)."""
+        keyed = self.with_key(intent.control_key)
+        return keyed.apply(intent.endpoints, intent.model, intent.config_json)
 
     def current_config(self, endpoint: str, model: str) -> dict[str, Any]:
         return _run(_bounded(self._read_config(endpoint, model), self.timeout_s))

@@ -1,4 +1,4 @@
-"""The one writer: the only code that changes anything in the Kubernetes API on the operator's behalf.
+"""The one writer: the only code that changes the Kubernetes API, or what Triton serves, for the operator.
 
 Reconciler and control loop plan (`phoenix_operator.intents`); this performs. Keeping every
 write here makes what the operator changes, how a refusal is reported and how status is
@@ -17,11 +17,13 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from phoenix_operator.clients.kube import Kube
+from phoenix_operator.clients.triton import BatchingApplyResult, TritonModelControl
 from phoenix_operator.intents import (
     ApplyChild,
     CreateSecret,
     DeleteChild,
     Intent,
+    LoadModelConfig,
     PostEvent,
     SetReplicas,
     WriteStatus,
@@ -46,13 +48,20 @@ class Performed:
     writes: list[str] = field(default_factory=list)
     rejected: list[Problem] = field(default_factory=list)
     status_written: bool = False
+    #: Each model-config load's outcome, per endpoint (what status says about a retune).
+    loads: list[BatchingApplyResult] = field(default_factory=list)
 
 
 class Writer:
-    """Performs intents against the API through the process's one `Kube`."""
+    """Performs intents through the process's one `Kube` and its Triton model control."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, model_control: TritonModelControl | None = None) -> None:
         self.kube = kube
+        self.model_control = model_control or TritonModelControl()
+
+    def load_model_config(self, intent: LoadModelConfig) -> BatchingApplyResult:
+        """Perform one load and return its outcome (callers turn it into status)."""
+        return self.perform([intent]).loads[0]
 
     def perform(self, intents: Iterable[Intent]) -> Performed:
         """Perform ``intents`` in order; raises on the first transient API error."""
@@ -76,6 +85,11 @@ class Writer:
                     done.status_written = True
                 case PostEvent(involved, type_, reason, message):
                     self.kube.post_event(involved, type_, reason, message)
+                case LoadModelConfig() as load:
+                    result = self.model_control.load(load)
+                    done.loads.append(result)
+                    if result.applied:
+                        done.writes.append(f"{load.model} config loaded on {len(load.endpoints)} endpoint(s)")
         return done
 
     def _refusable(self, done: Performed, what: str, write: Callable[[], bool]) -> None:

@@ -1,14 +1,8 @@
 """Build the local cluster's binaries from pinned Go modules, once, into a per-user cache.
 
-Why from source: there is no web to download release binaries from, but the Go module proxy
-is reachable, and every tool we need (Kubernetes, etcd, kwok, helm) is a Go module. Each tool
-has a wrapper module under ``gomod/<tool>/`` (go.mod + go.sum + tools.go, checked in) that pins
-the exact versions; the Kubernetes one also ``replace``s the staging modules with their published
-``v0.3x.y`` so ``k8s.io/kubernetes`` builds as a dependency.
-
-Binaries land in ``$XDG_CACHE_HOME/phoenix-operator/tools/<tool>-<version>/bin`` with a
-fingerprint of the wrapper module; a tool whose binaries and fingerprint are present is skipped,
-so a second run costs nothing. Go's own build cache makes a rebuild after a pin change cheap.
+From source because the Go module proxy is reachable where release downloads are not, and every
+tool (Kubernetes, etcd, kwok, helm) is a Go module. Pins and cache: docs/demo.md, "The cluster's
+binaries".
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """One control-loop step for one PhoenixDeployment: observe → decide → act → explain.
 
-The decision itself is the pure `policy.decide`; this module only gathers its inputs (Prometheus,
-the Deployment, the batching in force), performs what `auto` mode allows, and reports: the
-decision in status (last N) and as an Event, the MetricsAvailable / Autoscaling / RetrievalSlow
-conditions, and the operator's own Prometheus metrics. Like the reconciler it is Kopf-free, so tests step it
-directly against real components.
-
-Writes happen only when something changes, in every mode: a decision that changes (or proposes)
-something, a condition whose status or reason moves, a TTFT that leaves its coarse band (see
-`ttft_worth_writing`). Steady state — holds, figures jittering inside their band, condition
-messages quoting slightly different numbers — writes nothing, so a converged deployment costs
-the API server only reads. Figures in messages and ``ttftP95Seconds`` are refreshed whenever
-something else is written anyway.
+The decision is the pure `policy.decide`; this module gathers its inputs, performs what `auto` mode
+allows and reports, writing only when something changes, so a converged deployment costs the API
+server only reads. Details: docs/operator.md, "The control loop".
 """
 
 from __future__ import annotations
@@ -35,6 +26,7 @@ from phoenix_operator.clients.triton import (
     ready_endpoints,
     triton_control_key,
 )
+from phoenix_operator.clients.writer import Writer
 from phoenix_operator.control.policy import (
     Decision,
     FleetState,
@@ -44,6 +36,7 @@ from phoenix_operator.control.policy import (
     check_retrieval,
     decide,
 )
+from phoenix_operator.intents import LoadModelConfig
 from phoenix_operator.observation import Observation
 from phoenix_operator.render.objects import Target, triton_name
 from phoenix_operator.render.tritonconfig import (
@@ -142,7 +135,8 @@ class ControlLoop:
         self.on_step = on_step
         self.settings = settings
         self.source_factory = source_factory or PrometheusMetricSource
-        self.model_control = model_control or TritonModelControl()
+        #: The one writer: the loop only reads; status and Events go back through the runtime.
+        self.writer = Writer(kube, model_control)
         self.clock = clock
         self.states: dict[str, PolicyState] = {}
         self._sources: dict[str, PrometheusMetricSource] = {}
@@ -262,9 +256,14 @@ class ControlLoop:
         endpoints = ready_endpoints(
             self.kube, triton_name(target.name), target.namespace, self.settings.resolve
         )
-        config_json = to_load_json(model_config_dict(spec, batching, serving_version))
-        control = self.model_control.with_key(triton_control_key(self.kube, target))
-        outcome = control.apply(endpoints, spec.model.name, config_json)
+        outcome = self.writer.load_model_config(
+            LoadModelConfig(
+                tuple(endpoints),
+                spec.model.name,
+                to_load_json(model_config_dict(spec, batching, serving_version)),
+                triton_control_key(self.kube, target),
+            )
+        )
         if not outcome.applied:
             return False, outcome.describe(), outcome.condition()
         # Persisted in status: the reconciler renders the ConfigMap from it (batching_in_force), so

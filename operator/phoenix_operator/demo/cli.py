@@ -1,19 +1,7 @@
 """``phoenix demo``: the whole product on this machine, closed loop, in one command.
 
-1. starts the demo's local cluster (real API server, etcd, controllers; kwok's fake H100 nodes), a
-   real Prometheus scraping every second, Milvus Lite, and the operator (``phoenix run``);
-2. applies ``examples/production.yaml`` (adjusted: namespace, Prometheus URL, time scale, the
-   kwok warm-up annotation — each change printed);
-3. runs the digital twin — ``phoenix bench``'s simulator in scaled real time, replaying the
-   conversation trace through a peak — whose replicas follow the Triton Deployment's Ready pods,
-   whose batching follows what the operator loads, and whose Triton metrics Prometheus scrapes;
-   with a share of the arrivals (``--gateway-share``) sent as real chat requests through the real
-   gateway (classifier, embedder, Milvus Lite) into the twin's KServe gRPC endpoint;
-4. shows a live view, then the benchmark's table and plots (and the request path's figures);
-5. tears everything down (``--keep`` keeps the cluster for ``kubectl get phx``).
-
-``--no-operator`` replays the same peak on the spec's static replicas without any of 1-2.
-docs/demo.md explains the time scaling and what is real and what is simulated.
+A local cluster, Prometheus, Milvus Lite, the operator and the real gateway around a digital twin of
+the Triton fleet. Steps, options, time scaling and what is real or simulated: docs/demo.md.
 """
 
 from __future__ import annotations

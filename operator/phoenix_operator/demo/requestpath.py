@@ -1,17 +1,8 @@
 """Figures of the demo's request path (pure): chat requests through the real gateway into the twin.
 
-Two clocks meet here, and every figure says which it is on:
-
-* **wall** — the gateway's own stages (``classify``, ``embed``, ``search``, and ``handoff``: from
-  the request's arrival at the gateway until it is sent to the model server), measured by the
-  gateway on this machine and reported in its ``server-timing`` header. They run at real speed.
-* **simulated** — the twin's ``queue`` (enqueue until its batch starts) and ``first_token``
-  (arrival in the fleet until the first token: queue + prefill), in simulated seconds, because the
-  twin runs ``speedup`` times faster than the wall clock.
-
-A request's TTFT "at real speed" is its wall ``handoff`` plus its simulated ``first_token``: what a
-client would wait with a real fleet behind the real gateway. ``client_ttft_wall`` is what the
-demo's client measured (the twin's part compressed by the speedup), shown for transparency.
+Each figure is on one of two clocks: the gateway's stages in wall seconds, the twin's ``queue`` and
+``first_token`` in simulated seconds. TTFT "at real speed" is wall ``handoff`` + simulated
+``first_token``. Details: docs/demo.md, "The request path" ("Two clocks").
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """The demo's peak: ``phoenix bench``'s peak-hour scenario, fitted to the demo's duration.
 
-The conversation trace is replayed through :class:`~phoenix_operator.sim.workloads.PeakShape`'s
-time-warp (the same code as the benchmark): normal load at ``base`` times the trace's rate for the
-lead-in, a smooth rise to ``peak`` times, then the peak held until the end — the window the
-summary measures. Only the proportions are the demo's: the rise takes a third of the run, so a
-replica's two-minute warm-up is short against it, as it is against a real peak hour, and the
-normal load lasts long enough for the operator to start and see its fleet (:func:`lead_in`).
-
-The Azure LLM inference trace 2023 is CC-BY 4.0 (Patel et al., "Splitwise", ISCA 2024; Azure
-Public Dataset, AzureLLMInferenceDataset2023).
+The benchmark's ``PeakShape`` time-warp; only the proportions are the demo's. Proportions and the
+trace's attribution (Azure LLM inference trace 2023, CC-BY 4.0): docs/demo.md, "The peak".
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """The gateway's ASGI application: OpenAI-compatible chat in front of Triton.
 
-Request path (``POST /v1/chat/completions``): read the body under a byte limit → validate →
-embed the last user message once → classify it (same embedding) and search Milvus at the same
-time → choose the priority class → prompt = retrieved passages + conversation → stream from
-Triton with the class's priority level and queue timeout → stream back as OpenAI chunks.
-
-The event loop only ever waits: embedding and classification run in a bounded compute pool,
-blocking pymilvus calls in a separate I/O pool, Triton is ``grpc.aio``. A streaming response is
-started only once the first token exists, so every upstream failure before it (queue timeout,
-full queue, Triton down) still gets its own HTTP status; a failure after it is sent in-band as
-an ``error`` event, which OpenAI's clients raise as an APIError.
-
-The chat route is a plain ASGI callable rather than a Starlette request handler because it must
-watch the client's connection while it waits on Triton: a client that leaves cancels the
-upstream call, and Triton drops the request.
+The chat route is a plain ASGI callable, not a Starlette handler, because it must watch the client's
+connection while it waits on Triton: a client that leaves cancels the upstream call. Request path,
+thread pools and errors: docs/gateway.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
 """``phoenix bench gateway``: the gateway's own cost, with everything behind it real and fast.
 
-The stack is local: Milvus Lite with BANKING77's training texts embedded into the reconciler's
-collection, a real Triton serving ``emulated_chat`` with near-zero times (so what is measured is
-the gateway, not the model), and the gateway as its own process pinned to one CPU core. The load
-generator runs in this process on the other cores, sending BANKING77 test texts.
-
-Two phases:
-
-* **open loop** at ``--rate`` requests/s: the server-side overhead of each request (embed +
-  classify + search, from the ``Server-Timing`` header the gateway sets) at p50/p99, and the
-  hand-off time (arrival to the Triton send);
-* **closed loop** with ``--concurrency`` clients: completed requests/s, and per CPU core
-  (requests per CPU-second the gateway process used, from /proc).
+Triton serves ``emulated_chat`` with near-zero times and the gateway is pinned to one core, so what
+is measured is the gateway. Stack, phases and figures: docs/gateway.md, "Overhead and throughput".
 """
 
 from __future__ import annotations

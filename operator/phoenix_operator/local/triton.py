@@ -1,15 +1,8 @@
 """Run the real ``tritonserver`` bundled in the ``nvidia-pytriton`` wheel as a local process.
 
-The wheel ships a CPU build of Triton (2.51) with the Python backend, which is enough to run the
-real dynamic batcher, the model-control API (live ``load_model`` retunes) and the metrics
-endpoint. The recipe and its pitfalls are in ``shared/reference/components.md``:
-
-* the Python backend looks for ``triton_python_backend_stub`` next to ``libtriton_python.so``,
-  but the wheel keeps the stubs per Python version elsewhere, so a prepared copy of the server
-  tree (cached per user) gets the matching stub copied in;
-* the stub links ``libpython3.X.so`` without an rpath and finds its Python from ``python3`` on
-  ``PATH``, so both must point at the interpreter running this code (else it picks the system
-  Python and fails with ``_recursion_count`` / ``No module named numpy``).
+Its CPU build (2.51) runs the real dynamic batcher, model-control API and metrics endpoint. The
+Python backend's stub needs a prepared server tree and this interpreter on ``PATH``: docs/fidelity.md,
+"The real side: a local tritonserver and the emulated_llm model".
 """
 
 from __future__ import annotations

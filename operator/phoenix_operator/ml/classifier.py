@@ -1,14 +1,8 @@
 """Intent classifier: TF-IDF word and character n-grams plus the MiniLM embedding, one linear model.
 
-A linear SVM over the three feature blocks is trained with scikit-learn; its decision scores
-become probabilities through a softmax whose temperature is fitted on a held-out share of the
-training data, because the routing rule sums probabilities and needs them calibrated. The
-gateway embeds each query for retrieval anyway, so ``predict(text, embedding=...)`` reuses it.
-
-Artifacts are a directory of ``metadata.json`` and ``arrays.npz`` (vocabularies, idf, weights):
-no pickle, since a classifier may come from a volume or a URL and unpickling runs code.
-Heavy libraries (scikit-learn, onnxruntime) load lazily so :class:`Prediction` stays cheap to
-import for the pure routing module.
+Probabilities are calibrated (a fitted softmax temperature) because the routing rule sums them;
+artifacts are plain arrays, no pickle, because a classifier may come from a URL and unpickling runs
+code. Details: docs/classifier.md, "Intent classifier".
 """
 
 from __future__ import annotations

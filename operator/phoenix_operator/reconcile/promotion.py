@@ -1,7 +1,7 @@
 """Make a promoted LLM version live: pin Triton's ``version_policy`` on every ready endpoint.
 
-The decision is already in ``status.quality.model`` (`reconcile.quality`); this edge only loads
-the pinned config through the actuator (which rolls every endpoint back when one fails), checks
+The decision is already in ``status.quality.model`` (`reconcile.quality`); this edge only has the
+writer load the pinned config (which rolls every endpoint back when one fails), checks
 that each endpoint reports the version ready, and hands the result back to `record_rollout`.
 The ConfigMap new pods start from is rendered from the same status by the reconciler.
 """
@@ -14,6 +14,7 @@ from typing import Protocol
 from phoenix_operator.api.models import PhoenixDeploymentSpec, QualityStatus
 from phoenix_operator.clients.kube import Kube
 from phoenix_operator.clients.triton import ready_endpoints
+from phoenix_operator.intents import LoadModelConfig
 from phoenix_operator.render.objects import Target, triton_name
 from phoenix_operator.render.tritonconfig import BatchingConfig, model_config_dict, to_load_json
 from phoenix_operator.status import quality as qual
@@ -26,10 +27,8 @@ class ApplyResult(Protocol):
     def describe(self) -> str: ...
 
 
-class ModelControl(Protocol):
-    """What `TritonModelControl` offers: load a full config on endpoints, all or none."""
-
-    def apply(self, endpoints: Sequence[str], model: str, config_json: str) -> ApplyResult: ...
+#: Performs a load and says how it went: the writer's ``load_model_config``.
+LoadConfig = Callable[[LoadModelConfig], ApplyResult]
 
 
 def version_ready(endpoint: str, model: str, version: int, timeout_s: float = 10.0) -> bool:
@@ -48,18 +47,19 @@ def version_ready(endpoint: str, model: str, version: int, timeout_s: float = 10
 
 
 def load_version(
-    control: ModelControl,
+    load: LoadConfig,
     endpoints: Sequence[str],
     spec: PhoenixDeploymentSpec,
     batching: BatchingConfig,
     version: int,
+    control_key: str | None = None,
     ready: Callable[[str, str, int], bool] = version_ready,
 ) -> tuple[bool, str]:
     """Load the config pinned to ``version`` on ``endpoints``; (loaded everywhere, what happened)."""
     if not endpoints:
         return True, f"no ready Triton endpoint; new pods start on version {version} from the ConfigMap"
     config_json = to_load_json(model_config_dict(spec, batching, version))
-    result = control.apply(endpoints, spec.model.name, config_json)
+    result = load(LoadModelConfig(tuple(endpoints), spec.model.name, config_json, control_key))
     if not result.applied:
         return False, result.describe()
     missing = [e for e in endpoints if not ready(e, spec.model.name, version)]
@@ -75,7 +75,8 @@ def roll_out(
     batching: BatchingConfig,
     quality: QualityStatus | None,
     resolve: Callable[[str], str],
-    control: ModelControl,
+    load: LoadConfig,
+    control_key: str | None,
     now: str,
 ) -> tuple[QualityStatus | None, list[tuple[str, str, str]]]:
     """Load the version status pins but Triton does not serve yet; status and Events to write back."""
@@ -83,6 +84,6 @@ def roll_out(
     if quality is None or version is None:
         return quality, []
     endpoints = ready_endpoints(kube, triton_name(target.name), target.namespace, resolve)
-    loaded, detail = load_version(control, endpoints, spec, batching, version)
+    loaded, detail = load_version(load, endpoints, spec, batching, version, control_key)
     updated, event = qual.record_rollout(quality, version, loaded, detail, now)
     return updated, [event]

@@ -130,9 +130,8 @@ class Reconciler:
     ) -> None:
         self.kube = kube
         self.settings = settings
-        self.model_control = model_control or TritonModelControl()
         #: The one writer; the reconciler itself only reads.
-        self.writer = writer or Writer(kube)
+        self.writer = writer or Writer(kube, model_control)
 
     # ---------------------------------------------------------------- entry point
 
@@ -232,9 +231,16 @@ class Reconciler:
         """
         if qual.pending_version(quality.quality) is None:
             return quality
-        control = self.model_control.with_key(triton_control_key(self.kube, target))
         updated, events = promotion.roll_out(
-            self.kube, target, spec, batching, quality.quality, self.settings.resolve, control, now_rfc3339()
+            self.kube,
+            target,
+            spec,
+            batching,
+            quality.quality,
+            self.settings.resolve,
+            self.writer.load_model_config,
+            triton_control_key(self.kube, target),
+            now_rfc3339(),
         )
         return replace(quality, quality=updated, events=[*quality.events, *events])
 

@@ -1,15 +1,8 @@
 """Kopf wiring of the control loop: one asyncio daemon per PhoenixDeployment whose autoscaling is on.
 
-Async, because a synchronous Kopf daemon holds one of Kopf's executor threads for its whole
-life: with more deployments in `recommend`/`auto` than threads, the surplus loops never ran and
-the reconciler's own handlers (which need the same threads) stalled. Here each loop awaits its
-interval on the event loop and hands only the step itself — Prometheus queries, Triton model
-control, Kubernetes reads and patches, all blocking — to a bounded thread pool
-(`PHOENIX_CONTROL_WORKERS`), for the duration of the step.
-
-A daemon (not a timer) because the period comes from each object's spec
-(`autoscaling.intervalSeconds`) and may change while it runs; Kopf stops the daemon when the
-mode goes back to `off` or the object is deleted, and only the active peer runs daemons.
+Async so that a waiting loop holds none of Kopf's executor threads (the reconciler needs them); a
+daemon, not a timer, because each object's interval comes from its spec and may change. Details:
+docs/operator.md, "The control loop" (Concurrency).
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
 """Run several fleet policies on the same workloads and collect comparable figures.
 
-Every policy sees the same arrivals, cost model, start-up delay, load balancer and batching
-start point. Autoscalers start with the fleet the workload's first minutes need (the peak-hour
-scenario's normal load) or, for a cold start, the static-avg fleet; static fleets run at their
-own size; the oracle at what its plan needs at time 0. The headline figures are measured over
-the workload's measured window (requests arriving in it, GPU time billed in it) — the peak
-held, in the peak-hour scenario — and ``whole_run`` repeats them over the whole run.
-
-:func:`run_replicated` repeats the race on independent replications (trace phase offsets and
-priority draws) and reports each figure's mean with a 95 % confidence interval; the knobs in
-:data:`~phoenix_operator.sim.controllers.TUNING` are chosen first, once, on a training workload
-no replication is scored on (:func:`tune`).
+Every policy sees the same arrivals, cost model, start-up delay, load balancer and batching start
+point. Starting fleets, the measured window, replications and tuning: docs/benchmark.md ("The
+scenario: a peak hour arrives", "The policies", "Replications, confidence intervals ...").
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
 """A fleet of Triton replicas behind a Kubernetes Service, driven by a controller.
 
-* Load balancing over READY pods only: ``least-pending`` (the default: an L7 gateway picking the
-  pod with the fewest queued + running requests, like Envoy's least-request or llm-d's endpoint
-  picker), ``round-robin`` (kube-proxy IPVS) or ``random`` (kube-proxy iptables mode).
-  A request stays on the pod it was sent to.
-* Scale-up creates pods that take traffic only after ``startup_s``. Scale-down removes pods the
-  way a ReplicaSet picks them (not-ready first, then the most recently ready); a removed ready pod
-  leaves the Service at once and is deleted when its queue and running requests are done.
-* Batching changes are applied to every ready and draining pod after ``batching_apply_s``
-  (Triton keeps serving with the old config while the new one loads), optionally with
-  ``batching_pause_s`` during which no new batch starts; new pods start with the latest config.
-* GPU time is billed from pod creation (a starting pod holds its GPU) until deletion.
+Load balancing, scale-up and ReplicaSet-style scale-down, live batching changes and GPU billing:
+docs/simulator.md, "Fleet, load balancing, billing" and "Triton's dynamic batcher" (live
+reconfiguration).
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """Phoenix's control loop in the simulator: an adapter around ``control.policy.decide``.
 
-The policy is the operator's own code, not a copy: every tick the adapter turns the simulator's
-:class:`FleetView` into the policy's inputs (the same :class:`Observation` type the Prometheus
-source produces, a :class:`FleetState`, Triton's batching as :class:`BatchingConfig`), calls
-:func:`phoenix_operator.control.policy.decide`, and turns the :class:`Decision` back into a
-:class:`FleetCommand`. The policy's parameters come from a :class:`PhoenixDeploymentSpec`
-describing the simulated deployment (:func:`simulated_spec` for ``phoenix bench``, the user's
-file for ``phoenix plan``) through ``PolicyParams.from_spec`` alone — the parameters the
-operator's control loop builds, with no calibration the operator would not have.
-
-Registered as ``phoenix`` (the operator's defaults, with the ``replicaCapacity`` a user gets
-from ``phoenix plan --calibrate``: a load test of one simulated replica on the workload's token
-mix) and ``phoenix-tuned`` (interval and scale-down window tuned on the training slice) in
-``sim.controllers.REGISTRY``, with ``phoenix-uncalibrated`` (no ``replicaCapacity``: capacity
-learned online alone).
+The policy is the operator's own code, not a copy, with parameters from ``PolicyParams.from_spec``
+alone, so the simulator scores what the operator would do. Details: docs/benchmark.md, "Phoenix in
+the simulator", and docs/simulator.md, "Phoenix in the registry".
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
 """Model repositories for the local Triton: the ``emulated_llm`` Python-backend model.
 
-``emulated_llm`` stands in for a TensorRT-LLM engine: its cost per batch is ``a + b x rows``
-(``step_base_ms``, ``step_per_row_ms`` in the config's ``parameters``), so Triton's real dynamic
-batcher, priority queues and live reloads can be exercised on CPU with GPU-like timing.
-
-The config text is deliberately free-form: the renderer produces ``config.pbtxt`` from a
-PhoenixDeployment spec and :func:`write_model_repository` writes whatever it is given. For the
-emulated model the text needs ``backend: "python"``, an ``INT32`` input ``PROMPT_TOKENS`` with
-``dims: [1]`` and an ``INT32`` output ``TOKENS`` with ``dims: [1]``;
-:func:`emulated_llm_config` builds such a config around any ``dynamic_batching`` block.
-
-``emulated_chat`` (``emulated_chat_model.py``) is the decoupled, token-streaming model the chat
-gateway is tested and benchmarked against; its config is rendered from a spec by
-:func:`emulated_chat_config`.
+``emulated_llm`` stands in for a TensorRT-LLM engine so Triton's real batcher, priority queues and
+live reloads run on CPU with GPU-like timing; ``emulated_chat`` is the gateway's streaming stand-in.
+Details: docs/fidelity.md ("The real side") and docs/gateway.md ("The emulated_chat model").
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
 """Triton Python-backend model whose execute() costs ``a + b x rows`` like one GPU step.
 
-This file is copied into a model repository as ``<name>/1/model.py`` and runs inside Triton's
-Python-backend stub (where ``triton_python_backend_utils`` exists); it is not imported by the
-operator. Parameters come from the model config's ``parameters`` so a live ``load_model`` with a
-new config can change them too:
-
-* ``step_base_ms`` (a): fixed cost of one execute() (kernel launches, weights read), default 20;
-* ``step_per_row_ms`` (b): extra cost per batched row, default 2;
-* ``output_tokens``: value returned in ``TOKENS`` (a stand-in for the generated length), default 16.
-
-A request whose ``PROMPT_TOKENS`` is negative fails its whole batch (like a failed GPU step), so
-tests can produce real Triton failures on demand. Raising is deliberate: Triton 2.51 counts a
-Python-backend *error response* as ``nv_inference_request_success``; only an exception from
-``execute()`` reaches ``nv_inference_request_failure{reason="BACKEND"}``.
+Runs inside Triton's Python-backend stub; the operator never imports it. A negative ``PROMPT_TOKENS``
+raises, so its batch counts as a real Triton failure. Parameters and why: docs/fidelity.md, "The
+real side: a local tritonserver and the emulated_llm model".
 """
 
 from __future__ import annotations
