@@ -536,3 +536,24 @@ def test_bench_operator_reports_every_figure_for_a_small_fleet(tmp_path: Path) -
     assert set(figures["writes_converged_why"]) <= recommending, figures["writes_converged_why"]
     assert figures["writes_converged"] <= 2 * len(recommending) * 3, figures["writes_converged_sample"]
     assert 50 < figures["rss_mb"] <= 250
+
+
+def test_the_operator_process_loads_no_grpc_or_numpy() -> None:
+    """Memory at rest: Triton's model-config schema comes without tritonclient.grpc's package.
+
+    gRPC, its stubs, numpy and ml_dtypes cost the operator about 29 MB of resident memory for
+    nothing it uses; a module-level import of ``tritonclient.grpc`` anywhere would bring them back.
+    """
+    probe = (
+        "import sys, phoenix_operator.runner\n"
+        "print(sorted(m for m in ('grpc', 'numpy', 'ml_dtypes', 'pymilvus', 'pandas') if m in sys.modules))\n"
+        # VmRSS, not ru_maxrss: the high-water mark survives exec from the (large) test process.
+        "rss = next(l for l in open('/proc/self/status') if l.startswith('VmRSS:'))\n"
+        "print(int(rss.split()[1]) // 1024)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    loaded, rss_mb = out.stdout.splitlines()
+    assert loaded == "[]", loaded
+    assert int(rss_mb) < 85, f"importing the operator takes {rss_mb} MB"

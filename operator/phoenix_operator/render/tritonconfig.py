@@ -7,15 +7,48 @@ field name we get wrong fails here, in a unit test, instead of in a Triton log.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2
 
 from phoenix_operator.api.models import AutoscalingMode, PhoenixDeploymentSpec, PrioritySpec, QueuePolicy
+
+MODEL_CONFIG_MODULE = "tritonclient.grpc.model_config_pb2"
+
+
+def _model_config_messages() -> ModuleType:
+    """Triton's ``model_config_pb2`` alone, without running ``tritonclient.grpc``'s package.
+
+    That package imports gRPC, its service stubs, numpy and ml_dtypes (about 29 MB of the
+    operator's resident memory) for a schema that needs only protobuf. Registered under its own
+    name, so a later ``import tritonclient.grpc`` in the same process reuses it.
+    """
+    if MODEL_CONFIG_MODULE in sys.modules:
+        return sys.modules[MODEL_CONFIG_MODULE]
+    package = importlib.util.find_spec("tritonclient")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("tritonclient is not installed")
+    path = Path(next(iter(package.submodule_search_locations))) / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location(MODEL_CONFIG_MODULE, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[MODEL_CONFIG_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2
+else:
+    model_config_pb2 = _model_config_messages()
 
 
 @dataclass(frozen=True)
