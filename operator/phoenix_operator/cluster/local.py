@@ -1,13 +1,8 @@
 """A real Kubernetes control plane on loopback: etcd, API server, controller-manager, scheduler, kwok.
 
-Why this shape: the operator must be tested against the genuine API server (schema pruning,
-CEL, server-side apply, RBAC, garbage collection, scheduling), yet the machine has no Docker
-and no kubelet can run GPU pods here. So the real control-plane binaries run as plain
-processes, and kwok plays the kubelets of fake GPU nodes, turning scheduled pods Running/Ready.
-
-Every process runs in its own session (process group) with its PID and start time recorded in
-``<state>/cluster.json``, so ``down`` can stop exactly what ``up`` started, from another shell,
-without ever signalling an unrelated process that reused a PID.
+The operator must be tested against the genuine API server, but there is no Docker or kubelet
+here: the real binaries run as plain processes and kwok plays the GPU nodes' kubelets.
+See docs/demo.md ("The local cluster") for process tracking and ``up``/``down``.
 """
 
 from __future__ import annotations

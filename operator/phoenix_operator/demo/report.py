@@ -1,13 +1,8 @@
 """The demo's results: one :class:`FleetResult` per run, the benchmark's figures, table and plots.
 
-A run is turned into the same :class:`~phoenix_operator.sim.fleet.FleetResult` ``phoenix bench``
-produces — the twin's request records, and the replicas *as the cluster had them* (the
-Deployment's desired count, its Ready pods, pods holding a GPU, each pod's life for GPU billing),
-in simulated seconds — so :func:`~phoenix_operator.sim.bench.measure`, ``render_table`` and
-``write_plots`` of ``phoenix bench`` report it unchanged.
-
-Each run is also saved under ``<out>/runs/<mode>.json``; a later run of the other mode on the same
-workload puts both in the table and the plots (``make demo`` then ``phoenix demo --no-operator``).
+A run becomes the same ``FleetResult`` ``phoenix bench`` produces, so its ``measure``, table and
+plots report it unchanged. Runs are saved as ``<out>/runs/<mode>.json`` for comparison.
+See docs/demo.md ("What a run prints and measures").
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Open-loop load generator for Triton with a priority mix and a client-side TTFT histogram.
 
-Open loop matters: a closed-loop client (N workers, each waiting for its answer) slows down when
-the server does and hides queueing, which is exactly what the control loop must see. Here every
-request is sent at its scheduled arrival time whatever happened to the earlier ones (asyncio +
-tritonclient's aio clients, on a thread of its own so callers can act on the server meanwhile).
-
-Triton's metrics carry no priority label, so per-class TTFT is measured where a gateway would
-measure it: on the client side, exported as the histogram ``phoenix_request_ttft_seconds`` with
-label ``priority_class``. For a non-decoupled model TTFT is the request latency.
+Open loop, because a closed-loop client slows down with the server and hides the queueing the
+control loop must see; per-class TTFT is measured client-side since Triton has no priority label.
+See docs/fidelity.md ("The load generator").
 """
 
 from __future__ import annotations

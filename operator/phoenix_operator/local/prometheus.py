@@ -1,13 +1,7 @@
 """Run a real Prometheus server (Debian's ``prometheus`` package) as a local process.
 
-Tests and the end-to-end control-loop checks scrape real Triton processes with it, so the
-PromQL the metric source sends is evaluated by Prometheus itself, rate() windows, staleness
-markers and all. Static targets carry the labels a Kubernetes scrape would add
-(``phoenix_deployment``, ``namespace``, ``pod``), so the same label selectors work in both.
-
-Pitfall (components.md): Prometheus is ready in well under a second, but its discovery manager
-hands targets to the scraper only after ~5 s, so wait for ``up == 1`` (and two samples before any
-``rate()``) rather than for readiness.
+So the metric source's PromQL is evaluated by Prometheus itself, with the labels a Kubernetes
+scrape would add. See docs/demo.md ("The local Prometheus"), including the ~5 s scrape pitfall.
 """
 
 from __future__ import annotations

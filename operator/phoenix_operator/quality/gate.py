@@ -1,12 +1,8 @@
 """Quality gates (pure): whether a new knowledge-base version or a fine-tuned LLM version may serve.
 
-``phoenix kb ingest --eval`` measures hit@k of the new version and of the one the alias serves,
-then asks ``refresh_gate``. The regression rule is the operator's own QualityGate
-(``reconcile.quality.gate``, kind ``refresh``), so a refresh is judged the same way before the
-alias moves as the operator judges a reported one; the optional floor is the ingest's own.
-
-``model_gate`` judges a fine-tuning job's candidate version against the serving one on the answer
-figure the spec names (``maintenance.fineTuning.metric``).
+``refresh_gate`` uses the operator's own QualityGate rule, so an ingest judges a refresh exactly
+as the operator does; ``model_gate`` judges a fine-tuning candidate on the spec's metric.
+See docs/quality.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Knowledge-base ingestion into versioned Milvus collections behind an alias (the Milvus edge).
 
-The decisions (names, what to clean, what to retire, where a rollback goes) are in
-``lifecycle``; this module reads the source, talks to Milvus and orders the steps so that the
-alias only ever moves to a complete, indexed, loaded and verified collection.
-
-Measured on Milvus Lite (and why the code is shaped this way): aliases, ``alter_alias`` and
-collection properties work; a schema description is *not* kept (so the source hash lives in the
-properties); dropping a collection an alias points at succeeds (real Milvus refuses), so the code
-never asks for it; an alias cannot be created over an existing collection's name.
+The decisions live in ``lifecycle``; this module reads the source, talks to Milvus and orders the
+steps so the alias only ever moves to a complete, indexed, loaded and verified collection.
+See docs/quality.md (ingest steps and Milvus Lite's measured behaviour).
 """
 
 from __future__ import annotations

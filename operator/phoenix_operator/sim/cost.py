@@ -1,12 +1,8 @@
 """Cost models: how long a Triton model instance is busy with a batch.
 
-* :class:`BlockingBatchCost` — ``execute()`` blocks the instance for ``a + b × rows``. This is
-  exactly what the fidelity harness's Python-backend model does on a real ``tritonserver``, so the fidelity
-  harness compares like with like; latency = queue + compute.
-* :class:`LLMEngineCost` — a decoder-only LLM on one GPU with in-flight batching: a prefill
-  iteration's time depends on the prompt tokens of the batch (plus the decode tokens that ride
-  along), a decode iteration's time on the number of active sequences and the KV tokens they
-  read. Parameters come from a profile (:mod:`phoenix_operator.sim.profile`).
+``BlockingBatchCost`` mirrors the fidelity harness's real Python-backend model, so the two compare
+like with like; ``LLMEngineCost`` models an in-flight-batching LLM on one GPU from a profile.
+See docs/simulator.md ("Cost models").
 """
 
 from __future__ import annotations

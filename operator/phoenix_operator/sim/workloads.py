@@ -1,12 +1,8 @@
 """Workloads: trace replay with time compression, synthetic diurnal and burst traffic, priority mix.
 
-The trace format is a CSV with ``TIMESTAMP, ContextTokens, GeneratedTokens`` (the Azure LLM
-inference trace 2023 layout). ``TIMESTAMP`` may be a date-time (``2023-11-16 18:15:46.6805900``)
-or a number of seconds. Paths are always passed in; nothing here knows where a trace lives.
-
-The Azure LLM inference trace 2023 (conversation) is CC-BY 4.0: Patel et al., "Splitwise:
-Efficient generative LLM inference using phase splitting", ISCA 2024; Azure Public Dataset,
-AzureLLMInferenceDataset2023. The token-distribution defaults below are fitted to it.
+Reads the Azure LLM inference trace 2023 layout (CC-BY 4.0, Splitwise, ISCA 2024); the default
+token distributions are fitted to it. Trace paths are always passed in.
+See docs/simulator.md ("Workloads") for formats and attribution.
 """
 
 from __future__ import annotations
