@@ -557,3 +557,15 @@ def test_the_operator_process_loads_no_grpc_or_numpy() -> None:
     loaded, rss_mb = out.stdout.splitlines()
     assert loaded == "[]", loaded
     assert int(rss_mb) < 85, f"importing the operator takes {rss_mb} MB"
+
+
+def test_bench_nodes_hold_every_autoscaled_deployment_at_its_maximum() -> None:
+    """At N = 1,000 the auto third scaled to its maximum and 124 deployments waited for a GPU."""
+    from phoenix_operator.cluster.benchops import AUTO_MAX_REPLICAS, fleet_doc, mode_of, node_shape
+
+    for deployments in (10, 100, 1000):
+        shape = node_shape(deployments)
+        gpus_wanted = sum(AUTO_MAX_REPLICAS if mode_of(i) == "auto" else 1 for i in range(deployments))
+        assert shape.count * shape.gpus_per_node >= gpus_wanted, (deployments, shape)
+    doc = fleet_doc("d", "auto", "http://prom:9090", "ns", 30)
+    assert doc["spec"]["autoscaling"]["maxReplicas"] == AUTO_MAX_REPLICAS

@@ -55,6 +55,8 @@ rules:
 """
 #: One deployment's Triton pod takes one GPU; its gateway replicas about 1.5 CPUs: nodes for N with room.
 GPUS_PER_NODE = 64
+#: The autoscaled deployments' upper bound: the nodes must hold every one of them at it.
+AUTO_MAX_REPLICAS = 2
 DEPLOYMENTS_PER_CPU_NODE = 20
 
 
@@ -71,7 +73,7 @@ def fleet_doc(name: str, mode: str, prometheus_url: str, namespace: str, interva
     if mode != "off":
         autoscaling |= {
             "minReplicas": 1,
-            "maxReplicas": 2,
+            "maxReplicas": AUTO_MAX_REPLICAS,
             "prometheusUrl": prometheus_url,
             "intervalSeconds": interval_s,
             "ttftP95TargetSeconds": 3,
@@ -108,9 +110,12 @@ def fleet_doc(name: str, mode: str, prometheus_url: str, namespace: str, interva
 
 
 def node_shape(deployments: int) -> NodeSpec:
-    """Fake nodes with room for every Triton pod (one GPU) and gateway pod, plus headroom."""
+    """Fake nodes with room for every Triton pod (one GPU; the `auto` third at its maximum) and
+    gateway pod, plus headroom."""
+    autoscaled = sum(1 for i in range(deployments) if mode_of(i) == "auto")
+    gpus = deployments + autoscaled * (AUTO_MAX_REPLICAS - 1)
     return NodeSpec(
-        count=max(1, math.ceil(deployments / GPUS_PER_NODE)) + 1,
+        count=max(1, math.ceil(gpus / GPUS_PER_NODE)) + 1,
         gpus_per_node=GPUS_PER_NODE,
         cpu_nodes=max(1, math.ceil(deployments / DEPLOYMENTS_PER_CPU_NODE)) + 1,
         pods_per_node=max(110, GPUS_PER_NODE + 20),
