@@ -130,13 +130,15 @@ class ControlLoop:
         model_control: TritonModelControl | None = None,
         clock: Callable[[], float] = time.time,
         on_step: StepObserver | None = None,
+        writer: Writer | None = None,
     ) -> None:
         self.kube = kube
         self.on_step = on_step
         self.settings = settings
         self.source_factory = source_factory or PrometheusMetricSource
-        #: The one writer: the loop only reads; status and Events go back through the runtime.
-        self.writer = Writer(kube, model_control)
+        #: The process's one writer (the reconciler's): the loop itself only reads; status and
+        #: Events go back through the runtime.
+        self.writer = writer or Writer(kube, model_control)
         self.clock = clock
         self.states: dict[str, PolicyState] = {}
         self._sources: dict[str, PrometheusMetricSource] = {}

@@ -124,7 +124,12 @@ async def start_control(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     process = process_of(memo)
     workers = process.settings.control_workers
     memo[CONTROL] = ControlProcess(
-        loop=ControlLoop(process.reconciler.kube, process.settings, on_step=opmetrics.observe_step),
+        loop=ControlLoop(
+            process.reconciler.kube,
+            process.settings,
+            on_step=opmetrics.observe_step,
+            writer=process.reconciler.writer,
+        ),
         pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phoenix-control"),
     )
     logger.info(
