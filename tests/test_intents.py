@@ -10,8 +10,9 @@ from typing import Any
 
 from api_cases import valid_doc
 from phoenix_operator.api.models import PhoenixDeploymentSpec
-from phoenix_operator.intents import ApplyChild, CreateSecret, DeleteChild, SetReplicas
+from phoenix_operator.intents import UNREAD, ApplyChild, CreateSecret, DeleteChild, SetReplicas
 from phoenix_operator.reconcile.plan import (
+    LiveChildren,
     OwnedChild,
     apply_intents,
     generated_secret_intents,
@@ -108,6 +109,31 @@ def test_one_pass_applies_secrets_then_children_then_replicas() -> None:
     kinds = [type(i).__name__ for i in intents]
     assert kinds == ["CreateSecret"] * len(secrets) + ["ApplyChild"] * len(desired) + ["SetReplicas"]
     assert [i.manifest for i in intents if isinstance(i, ApplyChild)] == desired
+
+
+def test_the_writer_is_handed_what_the_listing_saw_and_reads_only_what_it_did_not() -> None:
+    auto = {"mode": "auto", "minReplicas": 1, "maxReplicas": 4, "prometheusUrl": "http://prom:9090"}
+    spec = _spec(autoscaling=auto)
+    desired = render_all(TARGET, spec)
+    deployment = next(o for o in desired if o["kind"] == "Deployment")
+    live = LiveChildren()
+    live.add_listing("apps/v1", "Deployment", [deployment])
+    live.add_listing("v1", "Service", [])
+    intents = apply_intents(TARGET, spec, {}, desired, [], live)
+    seen = {
+        (i.manifest["kind"], i.manifest["metadata"]["name"]): i.live
+        for i in intents
+        if isinstance(i, ApplyChild)
+    }
+    assert seen[("Deployment", deployment["metadata"]["name"])] is deployment
+    assert all(v is None for (kind, _), v in seen.items() if kind == "Service"), "listed, absent"
+    assert seen[("ConfigMap", "chat-triton-config")] is UNREAD, "a kind not listed is read by the writer"
+    (replicas,) = [i for i in intents if isinstance(i, SetReplicas)]
+    assert replicas.live is deployment
+
+    live.mark_changed([("Deployment", deployment["metadata"]["name"])])
+    assert live.get("Deployment", deployment["metadata"]["name"]) is UNREAD, "written since: read again"
+    assert [c.name for c in live.owned()] == [deployment["metadata"]["name"]], "pruning sees the listing"
 
 
 # --------------------------------------------------------------------------------------------

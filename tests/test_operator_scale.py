@@ -16,6 +16,7 @@ import contextlib
 import copy
 import inspect
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -45,6 +46,7 @@ from phoenix_operator.local.prometheus import LocalPrometheus, ScrapeTarget
 from phoenix_operator.local.triton_metrics import TritonMetricsServer, TritonMetricsState
 from phoenix_operator.runner import build_registry, judge_peering
 from phoenix_operator.runtime.control import run_periodically
+from phoenix_operator.runtime.reconcile import api_client
 from phoenix_operator.settings import OperatorSettings
 
 
@@ -569,3 +571,26 @@ def test_bench_nodes_hold_every_autoscaled_deployment_at_its_maximum() -> None:
         assert shape.count * shape.gpus_per_node >= gpus_wanted, (deployments, shape)
     doc = fleet_doc("d", "auto", "http://prom:9090", "ns", 30)
     assert doc["spec"]["autoscaling"]["maxReplicas"] == AUTO_MAX_REPLICAS
+
+
+def test_every_handler_and_control_thread_keeps_its_connection(
+    kube_cluster: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """All threads talking at once reuse pooled connections: none is opened and then discarded."""
+    settings = OperatorSettings(reconcile_workers=8, control_workers=4)
+    shared = api_client(settings, kube_cluster.api_client.configuration)
+    core = client.CoreV1Api(shared)
+    threads = settings.reconcile_workers + settings.control_workers
+    barrier = threading.Barrier(threads)
+
+    def hold_a_connection(_: int) -> None:
+        barrier.wait()
+        # A watch that the API server ends after a second: every thread holds its connection at once.
+        core.list_namespace(watch=True, timeout_seconds=1, _preload_content=False).read()
+
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        for _ in range(2):
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(hold_a_connection, range(threads)))
+    discarded = [r.getMessage() for r in caplog.records if "pool is full" in r.getMessage()]
+    assert discarded == []

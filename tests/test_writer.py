@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from api_cases import valid_doc
@@ -15,6 +16,9 @@ from phoenix_operator.clients.kube import Kube
 from phoenix_operator.clients.writer import Writer
 from phoenix_operator.cluster.waiting import wait_for
 from phoenix_operator.intents import ApplyChild, DeleteChild, WriteStatus
+from phoenix_operator.reconcile.reconciler import PRUNABLE_KINDS, Reconciler
+from phoenix_operator.render.objects import DEPLOYMENT_LABEL
+from phoenix_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +130,83 @@ def test_listing_a_kind_whose_crd_went_away_after_discovery_finds_nothing(
     wait_for(gone, timeout=30, description="the API server no longer serving Gadget")
     assert kube.list_if_served("vanishing.example.com/v1", "Gadget", kube_namespace, "a=b") == []
     assert kube.list_if_served("never.example.com/v1", "Nothing", kube_namespace, "a=b") == []
+
+
+def _reconcilable(kube_cluster: Any, ns: str, name: str) -> tuple[Kube, Any]:
+    """A PhoenixDeployment without retrieval (no Milvus to reach) and a way to run one pass on it."""
+    custom = client.CustomObjectsApi(kube_cluster.api_client)
+    doc = copy.deepcopy(valid_doc(name))
+    del doc["spec"]["retrieval"]
+    doc["spec"]["autoscaling"] = {"mode": "off"}
+    custom.create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, doc)
+    kube = Kube(kube_cluster.api_client)
+
+    def reconcile() -> Any:
+        body = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
+        return Reconciler(kube, OperatorSettings()).reconcile(body)
+
+    return kube, reconcile
+
+
+def test_a_pass_reads_its_children_with_one_list_per_kind_and_status_sees_what_it_wrote(
+    kube_cluster: Any, kube_namespace: str, crds_installed: None, mocker: Any
+) -> None:
+    """At 1,000 deployments a read per child per pass is most of the operator's API traffic."""
+    kube, reconcile = _reconcilable(kube_cluster, kube_namespace, "lister")
+    first = reconcile()
+    assert "Deployment/lister-triton" in first.writes
+    # Written in this very pass, so read again after the write: status knows the new Deployment.
+    assert first.status_patch["replicas"] == 1, first.status_patch
+
+    get = mocker.spy(kube, "get")
+    listed = mocker.spy(kube, "list")
+    again = reconcile()
+    assert again.writes == [], "converged: nothing to write"
+    child_kinds = {kind for _, kind in PRUNABLE_KINDS}
+    assert [c.args[1] for c in get.call_args_list if c.args[1] in child_kinds] == [], "no read per child"
+    listed_kinds = [c.args[1] for c in listed.call_args_list]
+    assert sorted(listed_kinds) == sorted([*child_kinds, "Pod", "Pod"]), (
+        "one list per kind of child, and the pod lists status needs (Triton's, the gateway's)"
+    )
+
+
+def test_a_kind_that_cannot_be_listed_is_still_applied_and_the_pass_fails_before_pruning(
+    kube_cluster: Any, kube_namespace: str, crds_installed: None, mocker: Any
+) -> None:
+    """The refused list is a stand-in (a patched `list_if_served` raising 403); the rest is real."""
+    ns = kube_namespace
+    kube, reconcile = _reconcilable(kube_cluster, ns, "halflisted")
+    reconcile()
+    core = client.CoreV1Api(kube_cluster.api_client)
+    core.delete_namespaced_config_map("halflisted-triton-config", ns)
+    owner = client.CustomObjectsApi(kube_cluster.api_client).get_namespaced_custom_object(
+        API_GROUP, API_VERSION, ns, PLURAL, "halflisted"
+    )
+    stale = _config_map(ns, "halflisted-stale", {"a": "1"})
+    stale["metadata"]["labels"] = {DEPLOYMENT_LABEL: "halflisted"}
+    stale["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
+            "name": "halflisted",
+            "uid": owner["metadata"]["uid"],
+        }
+    ]
+    kube.apply(stale)
+    real_list = kube.list_if_served
+
+    def refuse_config_maps(api_version: str, kind: str, namespace: str, selector: str) -> list[Any]:
+        if kind == "ConfigMap":
+            raise ApiException(status=403, reason="Forbidden")
+        return real_list(api_version, kind, namespace, selector)
+
+    mocker.patch.object(kube, "list_if_served", side_effect=refuse_config_maps)
+    with pytest.raises(ApiException) as refused:
+        reconcile()
+    assert refused.value.status == 403
+    names = {cm.metadata.name for cm in core.list_namespaced_config_map(ns).items}
+    assert "halflisted-triton-config" in names, "applied although its kind could not be listed"
+    assert "halflisted-stale" in names, "not pruned blind"
+
+    mocker.stopall()
+    assert "deleted ConfigMap/halflisted-stale" in reconcile().writes

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
 Manifest = dict[str, Any]
+
+
+class Unread(Enum):
+    """The pass did not read this object: the writer reads it before deciding to write."""
+
+    UNREAD = "unread"
+
+
+UNREAD: Final = Unread.UNREAD
 
 
 def describe(manifest: Mapping[str, Any]) -> str:
@@ -24,6 +34,8 @@ class ApplyChild:
     """Server-side apply a rendered child, unless the live object already matches it."""
 
     manifest: Manifest
+    #: The live object as the pass listed it (None: there is none), so the writer need not read it.
+    live: Manifest | Unread | None = field(default=UNREAD, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,8 @@ class SetReplicas:
     name: str
     namespace: str
     replicas: int
+    #: The live Deployment as the pass listed it, as for `ApplyChild`.
+    live: Manifest | Unread | None = field(default=UNREAD, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,7 @@ class LoadModelConfig:
 Intent = ApplyChild | CreateSecret | SetReplicas | DeleteChild | WriteStatus | PostEvent | LoadModelConfig
 
 __all__ = [
+    "UNREAD",
     "ApplyChild",
     "CreateSecret",
     "DeleteChild",
@@ -97,6 +112,7 @@ __all__ = [
     "Manifest",
     "PostEvent",
     "SetReplicas",
+    "Unread",
     "WriteStatus",
     "describe",
 ]

@@ -25,6 +25,7 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 from kubernetes.utils import parse_quantity
 
 from phoenix_operator import API_GROUP, API_VERSION, FIELD_MANAGER, PLURAL
+from phoenix_operator.intents import UNREAD, Unread
 from phoenix_operator.render.objects import Capabilities
 
 Manifest = dict[str, Any]
@@ -120,11 +121,15 @@ class Kube:
         return result
 
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Manifest]:
+        """The matching objects, each with its ``apiVersion`` and ``kind`` (a list's items lack them)."""
         items: list[Manifest] = (
             self.resource(api_version, kind)
             .get(namespace=namespace, label_selector=label_selector)
             .to_dict()["items"]
         )
+        for item in items:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
         return items
 
     def list_if_served(
@@ -136,10 +141,16 @@ class Kube:
         except (ResourceNotFoundError, NotFoundError):
             return []
 
-    def apply(self, obj: Manifest, field_manager: str = FIELD_MANAGER) -> bool:
-        """Server-side apply ``obj`` unless the live object already matches. Returns True if written."""
+    def apply(
+        self, obj: Manifest, field_manager: str = FIELD_MANAGER, live: Manifest | Unread | None = UNREAD
+    ) -> bool:
+        """Server-side apply ``obj`` unless the live object (read now if not given) already matches.
+
+        Returns True if written.
+        """
         meta = obj["metadata"]
-        live = self.get(obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"])
+        if live is UNREAD:
+            live = self.get(obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"])
         if not needs_apply(obj, live):
             return False
         self.resource(obj["apiVersion"], obj["kind"]).server_side_apply(
@@ -166,9 +177,12 @@ class Kube:
             raise
         return True
 
-    def apply_replicas(self, name: str, namespace: str, replicas: int) -> bool:
+    def apply_replicas(
+        self, name: str, namespace: str, replicas: int, live: Manifest | Unread | None = UNREAD
+    ) -> bool:
         """Set a Deployment's replicas under the autoscaler's own field manager (no-op if equal)."""
-        live = self.get("apps/v1", "Deployment", name, namespace)
+        if live is UNREAD:
+            live = self.get("apps/v1", "Deployment", name, namespace)
         if live is not None and live.get("spec", {}).get("replicas") == replicas and _owns_replicas(live):
             return False
         body = {

@@ -24,6 +24,7 @@ from phoenix_operator.intents import (
     DeleteChild,
     Intent,
     LoadModelConfig,
+    Manifest,
     PostEvent,
     SetReplicas,
     WriteStatus,
@@ -50,6 +51,8 @@ class Performed:
     status_written: bool = False
     #: Each model-config load's outcome, per endpoint (what status says about a retune).
     loads: list[BatchingApplyResult] = field(default_factory=list)
+    #: (kind, name) of each child written or deleted: what a pass's earlier reads no longer show.
+    changed: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Writer:
@@ -68,18 +71,18 @@ class Writer:
         done = Performed()
         for intent in intents:
             match intent:
-                case ApplyChild(manifest):
-                    self._refusable(done, describe(manifest), functools.partial(self.kube.apply, manifest))
+                case ApplyChild(manifest, live):
+                    self._refusable(done, manifest, functools.partial(self.kube.apply, manifest, live=live))
                 case CreateSecret(manifest):
-                    self._refusable(
-                        done, describe(manifest), functools.partial(self.kube.create_if_absent, manifest)
-                    )
-                case SetReplicas(name, namespace, replicas):
-                    if self.kube.apply_replicas(name, namespace, replicas):
+                    self._refusable(done, manifest, functools.partial(self.kube.create_if_absent, manifest))
+                case SetReplicas(name, namespace, replicas, live):
+                    if self.kube.apply_replicas(name, namespace, replicas, live=live):
                         done.writes.append(f"Deployment/{name} replicas={replicas}")
+                        done.changed.append(("Deployment", name))
                 case DeleteChild(api_version, kind, name, namespace):
                     if self._delete(api_version, kind, name, namespace):
                         done.writes.append(f"deleted {kind}/{name}")
+                        done.changed.append((kind, name))
                 case WriteStatus(name, namespace, current, patch):
                     self.kube.patch_status(name, namespace, checked_status_patch(current, patch))
                     done.status_written = True
@@ -92,10 +95,12 @@ class Writer:
                         done.writes.append(f"{load.model} config loaded on {len(load.endpoints)} endpoint(s)")
         return done
 
-    def _refusable(self, done: Performed, what: str, write: Callable[[], bool]) -> None:
+    def _refusable(self, done: Performed, manifest: Manifest, write: Callable[[], bool]) -> None:
+        what = describe(manifest)
         try:
             if write():
                 done.writes.append(what)
+                done.changed.append((manifest["kind"], manifest["metadata"]["name"]))
         except ApiException as exc:
             if exc.status not in REFUSED_STATUSES:
                 raise

@@ -1,19 +1,27 @@
 """The reconciler's children as intents: pure functions from what is rendered and read to what to write.
 
-The reconciler reads (live Secrets, its owned children), these functions decide, and the one
-writer performs the result in order: generated Secrets first (children mount them), then the
-children, then the autoscaler's replica count; only then are the owned children read and what
-the spec no longer asks for pruned, so a kind that cannot be listed never holds back an apply.
+The reconciler reads (live Secrets by name, its owned children one list per kind), these
+functions decide, and the one writer performs the result in order: generated Secrets first
+(children mount them), then the children, then the autoscaler's replica count, then pruning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from phoenix_operator.api.models import AutoscalingMode, PhoenixDeploymentSpec
-from phoenix_operator.intents import ApplyChild, CreateSecret, DeleteChild, Intent, Manifest, SetReplicas
+from phoenix_operator.intents import (
+    UNREAD,
+    ApplyChild,
+    CreateSecret,
+    DeleteChild,
+    Intent,
+    Manifest,
+    SetReplicas,
+    Unread,
+)
 from phoenix_operator.render.objects import GeneratedSecret, Target, generated_secret_manifest, triton_name
 from phoenix_operator.status.conditions import Problem
 
@@ -32,6 +40,41 @@ def owned_child(api_version: str, kind: str, live: Mapping[str, Any]) -> OwnedCh
     meta = live.get("metadata") or {}
     owners = tuple(str(o.get("uid")) for o in meta.get("ownerReferences") or [])
     return OwnedChild(api_version, kind, str(meta.get("name")), owners)
+
+
+@dataclass
+class LiveChildren:
+    """One pass's view of its owned children: every object of each listed kind, by name.
+
+    One list per kind stands in for a read of each child: the writer compares against these,
+    and status reads them, instead of asking the API server once per child. A kind that was not
+    listed (not served, or its list failed) and a child this pass changed read as `UNREAD`.
+    """
+
+    listed_kinds: set[str] = field(default_factory=set)
+    objects: dict[tuple[str, str], Manifest] = field(default_factory=dict)
+    changed: set[tuple[str, str]] = field(default_factory=set)
+    #: (api_version, kind) of every prunable kind that was listed, in listing order.
+    prunable: list[tuple[str, str]] = field(default_factory=list)
+
+    def add_listing(self, api_version: str, kind: str, items: Iterable[Manifest]) -> None:
+        self.listed_kinds.add(kind)
+        self.prunable.append((api_version, kind))
+        for item in items:
+            self.objects[(kind, str(item["metadata"]["name"]))] = item
+
+    def get(self, kind: str, name: str) -> Manifest | Unread | None:
+        if kind not in self.listed_kinds or (kind, name) in self.changed:
+            return UNREAD
+        return self.objects.get((kind, name))
+
+    def mark_changed(self, changed: Iterable[tuple[str, str]]) -> None:
+        self.changed.update(changed)
+
+    def owned(self) -> list[OwnedChild]:
+        """What the listings found, for pruning."""
+        versions = {kind: api_version for api_version, kind in self.prunable}
+        return [owned_child(versions[kind], kind, obj) for (kind, _), obj in self.objects.items()]
 
 
 def generated_secret_intents(
@@ -67,7 +110,10 @@ def generated_secret_intents(
 
 
 def replicas_intent(
-    target: Target, spec: PhoenixDeploymentSpec, status: Mapping[str, Any]
+    target: Target,
+    spec: PhoenixDeploymentSpec,
+    status: Mapping[str, Any],
+    live: LiveChildren | None = None,
 ) -> SetReplicas | None:
     """In auto mode the autoscaler owns Triton's replicas: the control loop's last decision
     (``status.desiredReplicas``), else the spec's count clamped to the bounds."""
@@ -77,7 +123,9 @@ def replicas_intent(
     initial = status.get("desiredReplicas") or min(
         max(spec.triton.replicas, auto.min_replicas), auto.max_replicas
     )
-    return SetReplicas(triton_name(target.name), target.namespace, int(initial))
+    name = triton_name(target.name)
+    seen = live.get("Deployment", name) if live is not None else UNREAD
+    return SetReplicas(name, target.namespace, int(initial), seen)
 
 
 def prune_intents(target: Target, desired: Iterable[Manifest], live: Iterable[OwnedChild]) -> list[Intent]:
@@ -100,17 +148,23 @@ def apply_intents(
     status: Mapping[str, Any],
     desired: list[Manifest],
     secrets: list[Intent],
+    live: LiveChildren | None = None,
 ) -> list[Intent]:
     """The writes of one pass before pruning, in the order the writer performs them."""
-    replicas = replicas_intent(target, spec, status)
+    replicas = replicas_intent(target, spec, status, live)
+
+    def seen(obj: Manifest) -> Manifest | Unread | None:
+        return live.get(obj["kind"], obj["metadata"]["name"]) if live is not None else UNREAD
+
     return [
         *secrets,
-        *(ApplyChild(obj) for obj in desired),
+        *(ApplyChild(obj, seen(obj)) for obj in desired),
         *([replicas] if replicas is not None else []),
     ]
 
 
 __all__ = [
+    "LiveChildren",
     "OwnedChild",
     "apply_intents",
     "generated_secret_intents",

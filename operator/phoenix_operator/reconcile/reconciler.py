@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from phoenix_operator.api.models import (
@@ -27,6 +28,7 @@ from phoenix_operator.clients.kube import Kube, Manifest
 from phoenix_operator.clients.milvus import TokenSecretError, ensure_collection, resolve_token
 from phoenix_operator.clients.triton import TritonModelControl, triton_control_key
 from phoenix_operator.clients.writer import Writer
+from phoenix_operator.intents import UNREAD
 from phoenix_operator.reconcile import plan, promotion
 from phoenix_operator.render.objects import (
     COMPONENT_LABEL,
@@ -173,8 +175,12 @@ class Reconciler:
         outcome.quality = quality.quality
         promoted = quality.quality.classifier if quality.quality else None
         version = quality.quality.model.serving_version if quality.quality and quality.quality.model else None
+        live: plan.LiveChildren | None = None
         if not blocking:
-            outcome.writes = self._apply_children(target, spec, batching, status, rejected, promoted, version)
+            live = plan.LiveChildren()
+            outcome.writes = self._apply_children(
+                target, spec, batching, status, rejected, live, promoted, version
+            )
             if outcome.writes:
                 outcome.events.append(("Normal", "Applied", "applied " + ", ".join(outcome.writes)))
         else:
@@ -192,6 +198,7 @@ class Reconciler:
             (retrieval, retrieval_status),
             rejected,
             quality,
+            live,
         )
         return outcome
 
@@ -273,6 +280,7 @@ class Reconciler:
         batching: BatchingConfig,
         status: Mapping[str, Any],
         rejected: list[Problem],
+        live: plan.LiveChildren,
         promoted: str | None = None,
         serving_version: int | None = None,
     ) -> list[str]:
@@ -280,10 +288,12 @@ class Reconciler:
 
         Children the API server refuses (requests above limits, RBAC missing a kind, a
         terminating namespace) are added to ``rejected`` and the rest still applied, so a pass
-        never crash-loops on one of them.
+        never crash-loops on one of them. A kind whose list fails is read child by child, so it
+        never holds back an apply; its error is raised before pruning, which it would make blind.
         """
         caps = self.kube.capabilities(self.settings.capabilities_ttl_seconds)
         desired = render_all(target, spec, batching, caps, promoted, self.settings.network, serving_version)
+        list_error = self._list_owned(target, caps.milvus_operator or caps.prometheus_operator, live)
         wanted = generated_secrets(target, spec)
         # Read by name (``get``), never listed: the operator reads only the Secrets it names.
         live_secrets = {s.name: self.kube.secret_data(s.name, target.namespace) for s in wanted}
@@ -291,24 +301,41 @@ class Reconciler:
             target, wanted, live_secrets, _new_secret_value
         )
         rejected.extend(problems)
-        done = self.writer.perform(plan.apply_intents(target, spec, status, desired, secret_intents))
-        owned = self._owned_children(target, caps.milvus_operator or caps.prometheus_operator)
-        pruned = self.writer.perform(plan.prune_intents(target, desired, owned))
+        done = self.writer.perform(plan.apply_intents(target, spec, status, desired, secret_intents, live))
+        live.mark_changed(done.changed)
+        if list_error is not None:
+            raise list_error
+        pruned = self.writer.perform(plan.prune_intents(target, desired, live.owned()))
+        live.mark_changed(pruned.changed)
         rejected.extend(done.rejected + pruned.rejected)
         return done.writes + pruned.writes
 
-    def _owned_children(self, target: Target, optional_kinds: bool) -> list[plan.OwnedChild]:
-        """The live objects of every prunable kind with this deployment's label (never PVCs).
+    def _list_owned(
+        self, target: Target, optional_kinds: bool, live: plan.LiveChildren
+    ) -> ApiException | None:
+        """List every prunable kind with this deployment's label (never PVCs) into ``live``.
 
-        A kind that is not served, or whose CRD went away since discovery, has nothing to prune.
+        A kind that is not served, or whose CRD went away since discovery, has none. Returns
+        the first list that failed otherwise (that kind stays unlisted).
         """
         kinds = PRUNABLE_KINDS + (OPTIONAL_PRUNABLE_KINDS if optional_kinds else ())
         selector = f"{DEPLOYMENT_LABEL}={target.name}"
-        owned: list[plan.OwnedChild] = []
+        error: ApiException | None = None
         for api_version, kind in kinds:
-            items = self.kube.list_if_served(api_version, kind, target.namespace, selector)
-            owned += [plan.owned_child(api_version, kind, item) for item in items]
-        return owned
+            try:
+                items = self.kube.list_if_served(api_version, kind, target.namespace, selector)
+            except ApiException as exc:
+                error = error or exc
+                continue
+            live.add_listing(api_version, kind, items)
+        return error
+
+    def _read(
+        self, live: plan.LiveChildren | None, api_version: str, kind: str, name: str, namespace: str
+    ) -> Manifest | None:
+        """A child as this pass listed it, else as the API server has it now."""
+        seen = live.get(kind, name) if live is not None else UNREAD
+        return self.kube.get(api_version, kind, name, namespace) if seen is UNREAD else seen
 
     def _observe_retrieval(
         self, target: Target, spec: PhoenixDeploymentSpec, blocked: bool
@@ -377,8 +404,9 @@ class Reconciler:
         retrieval: tuple[RetrievalState | None, RetrievalStatus | None] | None,
         rejected: list[Problem],
         quality: qual.QualityOutcome | None = None,
+        live: plan.LiveChildren | None = None,
     ) -> None:
-        deployment = self.kube.get("apps/v1", "Deployment", triton_name(target.name), target.namespace)
+        deployment = self._read(live, "apps/v1", "Deployment", triton_name(target.name), target.namespace)
         triton = DeploymentState.from_object(deployment)
         pods = (
             self.kube.list("v1", "Pod", target.namespace, selector_string(target))
@@ -386,7 +414,7 @@ class Reconciler:
             else []
         )
         retrieval_state, retrieval_status = retrieval if retrieval else (None, None)
-        gateway, gateway_pods = self._observe_gateway(target, spec)
+        gateway, gateway_pods = self._observe_gateway(target, spec, live)
         embedder = embedder_state(spec) if spec is not None else None
         snap = Snapshot(
             triton=triton,
@@ -408,7 +436,7 @@ class Reconciler:
         if spec is not None and embedder is None:
             drop += ("EmbedderCompatible",)
         desired = desired_conditions(snap)
-        jobs = self._job_status(target, spec)
+        jobs = self._job_status(target, spec, live)
         if spec is not None:
             quality_status = quality.quality if quality else None
             scheduled = (jobs.get("evaluation") or {}).get("createdAt")
@@ -463,18 +491,20 @@ class Reconciler:
             )
 
     def _observe_gateway(
-        self, target: Target, spec: PhoenixDeploymentSpec | None
+        self, target: Target, spec: PhoenixDeploymentSpec | None, live: plan.LiveChildren | None
     ) -> tuple[DeploymentState | None, list[Manifest]]:
         """The gateway Deployment and its pods; (None, []) when the spec has no gateway."""
         if spec is None or not spec.gateway.enabled:
             return None, []
-        deployment = self.kube.get("apps/v1", "Deployment", gateway_name(target.name), target.namespace)
+        deployment = self._read(live, "apps/v1", "Deployment", gateway_name(target.name), target.namespace)
         if deployment is None:
             return DeploymentState.from_object(None), []
         pods = self.kube.list("v1", "Pod", target.namespace, selector_string(target, "gateway"))
         return DeploymentState.from_object(deployment), pods
 
-    def _job_status(self, target: Target, spec: PhoenixDeploymentSpec | None) -> dict[str, Any]:
+    def _job_status(
+        self, target: Target, spec: PhoenixDeploymentSpec | None, live: plan.LiveChildren | None
+    ) -> dict[str, Any]:
         """Schedule and last runs of the quality CronJobs (refresh, retraining, evaluation, fine-tuning)."""
         if spec is None:
             return {}
@@ -485,7 +515,7 @@ class Reconciler:
             ("evaluation", EVALUATION_JOB),
             ("fineTuning", FINE_TUNE_JOB),
         ):
-            cron = self.kube.get("batch/v1", "CronJob", f"{target.name}-{suffix}", target.namespace)
+            cron = self._read(live, "batch/v1", "CronJob", f"{target.name}-{suffix}", target.namespace)
             if cron is None:
                 continue
             cron_status = cron.get("status") or {}

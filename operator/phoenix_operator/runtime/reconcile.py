@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import functools
 import logging
 import threading
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
 
 import kopf
+from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
@@ -41,6 +43,17 @@ def load_kube_config() -> None:
         k8s_config.load_incluster_config()
     except k8s_config.ConfigException:
         k8s_config.load_kube_config()
+
+
+def api_client(ours: OperatorSettings, base: k8s_client.Configuration | None = None) -> k8s_client.ApiClient:
+    """The process's one API client, with a connection for every thread that may use it at once.
+
+    The client's default pool (five per CPU) is smaller than the handler and control-step
+    threads together; every request beyond it opens, and then discards, a new TLS connection.
+    """
+    configuration = copy.copy(base) if base is not None else k8s_client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = ours.reconcile_workers + ours.control_workers + 2
+    return k8s_client.ApiClient(configuration)
 
 
 @dataclass
@@ -106,7 +119,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
 
     def build() -> Reconciler:
         load_kube_config()
-        return Reconciler(Kube(), ours)
+        return Reconciler(Kube(api_client(ours)), ours)
 
     reconciler = await asyncio.get_running_loop().run_in_executor(None, build)
     process = Process(ours, reconciler, executor=settings.execution.executor)
