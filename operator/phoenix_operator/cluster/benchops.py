@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -170,6 +171,12 @@ def operator_requests(lines: Iterable[str], namespace: str) -> list[Request]:
             )
         )
     return sorted(out, key=lambda r: r.at)
+
+
+def requests_by_kind(requests: Sequence[Request]) -> dict[str, int]:
+    """Requests per ``verb resource[/subresource]`` over the run, most frequent first."""
+    counts = Counter(f"{r.verb} {r.resource}{'/' + r.subresource if r.subresource else ''}" for r in requests)
+    return dict(counts.most_common())
 
 
 def between(requests: Sequence[Request], start: float, end: float) -> list[Request]:
@@ -559,6 +566,8 @@ def _measure(
         "steps_within_10pct": rounded(share_within(drift, 0.1), 4),
         "api_rps": round(len(window) / (window_end - window_start), 2),
         "api_rps_ramp": round(len(ramp) / max(ready_at - t0, 1e-9), 2),
+        "api_requests_per_deployment": round(len(requests) / n, 1),
+        "api_requests_by_kind": requests_by_kind(requests),
         "writes_converged": len(writes),
         "writes_converged_sample": [str(w) for w in writes[:10]],
         "writes_converged_why": why,
