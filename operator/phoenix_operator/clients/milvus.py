@@ -19,7 +19,8 @@ from pymilvus import DataType, MilvusClient
 from pymilvus.client.types import LoadState, Status
 from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
 
-from phoenix_operator.api.models import CollectionSpec, RetrievalStatus, SecretKeyRef
+from phoenix_operator.api.models import CollectionSpec, RetrievalStatus
+from phoenix_operator.render.secrets import TokenSecretError, resolve_token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,50 +86,6 @@ class CollectionReport:
     message: str
     status: RetrievalStatus
     actions: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------------------------
-# token
-
-
-class TokenSecretError(ValueError):
-    """The token Secret named by ``tokenSecretRef`` is unusable; ``reason`` is a condition reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def resolve_token(secret_data: Mapping[str, bytes | str] | None, ref: SecretKeyRef | None) -> str | None:
-    """The Milvus token from a Secret's data (values already base64-decoded), or None without a ref.
-
-    Surrounding whitespace is stripped: a token written with ``echo`` into a file carries a newline
-    that Milvus would reject as a wrong password. Raises TokenSecretError (never returns "") when
-    the Secret is missing (``secret_data`` None), lacks the key, or the value is empty or not UTF-8.
-    """
-    if ref is None:
-        return None
-    where = f"retrieval.milvus.external.tokenSecretRef (Secret {ref.name!r}, key {ref.key!r})"
-    if secret_data is None:
-        raise TokenSecretError(
-            "SecretNotFound", f"{where}: the Secret does not exist; create it or fix the name"
-        )
-    if ref.key not in secret_data:
-        present = ", ".join(sorted(secret_data)) or "none"
-        raise TokenSecretError(
-            "SecretKeyNotFound", f"{where}: the Secret has no key {ref.key!r} (keys: {present}); fix the key"
-        )
-    value = secret_data[ref.key]
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise TokenSecretError("SecretValueInvalid", f"{where}: the value is not UTF-8 text") from None
-    token = value.strip()
-    if not token:
-        raise TokenSecretError("SecretValueInvalid", f"{where}: the value is empty")
-    return token
 
 
 # --------------------------------------------------------------------------------------------

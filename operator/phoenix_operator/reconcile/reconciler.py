@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
@@ -25,7 +25,6 @@ from phoenix_operator.api.models import (
     RetrievalStatus,
 )
 from phoenix_operator.clients.kube import Kube, Manifest
-from phoenix_operator.clients.milvus import TokenSecretError, ensure_collection, resolve_token
 from phoenix_operator.clients.triton import TritonModelControl, triton_control_key
 from phoenix_operator.clients.writer import Writer
 from phoenix_operator.intents import UNREAD
@@ -49,7 +48,12 @@ from phoenix_operator.render.objects import (
     selector_string,
     triton_name,
 )
-from phoenix_operator.render.secrets import milvus_root_secret_name, milvus_token
+from phoenix_operator.render.secrets import (
+    TokenSecretError,
+    milvus_root_secret_name,
+    milvus_token,
+    resolve_token,
+)
 from phoenix_operator.render.tritonconfig import BatchingConfig, batching_in_force
 from phoenix_operator.settings import OperatorSettings
 from phoenix_operator.status import quality as qual
@@ -372,6 +376,10 @@ class Reconciler:
                     )
                 except TokenSecretError as exc:
                     return RetrievalState(False, exc.reason, exc.message), base, []
+        # Here, not at the top: pymilvus brings pandas, pyarrow and gRPC (about 95 MB of resident
+        # memory), which an operator whose deployments have no retrieval never needs.
+        from phoenix_operator.clients.milvus import ensure_collection
+
         report = ensure_collection(
             self.settings.resolve(endpoint),
             token,
@@ -408,13 +416,19 @@ class Reconciler:
     ) -> None:
         deployment = self._read(live, "apps/v1", "Deployment", triton_name(target.name), target.namespace)
         triton = DeploymentState.from_object(deployment)
-        pods = (
-            self.kube.list("v1", "Pod", target.namespace, selector_string(target))
-            if deployment is not None
-            else []
+        gateway_deployment = self._gateway_deployment(target, spec, live)
+        # One list for the pods of Triton and the gateway, told apart by their component label.
+        pods_of = (
+            _by_component(self.kube.list("v1", "Pod", target.namespace, f"{DEPLOYMENT_LABEL}={target.name}"))
+            if deployment is not None or gateway_deployment
+            else {}
         )
+        pods = pods_of.get("triton", []) if deployment is not None else []
         retrieval_state, retrieval_status = retrieval if retrieval else (None, None)
-        gateway, gateway_pods = self._observe_gateway(target, spec, live)
+        gateway, gateway_pods = None, []
+        if gateway_deployment is not False:
+            gateway = DeploymentState.from_object(gateway_deployment)
+            gateway_pods = pods_of.get("gateway", []) if gateway_deployment else []
         embedder = embedder_state(spec) if spec is not None else None
         snap = Snapshot(
             triton=triton,
@@ -490,17 +504,13 @@ class Reconciler:
                 (event_type(cond), f"{cond['type']}{cond['status']}", f"{cond['reason']}: {cond['message']}")
             )
 
-    def _observe_gateway(
+    def _gateway_deployment(
         self, target: Target, spec: PhoenixDeploymentSpec | None, live: plan.LiveChildren | None
-    ) -> tuple[DeploymentState | None, list[Manifest]]:
-        """The gateway Deployment and its pods; (None, []) when the spec has no gateway."""
+    ) -> Manifest | Literal[False] | None:
+        """The gateway Deployment (None: not there yet); False when the spec has no gateway."""
         if spec is None or not spec.gateway.enabled:
-            return None, []
-        deployment = self._read(live, "apps/v1", "Deployment", gateway_name(target.name), target.namespace)
-        if deployment is None:
-            return DeploymentState.from_object(None), []
-        pods = self.kube.list("v1", "Pod", target.namespace, selector_string(target, "gateway"))
-        return DeploymentState.from_object(deployment), pods
+            return False
+        return self._read(live, "apps/v1", "Deployment", gateway_name(target.name), target.namespace)
 
     def _job_status(
         self, target: Target, spec: PhoenixDeploymentSpec | None, live: plan.LiveChildren | None
@@ -563,6 +573,14 @@ def with_removals(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
             out[key] = with_removals(before, value)
         else:
             out[key] = value
+    return out
+
+
+def _by_component(pods: list[Manifest]) -> dict[str, list[Manifest]]:
+    out: dict[str, list[Manifest]] = {}
+    for pod in pods:
+        component = ((pod.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL, "")
+        out.setdefault(component, []).append(pod)
     return out
 
 

@@ -7,6 +7,10 @@ ones a spec names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from phoenix_operator.api.models import SecretKeyRef
+
 #: Header Triton's restricted model-control endpoints require (``--http-restricted-api`` /
 #: ``--grpc-restricted-protocol``); its value is the generated key.
 TRITON_CONTROL_HEADER = "phoenix-control-key"
@@ -57,3 +61,43 @@ def triton_control_headers(data: dict[str, str] | None, grpc: bool = False) -> d
     if not key:
         return {}
     return {TRITON_CONTROL_GRPC_HEADER if grpc else TRITON_CONTROL_HEADER: key}
+
+
+class TokenSecretError(ValueError):
+    """The token Secret named by ``tokenSecretRef`` is unusable; ``reason`` is a condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def resolve_token(secret_data: Mapping[str, bytes | str] | None, ref: SecretKeyRef | None) -> str | None:
+    """The Milvus token from a Secret's data (values already base64-decoded), or None without a ref.
+
+    Surrounding whitespace is stripped: a token written with ``echo`` into a file carries a newline
+    that Milvus would reject as a wrong password. Raises TokenSecretError (never returns "") when
+    the Secret is missing (``secret_data`` None), lacks the key, or the value is empty or not UTF-8.
+    """
+    if ref is None:
+        return None
+    where = f"retrieval.milvus.external.tokenSecretRef (Secret {ref.name!r}, key {ref.key!r})"
+    if secret_data is None:
+        raise TokenSecretError(
+            "SecretNotFound", f"{where}: the Secret does not exist; create it or fix the name"
+        )
+    if ref.key not in secret_data:
+        present = ", ".join(sorted(secret_data)) or "none"
+        raise TokenSecretError(
+            "SecretKeyNotFound", f"{where}: the Secret has no key {ref.key!r} (keys: {present}); fix the key"
+        )
+    value = secret_data[ref.key]
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TokenSecretError("SecretValueInvalid", f"{where}: the value is not UTF-8 text") from None
+    token = value.strip()
+    if not token:
+        raise TokenSecretError("SecretValueInvalid", f"{where}: the value is empty")
+    return token
