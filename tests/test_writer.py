@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections import Counter
 from typing import Any
 
@@ -213,3 +214,25 @@ def test_a_kind_that_cannot_be_listed_is_still_applied_and_the_pass_fails_before
 
     mocker.stopall()
     assert "deleted ConfigMap/halflisted-stale" in reconcile().writes
+
+
+def test_reads_and_writes_reuse_one_connection(
+    kube_cluster: Any, kube_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A response left unread keeps its connection from the pool: each request would then pay a
+    new TLS handshake, most of a busy operator's CPU."""
+    ns = kube_namespace
+    kube = Kube(client.ApiClient(kube_cluster.api_client.configuration))
+    writer = Writer(kube)
+    kube.list("v1", "ConfigMap", ns, "a=b")  # discovery and the first connection
+    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+        for i in range(5):
+            cm = _config_map(ns, f"reuse-{i}", {"a": str(i)})
+            writer.perform([ApplyChild(cm)])
+            assert kube.get("v1", "ConfigMap", f"reuse-{i}", ns) is not None
+            assert kube.get("v1", "ConfigMap", "never-there", ns) is None
+            kube.list("v1", "ConfigMap", ns, "a=b")
+            kube.post_event(kube.get("v1", "ConfigMap", f"reuse-{i}", ns) or {}, "Normal", "Test", "reuse")
+            writer.perform([DeleteChild("v1", "ConfigMap", f"reuse-{i}", ns)])
+    opened = [r.getMessage() for r in caplog.records if "Starting new" in r.getMessage()]
+    assert opened == [], opened

@@ -157,7 +157,6 @@ class Kube:
             namespace=meta["namespace"],
             field_manager=field_manager,
             force_conflicts=True,
-            serialize=False,
         )
         return True
 
@@ -169,9 +168,7 @@ class Kube:
         """
         meta = obj["metadata"]
         try:
-            self.resource(obj["apiVersion"], obj["kind"]).create(
-                body=obj, namespace=meta["namespace"], serialize=False
-            )
+            self.resource(obj["apiVersion"], obj["kind"]).create(body=obj, namespace=meta["namespace"])
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -198,7 +195,6 @@ class Kube:
             namespace=namespace,
             field_manager=AUTOSCALER_FIELD_MANAGER,
             force_conflicts=True,
-            serialize=False,
         )
         return True
 
@@ -241,7 +237,7 @@ class Kube:
             "count": 1,
         }
         try:
-            self.resource("v1", "Event").create(body=body, namespace=meta["namespace"], serialize=False)
+            self.resource("v1", "Event").create(body=body, namespace=meta["namespace"])
         except ApiException as exc:
             log.info(
                 f"Event {reason} on {meta['namespace']}/{meta['name']} dropped: {exc.status} {exc.reason}"
@@ -290,7 +286,8 @@ def _json(response: Any) -> Manifest:
     """The body of a raw response as plain JSON.
 
     The dynamic client's own wrapping (``ResourceInstance``, then ``to_dict``) costs about eight
-    times the parse itself, and a pass reads every child.
+    times the parse itself, and a pass reads every child. Reading the whole body is also what
+    hands the connection back to the pool: a raw response left unread holds it.
     """
     body: Manifest = json.loads(response.data)
     return body

@@ -109,7 +109,7 @@ class Writer:
     def _delete(self, api_version: str, kind: str, name: str, namespace: str) -> bool:
         try:
             self.kube.resource(api_version, kind).delete(
-                name=name, namespace=namespace, body={"propagationPolicy": "Background"}, serialize=False
+                name=name, namespace=namespace, body={"propagationPolicy": "Background"}
             )
         except NotFoundError:
             return False  # already gone: what pruning wanted
