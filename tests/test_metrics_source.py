@@ -44,6 +44,7 @@ from phoenix_operator.clients.prometheus import (
     Q_TTFT_HISTOGRAM,
     Q_TTFT_SUMMARY,
     Q_TTFT_VLLM,
+    QUERY_LABEL,
     VALUE_FIELDS,
     PrometheusMetricSource,
     QueryOutcome,
@@ -51,10 +52,13 @@ from phoenix_operator.clients.prometheus import (
     assemble_observation,
     build_queries,
     class_missing_key,
+    combine,
+    combined_queries,
     label_matchers,
     parse_vector,
     promql_duration,
     scalar_value,
+    split_combined,
 )
 from phoenix_operator.control.policy import check_retrieval
 from phoenix_operator.local._proc import wait_for
@@ -102,6 +106,32 @@ def test_queries_are_scoped_by_selector_model_and_window() -> None:
 # ============================================================================================
 # Pure: parsing
 # ============================================================================================
+def test_queries_are_combined_in_groups_that_fit_a_url_and_split_back_by_name() -> None:
+    queries = build_queries(SELECTOR, "m", 60)
+    groups = combined_queries(queries, max_chars=1500)
+    assert len(groups) > 1 and all(len(combine(g)) <= 1500 for g in groups)
+    assert [name for g in groups for name in g] == list(queries), "every query once, in order"
+    assert len(combined_queries(queries)) <= 3, "a step costs Prometheus a few requests, not twenty"
+
+    group = {"a": "x", "b": "y", "c": "z"}
+    answer = QueryOutcome(
+        combine(group),
+        samples=(
+            Sample({QUERY_LABEL: "a", "stage": "search"}, 1.0, NOW),
+            Sample({QUERY_LABEL: "a", "stage": "embed"}, 2.0, NOW),
+            Sample({QUERY_LABEL: "b"}, 3.0, NOW),
+        ),
+    )
+    split = split_combined(answer, group)
+    assert split["a"] == QueryOutcome(
+        "x", samples=(Sample({"stage": "search"}, 1.0, NOW), Sample({"stage": "embed"}, 2.0, NOW))
+    )
+    assert split["b"].samples == (Sample({}, 3.0, NOW),) and split["b"].query == "y"
+    assert split["c"] == QueryOutcome("z"), "no series: an empty answer, not an error"
+    failed = split_combined(QueryOutcome(combine(group), error="timeout", unreachable=True), group)
+    assert {n: (o.error, o.unreachable) for n, o in failed.items()} == dict.fromkeys(group, ("timeout", True))
+
+
 def test_parse_vector_scalar_body_and_special_values() -> None:
     vector = [
         {"metric": {"pod": "a"}, "value": [NOW, "1.5"]},
@@ -585,6 +615,31 @@ def live(stack: Stack) -> Observation:
     obs = stack.source.observe(SELECTOR, EMULATED_LLM, CLASSES, WINDOW_S, time.time(), stale_after_s=5)
     print(f"observe() took {1000 * (time.monotonic() - began):.0f} ms: {obs}")
     return obs
+
+
+@pytest.mark.triton
+@pytest.mark.prometheus
+def test_combined_queries_answer_as_each_query_alone(stack: Stack) -> None:
+    """Prometheus evaluates the combined expressions exactly as it does each query on its own."""
+    at = time.time()
+    queries = build_queries(SELECTOR, EMULATED_LLM, WINDOW_S)
+    combined: dict[str, QueryOutcome] = {}
+    for group in combined_queries(queries):
+        combined.update(split_combined(stack.source.query(combine(group), at), group))
+    answered = 0
+    for name, promql in queries.items():
+        alone = stack.source.query(promql, at)
+        assert alone.error is None and combined[name].error is None, (name, alone.error, combined[name].error)
+
+        def values(outcome: QueryOutcome) -> list[tuple[tuple[tuple[str, str], ...], float]]:
+            return sorted((tuple(sorted(s.labels.items())), s.value) for s in outcome.samples)
+
+        got, want = values(combined[name]), values(alone)
+        assert [labels for labels, _ in got] == [labels for labels, _ in want], name
+        assert all(math.isclose(a, b, rel_tol=1e-9) or (math.isnan(a) and math.isnan(b))
+                   for (_, a), (_, b) in zip(got, want, strict=True)), (name, got, want)  # fmt: skip
+        answered += bool(want)
+    assert answered >= 8, "most queries have series under load: the comparison compared something"
 
 
 @pytest.mark.triton
