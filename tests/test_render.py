@@ -48,6 +48,7 @@ from phoenix_operator.status.conditions import (
     DeploymentState,
     Problem,
     Snapshot,
+    changed_conditions,
     desired_conditions,
     embedder_state,
 )
@@ -708,3 +709,18 @@ def test_secret_helpers_turn_secret_data_into_credentials() -> None:
 def test_yaml_is_emitted_by_libyaml_where_pyyaml_has_it() -> None:
     """The goldens above were written by PyYAML's pure-Python emitter: same text, five times faster."""
     assert not yaml.__with_libyaml__ or issubclass(yamlio._BlockDumper, yaml.CSafeDumper)
+
+
+def test_a_condition_first_appearing_quiet_posts_no_event_but_every_later_change_does() -> None:
+    def cond(type_: str, status: str, reason: str) -> dict[str, str]:
+        return {"type": type_, "status": status, "reason": reason, "message": ""}
+
+    first = [
+        cond("Ready", "False", "Creating"),
+        cond("Degraded", "False", "AsExpected"),
+        cond("Progressing", "False", "Stable"),
+    ]
+    assert [c["type"] for c in changed_conditions([], first)] == ["Ready"]
+    rolling = [cond("Progressing", "True", "RollingOut"), cond("Degraded", "True", "Unschedulable")]
+    assert [c["type"] for c in changed_conditions([], rolling)] == ["Progressing", "Degraded"]
+    assert [c["type"] for c in changed_conditions(rolling, first)] == ["Ready", "Degraded", "Progressing"]

@@ -254,12 +254,25 @@ def merge_conditions(
     return sorted(by_type.values(), key=lambda c: (order.get(c["type"], len(order)), c["type"]))
 
 
+#: A condition that first appears in one of these states says that nothing happened: no Event.
+QUIET_FIRST_STATES = {("Degraded", "False"), ("Progressing", "False")}
+
+
 def changed_conditions(
     old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Conditions whose status or reason changed: each deserves one Event, not one per resync."""
+    """Conditions whose status or reason changed: each deserves one Event, not one per resync.
+
+    Not a condition that first appears in a quiet state (`QUIET_FIRST_STATES`): at a thousand
+    deployments starting, those were one in five of the operator's Events.
+    """
     before = {c["type"]: (c.get("status"), c.get("reason")) for c in old}
-    return [dict(c) for c in new if before.get(c["type"]) != (c.get("status"), c.get("reason"))]
+    return [
+        dict(c)
+        for c in new
+        if before.get(c["type"]) != (c.get("status"), c.get("reason"))
+        and not (c["type"] not in before and (c["type"], c.get("status")) in QUIET_FIRST_STATES)
+    ]
 
 
 @dataclass
