@@ -17,7 +17,7 @@ from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.clients.kube import Kube
 from phoenix_operator.clients.writer import Writer
 from phoenix_operator.cluster.waiting import wait_for
-from phoenix_operator.intents import ApplyChild, DeleteChild, WriteStatus
+from phoenix_operator.intents import ApplyChild, DeleteChild, SetReplicas, WriteStatus
 from phoenix_operator.reconcile.reconciler import PRUNABLE_KINDS, Reconciler
 from phoenix_operator.render.objects import DEPLOYMENT_LABEL
 from phoenix_operator.settings import OperatorSettings
@@ -236,3 +236,37 @@ def test_reads_and_writes_reuse_one_connection(
             writer.perform([DeleteChild("v1", "ConfigMap", f"reuse-{i}", ns)])
     opened = [r.getMessage() for r in caplog.records if "Starting new" in r.getMessage()]
     assert opened == [], opened
+
+
+def test_replicas_are_compared_with_the_deployment_as_written_earlier_in_the_same_batch(
+    kube_cluster: Any, kube_namespace: str
+) -> None:
+    """What a pass listed before it applied the Deployment is stale by the time replicas are set."""
+    ns = kube_namespace
+    kube = Kube(kube_cluster.api_client)
+    writer = Writer(kube)
+
+    def deployment(replicas: int, revision: str) -> dict[str, Any]:
+        labels = {"app": "batch"}
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "batch", "namespace": ns, "annotations": {"revision": revision}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+                },
+            },
+        }
+
+    writer.perform([ApplyChild(deployment(1, "a")), SetReplicas("batch", ns, 3)])
+    listed = kube.get("apps/v1", "Deployment", "batch", ns)
+    assert listed is not None and listed["spec"]["replicas"] == 3
+    # The child's apply takes replicas back (2); the listing still says the autoscaler's 3.
+    done = writer.perform([ApplyChild(deployment(2, "b"), listed), SetReplicas("batch", ns, 3, listed)])
+    assert done.writes == ["Deployment/batch", "Deployment/batch replicas=3"]
+    live = kube.get("apps/v1", "Deployment", "batch", ns)
+    assert live is not None and live["spec"]["replicas"] == 3

@@ -19,6 +19,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 from phoenix_operator.clients.kube import Kube
 from phoenix_operator.clients.triton import BatchingApplyResult, TritonModelControl
 from phoenix_operator.intents import (
+    UNREAD,
     ApplyChild,
     CreateSecret,
     DeleteChild,
@@ -76,7 +77,9 @@ class Writer:
                 case CreateSecret(manifest):
                     self._refusable(done, manifest, functools.partial(self.kube.create_if_absent, manifest))
                 case SetReplicas(name, namespace, replicas, live):
-                    if self.kube.apply_replicas(name, namespace, replicas, live=live):
+                    # Applied earlier in this batch: what the pass listed is no longer what is live.
+                    fresh = UNREAD if ("Deployment", name) in done.changed else live
+                    if self.kube.apply_replicas(name, namespace, replicas, live=fresh):
                         done.writes.append(f"Deployment/{name} replicas={replicas}")
                         done.changed.append(("Deployment", name))
                 case DeleteChild(api_version, kind, name, namespace):
