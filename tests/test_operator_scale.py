@@ -602,3 +602,18 @@ def test_every_handler_and_control_thread_keeps_its_connection(
                 list(pool.map(hold_a_connection, range(threads)))
     discarded = [r.getMessage() for r in caplog.records if "pool is full" in r.getMessage()]
     assert discarded == []
+
+
+def test_the_bench_reads_the_audit_files_the_api_server_rotated_out(tmp_path: Path) -> None:
+    from phoenix_operator.cluster.benchops import audit_lines
+
+    (tmp_path / "audit-2026-12-06T04-10-00.000.log").write_text("first\nsecond\n")
+    (tmp_path / "audit-2026-12-06T04-20-00.000.log").write_text("third\n")
+    (tmp_path / "audit.log").write_text("fourth\n")
+    (tmp_path / "other.log").write_text("not ours\n")
+    assert [line.strip() for line in audit_lines(tmp_path / "audit.log")] == [
+        "first",
+        "second",
+        "third",
+        "fourth",
+    ]
