@@ -151,7 +151,7 @@ def _reconcilable(kube_cluster: Any, ns: str, name: str) -> tuple[Kube, Any]:
 
 
 def test_a_pass_reads_its_children_with_one_list_per_kind_and_status_sees_what_it_wrote(
-    kube_cluster: Any, kube_namespace: str, crds_installed: None, mocker: Any
+    kube_cluster: Any, kube_namespace: str, crds_installed: None, session_operator_paused: None, mocker: Any
 ) -> None:
     """At 1,000 deployments a read per child per pass is most of the operator's API traffic."""
     kube, reconcile = _reconcilable(kube_cluster, kube_namespace, "lister")
@@ -175,7 +175,7 @@ def test_a_pass_reads_its_children_with_one_list_per_kind_and_status_sees_what_i
 
 
 def test_a_kind_that_cannot_be_listed_is_still_applied_and_the_pass_fails_before_pruning(
-    kube_cluster: Any, kube_namespace: str, crds_installed: None, mocker: Any
+    kube_cluster: Any, kube_namespace: str, crds_installed: None, session_operator_paused: None, mocker: Any
 ) -> None:
     """The refused list is a stand-in (a patched `list_if_served` raising 403); the rest is real."""
     ns = kube_namespace
