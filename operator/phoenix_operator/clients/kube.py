@@ -119,6 +119,12 @@ class Kube:
             return None
         return _json(response)
 
+    def get_unless_read(
+        self, seen: Manifest | Unread | None, api_version: str, kind: str, name: str, namespace: str
+    ) -> Manifest | None:
+        """``seen`` when the caller has read the object already (None: it is absent), else read it now."""
+        return self.get(api_version, kind, name, namespace) if seen is UNREAD else seen
+
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Manifest]:
         """The matching objects, each with its ``apiVersion`` and ``kind`` (a list's items lack them)."""
         response = self.resource(api_version, kind).get(
@@ -147,8 +153,7 @@ class Kube:
         Returns True if written.
         """
         meta = obj["metadata"]
-        if live is UNREAD:
-            live = self.get(obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"])
+        live = self.get_unless_read(live, obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"])
         if not needs_apply(obj, live):
             return False
         self.resource(obj["apiVersion"], obj["kind"]).server_side_apply(
@@ -179,8 +184,7 @@ class Kube:
         self, name: str, namespace: str, replicas: int, live: Manifest | Unread | None = UNREAD
     ) -> bool:
         """Set a Deployment's replicas under the autoscaler's own field manager (no-op if equal)."""
-        if live is UNREAD:
-            live = self.get("apps/v1", "Deployment", name, namespace)
+        live = self.get_unless_read(live, "apps/v1", "Deployment", name, namespace)
         if live is not None and live.get("spec", {}).get("replicas") == replicas and _owns_replicas(live):
             return False
         body = {

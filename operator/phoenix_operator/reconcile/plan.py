@@ -51,20 +51,18 @@ class LiveChildren:
     listed (not served, or its list failed) and a child this pass changed read as `UNREAD`.
     """
 
-    listed_kinds: set[str] = field(default_factory=set)
+    #: api_version of every kind that was listed (the prunable kinds this pass can see).
+    listed: dict[str, str] = field(default_factory=dict)
     objects: dict[tuple[str, str], Manifest] = field(default_factory=dict)
     changed: set[tuple[str, str]] = field(default_factory=set)
-    #: (api_version, kind) of every prunable kind that was listed, in listing order.
-    prunable: list[tuple[str, str]] = field(default_factory=list)
 
     def add_listing(self, api_version: str, kind: str, items: Iterable[Manifest]) -> None:
-        self.listed_kinds.add(kind)
-        self.prunable.append((api_version, kind))
+        self.listed[kind] = api_version
         for item in items:
             self.objects[(kind, str(item["metadata"]["name"]))] = item
 
     def get(self, kind: str, name: str) -> Manifest | Unread | None:
-        if kind not in self.listed_kinds or (kind, name) in self.changed:
+        if kind not in self.listed or (kind, name) in self.changed:
             return UNREAD
         return self.objects.get((kind, name))
 
@@ -73,8 +71,7 @@ class LiveChildren:
 
     def owned(self) -> list[OwnedChild]:
         """What the listings found, for pruning."""
-        versions = {kind: api_version for api_version, kind in self.prunable}
-        return [owned_child(versions[kind], kind, obj) for (kind, _), obj in self.objects.items()]
+        return [owned_child(self.listed[kind], kind, obj) for (kind, _), obj in self.objects.items()]
 
 
 def generated_secret_intents(

@@ -339,7 +339,7 @@ class Reconciler:
     ) -> Manifest | None:
         """A child as this pass listed it, else as the API server has it now."""
         seen = live.get(kind, name) if live is not None else UNREAD
-        return self.kube.get(api_version, kind, name, namespace) if seen is UNREAD else seen
+        return self.kube.get_unless_read(seen, api_version, kind, name, namespace)
 
     def _observe_retrieval(
         self, target: Target, spec: PhoenixDeploymentSpec, blocked: bool
