@@ -109,6 +109,26 @@ def test_a_burst_within_the_usual_spread_orders_nothing_but_a_step_does() -> Non
     assert confirmed.replicas == 5 and "confirmed by queue/TTFT" in confirmed.reason
 
 
+def test_a_start_up_ramp_orders_nothing_on_a_capacity_learned_from_it() -> None:
+    # The first windows after start: the rate window still fills, so the load reads as rising
+    # (0.05 -> 0.31 req/s on one replica, TTFT with slack, no queue). Without a prior, capacity
+    # is learned from these same windows' slack, a lower bound: no replica is ordered.
+    def run(prior: float | None) -> list[Any]:
+        params = make_params(initial_capacity_rps=prior, tune_batching=False, interval_s=5.0, max_replicas=4)
+        state, now, decisions = PolicyState(), 0.0, []
+        for rate in (0.05, 0.16, 0.22, 0.31):
+            now += 5.0
+            obs = make_obs(now, rate=rate, ttft=0.5, ready=1, util=0.3)
+            decision, state = decide(params, obs, make_fleet(1), state, now)
+            decisions.append(decision)
+        return decisions
+
+    assert all(d.replicas is None for d in run(None)), [d.reason for d in run(None)]
+    # A known capacity (a load test's 0.2 req/s) still acts on the step at once.
+    known = run(0.2)
+    assert any(d.action == "scale-up" for d in known), [d.reason for d in known]
+
+
 def test_a_window_a_replica_joined_during_teaches_no_capacity() -> None:
     # 4 replicas ready now, 3 at the previous decision: the queue grew while 3 carried the load,
     # so 36 req/s over 4 replicas says nothing about what one sustains.

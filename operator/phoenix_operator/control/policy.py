@@ -578,7 +578,10 @@ def _load(
                 _replicas_for(sustained + trend + backlog, capacity, params.target_utilization),
                 _replicas_for(level + trend + backlog, capacity, up_util),
             ]
-            if confirmed or _surprise(loads, now, latest, params):
+            # A capacity learned only from slack is a lower bound: on a short history it cannot
+            # call the newest window a step past what a replica sustains.
+            bounded = prior is not None or refuted is not None
+            if confirmed or _surprise(loads, now, latest, params, short_history=bounded):
                 sizes.append(_replicas_for(forecast_up, capacity, up_util))
             needed_up = max(sizes)
         elif sustained == 0 and not pending:
@@ -638,16 +641,23 @@ def _replicas_for(load: float, capacity: float, utilization: float) -> int:
 
 
 def _surprise(
-    loads: tuple[tuple[float, float], ...], now: float, latest: float, params: PolicyParams
+    loads: tuple[tuple[float, float], ...],
+    now: float,
+    latest: float,
+    params: PolicyParams,
+    short_history: bool = True,
 ) -> bool:
     """Whether the newest window stands out of the sustained window's loads by more than
     ``newest_z`` standard deviations: a step worth acting on before the queue confirms it, not
-    the load's usual burstiness (which the queue absorbs)."""
+    the load's usual burstiness (which the queue absorbs). With too little history to call
+    anything usual, the answer is ``short_history``: True where the capacity it is weighed
+    against is known (a prior, or a load the queue refuted); False where it was learned from
+    that same short history's slack (a start-up's rising rate window would read as a step)."""
     if params.newest_z <= 0:
         return True
     before = [v for t, v in loads if now - t < max(params.sustained_s, params.interval_s)][:-1]
     if len(before) < 4:
-        return True  # too little history to call anything usual
+        return short_history
     mean = sum(before) / len(before)
     sd = math.sqrt(sum((v - mean) ** 2 for v in before) / (len(before) - 1))
     return latest > mean + params.newest_z * sd
