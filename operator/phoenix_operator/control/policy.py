@@ -232,6 +232,8 @@ class PolicyState:
     refuted: float | None = None
     #: Requests waiting at the previous decision (queue growth = overload).
     pending: float | None = None
+    #: When ``pending`` was read (its change over the time since is the queue's growth rate).
+    pending_at: float | None = None
     #: Replicas serving at the previous decision: a window teaches capacity only when the same
     #: number served all of it (one that came up at its end did not carry its load).
     serving: int | None = None
@@ -448,7 +450,22 @@ def _load(
         per_request = 1.0
         prior = params.initial_capacity_rps
     rate = obs.request_rate
-    load = None if rate is None else rate * per_request
+    pending = obs.pending_requests
+    served = None if rate is None else rate * per_request
+    # Requests arrive at the rate they complete plus the rate the queue grows: under overload
+    # completions are capped at what the fleet serves, and the rest of the load is the queue's
+    # growth. Capacity is learned from what was served; the load is what arrived.
+    arrived = rate
+    before, before_at = state.pending, state.pending_at
+    if (
+        rate is not None
+        and pending is not None
+        and before is not None
+        and before_at is not None
+        and now > before_at
+    ):
+        arrived = max(0.0, rate + (pending - before) / (now - before_at))
+    load = None if arrived is None else arrived * per_request
     horizon = params.warmup_s + params.interval_s
     keep = max(
         horizon,
@@ -466,7 +483,6 @@ def _load(
     # warming, the same number ready as at the last decision).
     capacity = state.capacity if state.capacity is not None else prior
     serving = obs.ready_replicas if obs.ready_replicas is not None else fleet.ready_replicas
-    pending = obs.pending_requests
     growing: bool | None = None
     shrinking = False
     if pending is not None and state.pending is not None:
@@ -478,10 +494,10 @@ def _load(
     learned = ""
     refuted = state.refuted
     climbing = _climbing(loads, now, params)
-    if load and serving > 0 and fleet.warming == 0 and state.serving in (None, serving):
+    if served and serving > 0 and fleet.warming == 0 and state.serving in (None, serving):
         # Evidence moves capacity part of the way (one window's load estimate is noisy); without
         # a prior, the first evidence is taken as it is.
-        per_replica = load / serving
+        per_replica = served / serving
         step = params.capacity_learning_rate
         if growing and ratio > params.scale_down_band and (capacity is None or per_replica < capacity):
             # The queue grows at this load: a replica sustains less than it.
@@ -595,6 +611,7 @@ def _load(
         mean_prompt_tokens=prompt,
         mean_output_tokens=output,
         pending=pending,
+        pending_at=now if pending is not None else state.pending_at,
         serving=serving,
         refuted=refuted,
     )
