@@ -85,7 +85,9 @@ def test_bench_writes_table_json_and_plots(tmp_path: Path) -> None:
     by_name = {p["name"]: p for p in data["policies"]}
     assert by_name["static-avg"]["scaling_actions"] == 0
     assert by_name["static-best"]["scaling_actions"] == 0
-    assert by_name["oracle"]["whole_run"]["slo_attainment"] >= 0.99
+    # The oracle meets the judged criterion for no more than the smallest fixed fleet that does.
+    assert by_name["oracle"]["slo_attainment"] >= 0.99
+    assert by_name["oracle"]["gpu_hours"] <= by_name["static-best"]["gpu_hours"] + 1e-9
     # Tuned on the training blocks: the chosen knobs are among the candidates tried there.
     tuning = data["tuning"]
     assert set(tuning) == {"phoenix-tuned", "hpa", "keda", "llmd-slo", "dynamo-planner"}

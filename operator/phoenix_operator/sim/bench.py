@@ -262,7 +262,28 @@ def to_markdown(report: BenchReport) -> str:
             f"Work-conservation lower bound: {mean:.3f} GPU-h (95 % CI {low:.3f}-{high:.3f}); "
             f"{report.replications} replications, mean ± half the 95 % CI."
         )
+        search = oracle_search_text(report)
+        if search:
+            lines.append(search[0].upper() + search[1:] + ".")
     return "\n".join(lines) + "\n"
+
+
+def oracle_search_text(report: BenchReport) -> str:
+    """How far the oracle was searched and how far it stays above the lower bound ("" without
+    an oracle): its remaining gap, stated with every run."""
+    oracle = next((f for name, f in report.figures() if "search" in f), None)
+    if oracle is None:
+        return ""
+    search = oracle["search"]
+    n = report.replications
+    text = (
+        f"the oracle converged in {round(search['converged'] * n)} of {n} replication(s) "
+        f"({search['simulations']:.0f} simulations on average)"
+    )
+    if report.bound_gpu_hours:
+        bound = float(np.mean(report.bound_gpu_hours))
+        text += f", {oracle['gpu_hours'] / bound:.2f}x the lower bound"
+    return text
 
 
 def pct(value: float) -> str:
@@ -386,13 +407,19 @@ def run_controller(
     )
     if ctx.workload.measured != whole:
         figures["whole_run"] = measure(result, ctx.slo_ttft_s, price_per_gpu_hour_usd, whole)
+    if isinstance(getattr(controller, "converged", None), bool):
+        # A searched schedule says how hard it was searched (share converged, once replicated).
+        figures["search"] = {
+            "simulations": int(controller.iterations_run),
+            "converged": float(controller.converged),
+        }
     wall = time.perf_counter() - started
     figures["wall_s"] = wall
     if not ctx.keep_records:
         result = replace(result, records=[])
     note = ""
     if getattr(controller, "feasible", True) is False:
-        note = "no schedule met the SLO in every window within the search budget"
+        note = "no schedule met the SLO over the measured window within the search budget"
     return PolicyRun(name=name, result=result, figures=figures, wall_s=wall, note=note)
 
 

@@ -294,7 +294,7 @@ def describe_workload(ctx: BenchContext) -> str:
 
 def describe_replications(report: BenchReport, split: bool) -> str:
     """How the figures were replicated, how knobs were tuned, and the GPU-hour lower bound."""
-    from phoenix_operator.sim.bench import mean_ci95
+    from phoenix_operator.sim.bench import mean_ci95, oracle_search_text
 
     parts = [
         f"{report.replications} replication(s) (trace phase offsets and priority draws); each figure is "
@@ -304,6 +304,9 @@ def describe_replications(report: BenchReport, split: bool) -> str:
         mean, (low, high) = mean_ci95(report.bound_gpu_hours)
         span = f" (95 % CI {low:.3f}-{high:.3f})" if math.isfinite(low) else ""
         parts.append(f"work-conservation lower bound {mean:.3f} GPU-h{span}")
+    search = oracle_search_text(report)
+    if search:
+        parts.append(search)
     if split:
         parts.append("scored on the held-out blocks of the trace slice (odd 5-minute blocks)")
     if report.tuning:
