@@ -2,13 +2,15 @@
 
 The real run sends a few seconds per rate, twice, through a real tritonserver and the simulator
 and fails when the simulator's batching drifts from Triton's. Its bounds: mean batch size and mean
-latency within 10 %, p95 latency within 15 % — at this size a p95 rests on ~300 requests, and
-identical arrival streams replayed on this 2-core machine gave real p95s 12 % apart
-(docs/fidelity.md); the 10 % p95 bound is checked on the full run recorded there.
+latency within 10 %, p95 latency within 15 % of the 95 % confidence interval of Triton's own p95 —
+at this size a p95 rests on a few hundred requests, and identical arrival streams replayed on this
+2-core machine gave real p95s 12 % apart (docs/fidelity.md); the 10 % p95 bound is checked on the
+full run recorded there.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +19,21 @@ import pytest
 from phoenix_operator.cli import COMMANDS
 from phoenix_operator.fidelity.calibration import fit_cost, observe_handoffs
 from phoenix_operator.fidelity.cases import poisson_case, trace_case
-from phoenix_operator.fidelity.comparison import SimInput, build_cases, real_figures, run_fidelity, run_sim
+from phoenix_operator.fidelity.comparison import (
+    SimInput,
+    beyond_interval,
+    build_cases,
+    real_figures,
+    run_fidelity,
+    run_sim,
+)
 from phoenix_operator.fidelity.config import DEFAULT_BATCHING, FidelityConfig
 from phoenix_operator.fidelity.harness import RealRun, dynamic_batching_block
 from phoenix_operator.fidelity.trace import Batch, Span, parse_trace
 from phoenix_operator.local.models import emulated_llm_config
 from phoenix_operator.sim import Arrival, BatcherConfig, BlockingBatchCost, QueuePolicy, simulate
 from phoenix_operator.sim.options import default_trace
-from phoenix_operator.stats import quantile
+from phoenix_operator.stats import quantile, quantile_interval
 
 MS = 1e-3
 #: Priority levels on: no prefetch, so Triton's batcher forms a batch only for an idle instance.
@@ -229,6 +238,22 @@ def test_repeats_pool_triton_figures_and_weigh_every_repeat_the_same_in_the_simu
     assert figs["mean_batch"] == pytest.approx(1.0)
 
 
+def test_a_tail_percentile_of_a_few_hundred_requests_is_known_to_an_interval() -> None:
+    latencies = [float(i) for i in range(1, 601)]  # ranks are values: the interval names ranks
+    low, high = quantile_interval(latencies, 0.95)
+    assert 555 <= low < quantile(latencies, 0.95) < high <= 585, (low, high)
+    # More requests pin it down: the interval in ranks grows as sqrt(n), the ranks as n.
+    many = [float(i) / 10 for i in range(1, 6001)]
+    many_low, many_high = quantile_interval(many, 0.95)
+    assert (many_high - many_low) / 600 < (high - low) / 600 / 2
+    assert all(math.isnan(v) for v in quantile_interval([], 0.95))
+    assert beyond_interval(100.0, 90.0, 110.0) == 0.0
+    assert beyond_interval(121.0, 90.0, 110.0) == pytest.approx(0.1)
+    assert beyond_interval(81.0, 90.0, 110.0) == pytest.approx(-0.1)
+    assert beyond_interval(None, 90.0, 110.0) is None
+    assert beyond_interval(100.0, float("nan"), float("nan")) is None
+
+
 def test_fidelity_is_a_phoenix_subcommand() -> None:
     assert COMMANDS["fidelity"] == "phoenix_operator.fidelity.cli:fidelity"
 
@@ -271,4 +296,10 @@ def test_simulator_batches_like_triton_at_small_size(tmp_path: Path) -> None:
         summary = f"{result.case}: {errors}"
         assert abs(errors["mean_batch"]) <= 0.10, summary
         assert abs(errors["latency_mean_ms"]) <= 0.10, summary
-        assert abs(errors["latency_p95_ms"]) <= 0.15, summary
+        # A p95 of ~600 requests is itself uncertain (ranks 560-581 of them), and on a shared
+        # 2-core machine that stretch of the tail is wide: the simulator's p95 is held to within
+        # 15 % of where Triton's p95 lies with 95 % confidence, not of the one rank.
+        interval = result.notes["real_latency_p95_interval_ms"]
+        assert interval[0] <= result.real["latency_p95_ms"] <= interval[1], interval
+        beyond = beyond_interval(result.sim["latency_p95_ms"], *interval)
+        assert beyond is not None and abs(beyond) <= 0.15, (summary, interval, result.notes["repeats"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -31,7 +32,7 @@ from phoenix_operator.sim.cost import BlockingBatchCost
 from phoenix_operator.sim.fleet import simulate
 from phoenix_operator.sim.request import Arrival as SimArrival
 from phoenix_operator.sim.request import RequestRecord as SimRecord
-from phoenix_operator.stats import quantile
+from phoenix_operator.stats import quantile, quantile_interval
 
 #: Key suffix of the per-priority-class p95 latency figures.
 _CLASS_P95 = "_latency_p95_ms"
@@ -181,6 +182,17 @@ def case_environment(observed: Handoffs, calibration: Calibration) -> tuple[floa
     return p, h
 
 
+def beyond_interval(value: float | None, low: float | None, high: float | None) -> float | None:
+    """How far ``value`` lies outside ``[low, high]``, relative to the nearer end (0 inside)."""
+    if value is None or low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    if value > high:
+        return (value - high) / high
+    if value < low:
+        return (value - low) / low
+    return 0.0
+
+
 def rel_error(real: float | None, sim: float | None) -> float | None:
     if real is None or sim is None or real == 0:
         return None
@@ -327,8 +339,13 @@ def compare(
                 "loadavg_after": [round(x, 2) for x in run.load_after],
             }
         )
+    pooled_latency = [s.latency_s for _case, run in runs for s in run.spans.values() if s.executed]
+    p95_low, p95_high = quantile_interval(pooled_latency, 0.95)
     notes: dict[str, Any] = {
         "repeats": repeats,
+        # Where Triton's pooled p95 lies with 95 % confidence: how far apart its own figure could
+        # be from the simulator's by sampling alone, before any modelling error.
+        "real_latency_p95_interval_ms": [_ms(p95_low), _ms(p95_high)],
         "seen_rps": round(seen_rps, 2),
         "capacity_rps": round(capacity, 1),
         "missing_traces": sum(len(c.schedule) - len(run.spans) for c, run in runs),

@@ -6,7 +6,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from phoenix_operator.fidelity.comparison import _CLASS_P95, CaseResult, FidelityReport, rel_error
+from phoenix_operator.fidelity.comparison import (
+    _CLASS_P95,
+    CaseResult,
+    FidelityReport,
+    beyond_interval,
+    rel_error,
+)
 
 _ROWS: tuple[tuple[str, str], ...] = (
     ("mean_batch", "mean batch size"),
@@ -40,6 +46,18 @@ def _rows(result: CaseResult) -> list[tuple[str, str, str, str]]:
                 _spread([r["real_latency_p95_ms"] for r in repeats]),
                 _spread([r["sim_latency_p95_ms"] for r in repeats]),
                 _spread_pct([rel_error(r["real_latency_p95_ms"], r["sim_latency_p95_ms"]) for r in repeats]),
+            )
+        )
+    interval = result.notes.get("real_latency_p95_interval_ms")
+    if interval and all(v is not None and math.isfinite(v) for v in interval):
+        low, high = interval
+        sim_p95 = result.sim.get(key)
+        out.append(
+            (
+                "  Triton's p95, 95 % interval",
+                f"{low:.0f}–{high:.0f}",
+                _fmt(sim_p95),
+                _pct(beyond_interval(sim_p95, low, high)),
             )
         )
     out.append(("rejected", _fmt(result.real.get("rejected"), 0), _fmt(result.sim.get("rejected"), 1), "—"))
