@@ -58,6 +58,8 @@ rules:
 GPUS_PER_NODE = 64
 #: The autoscaled deployments' upper bound: the nodes must hold every one of them at it.
 AUTO_MAX_REPLICAS = 2
+#: The one metrics source's steady request rate, shared by every loop.
+STEADY_RPS = 4.0
 DEPLOYMENTS_PER_CPU_NODE = 20
 
 
@@ -79,6 +81,9 @@ def fleet_doc(name: str, mode: str, prometheus_url: str, namespace: str, interva
             "intervalSeconds": interval_s,
             "ttftP95TargetSeconds": 3,
             "tuneBatching": False,
+            # A load-tested prior, as a production spec carries (`phoenix plan --calibrate`):
+            # the steady load below is a fifth of it, so a converged loop holds one replica.
+            "replicaCapacity": {"requestsPerSecond": STEADY_RPS * 5},
             "metricsSelector": f'phoenix_deployment="fleet",namespace="{namespace}"',
         }
     return {
@@ -342,11 +347,11 @@ def _start_operator(local: LocalCluster, workdir: Path, resync_s: float) -> _Ope
 
 
 def _feed_steady_load(state: Any) -> Callable[[], None]:
-    """4 requests/s, 0.4 s each: one replica serves it far below target, so every loop holds still."""
+    """4 requests/s, 0.4 s each: a fifth of a replica's capacity, so every loop holds still."""
     stop = threading.Event()
 
     def feed() -> None:
-        while not stop.wait(0.25):
+        while not stop.wait(1.0 / STEADY_RPS):
             state.record_request(request_s=0.4, queue_s=0.1, compute_s=0.3, priority_class="standard")
             state.record_batch(1)
 

@@ -92,6 +92,16 @@ class StepResult:
     reconcile: bool = False
 
 
+def rendered(body: Mapping[str, Any]) -> bool:
+    """Whether the reconciler has finished a pass on this object (it writes observedGeneration).
+
+    Until then there is no Deployment to size and no pods to observe: a step would only spend API
+    reads and a Prometheus query on nothing, and at start-up with many deployments those calls
+    compete with the reconciler's first passes for the same threads.
+    """
+    return (body.get("status") or {}).get("observedGeneration") is not None
+
+
 def default_selector(name: str, namespace: str) -> str:
     """Series of this deployment's Triton pods (labels added by the PodMonitor's relabelling)."""
     return f'phoenix_deployment="{name}",namespace="{namespace}"'
@@ -154,7 +164,7 @@ class ControlLoop:
         except ValidationError:
             return StepResult()  # the reconciler reports invalid specs
         auto = spec.autoscaling
-        if auto.mode == AutoscalingMode.OFF or auto.prometheus_url is None:
+        if auto.mode == AutoscalingMode.OFF or auto.prometheus_url is None or not rendered(body):
             return StepResult()
         now = self.clock()
         target = Target(name=name, namespace=namespace, uid=uid)

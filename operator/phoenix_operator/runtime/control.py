@@ -21,7 +21,7 @@ import kopf
 from prometheus_client import Histogram
 
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
-from phoenix_operator.control.loop import ControlLoop
+from phoenix_operator.control.loop import ControlLoop, rendered
 from phoenix_operator.control.schedule import missed_slots, next_start
 from phoenix_operator.runtime import metrics as opmetrics
 from phoenix_operator.runtime.reconcile import PROCESS, process_of, refresh_owner, run_exclusive
@@ -151,6 +151,8 @@ async def run_control_loop(
     uid = body["metadata"]["uid"]
 
     async def step() -> None:
+        if not rendered(body):
+            return  # nothing to observe yet, and no control worker taken from the first passes
         began = time.monotonic()
         try:
             result = await in_executor(control.pool, run_exclusive, process, body, control.loop.step)
