@@ -580,6 +580,7 @@ def test_bench_operator_reports_every_figure_for_a_small_fleet(tmp_path: Path) -
     # any mode writes anything, status or Event.
     assert figures["writes_converged"] == 0, figures["writes_converged_why"]
     assert 50 < figures["rss_mb"] <= 250
+    assert figures["operator_log_errors"] == 0, tail(tmp_path / "work" / "operator.log", 80)
     # Children are read with one list per kind each pass, never one by one.
     by_kind = figures["api_requests_by_kind"]
     assert by_kind["list configmaps"] >= 6
