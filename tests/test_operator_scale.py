@@ -51,7 +51,7 @@ from phoenix_operator.intents import WriteStatus
 from phoenix_operator.local.prometheus import LocalPrometheus, ScrapeTarget
 from phoenix_operator.local.triton_metrics import TritonMetricsServer, TritonMetricsState
 from phoenix_operator.reconcile.reconciler import Reconciler
-from phoenix_operator.runner import build_registry, judge_peering
+from phoenix_operator.runner import build_registry, check_served, judge_peering, judge_served
 from phoenix_operator.runtime.control import run_periodically
 from phoenix_operator.runtime.reconcile import api_client
 from phoenix_operator.settings import OperatorSettings
@@ -386,6 +386,46 @@ def test_a_step_waits_for_the_first_pass_and_asks_nothing_before_it(
     assert after.observation is not None and not after.observation.usable
 
 
+@pytest.mark.parametrize(
+    ("status", "ok", "fatal", "retry"),
+    [
+        (200, True, None, None),
+        (404, False, "no CRD phoenixdeployments.serving.phoenixoperator.io", None),
+        (403, False, "may not list PhoenixDeployments in namespace shop (HTTP 403", None),
+        (401, False, "may not list PhoenixDeployments in namespace shop (HTTP 401", None),
+        (429, False, None, "storage is (re)initializing"),
+        (503, False, None, "storage is (re)initializing"),
+        (None, False, None, "storage is (re)initializing"),
+    ],
+)
+def test_served_judgement(status: int | None, ok: bool, fatal: str | None, retry: str | None) -> None:
+    """Listing PhoenixDeployments at start-up: a missing CRD or RBAC is final, the rest is retried."""
+    check = judge_served("in namespace shop", status, "storage is (re)initializing")
+    assert check.ok is ok
+    if fatal is None:
+        assert check.fatal is None
+    else:
+        assert check.fatal is not None and fatal in check.fatal and "\n" not in check.fatal
+        assert ("crds/" if status == 404 else "RBAC") in check.fatal
+    assert (check.retry is None) if retry is None else (check.retry is not None and retry in check.retry)
+
+
+def test_start_up_retries_an_api_server_that_does_not_answer_then_says_so() -> None:
+    """No server listens on the port (a real refused connection): retried, said once, then final."""
+    (port,) = pick_ports(1)
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{port}"
+    configuration.retries = 0
+    said: list[str] = []
+    began = time.monotonic()
+    check = check_served(client.ApiClient(configuration), ["shop"], False, wait_s=2.0, say=said.append)
+    assert 2.0 <= time.monotonic() - began < 10.0
+    assert not check.ok and check.fatal is not None
+    assert check.fatal.startswith("gave up after 2s listing PhoenixDeployments in namespace shop:")
+    assert "Connection refused" in check.fatal or "ConnectionRefused" in check.fatal, check.fatal
+    assert len(said) == 1 and said[0].startswith("waiting for the API server to serve PhoenixDeployments")
+
+
 # ============================================================================================
 # Start-up against a cluster without the peering CRD (its own bare cluster)
 # ============================================================================================
@@ -457,6 +497,18 @@ def test_start_up_says_what_peering_it_waits_for(bare_cluster: LocalCluster, tmp
     assert "kubectl apply --server-side -f crds/" in errors[0] and "--standalone" in errors[0]
     print(f"\nexited {code} after {time.monotonic() - began:.1f}s: {errors[0]}")
 
+    # Standalone needs no peering, but still our CRD: the same kind of line, naming it.
+    proc = _phoenix_run(bare_cluster, log_path, "--namespace", ns, "--standalone")
+    try:
+        code = proc.wait(timeout=60)
+    finally:
+        _stop(proc)
+    text = log_path.read_text().split(errors[0], 1)[1]
+    assert code == 2, text
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"no CRD {PLURAL}.{API_GROUP}" in errors[0], text
+    assert "kubectl apply --server-side -f crds/" in errors[0]
+
     # 2. The fix as the line says: crds/ now holds Kopf's CRDs. The peering object is missing:
     #    the operator starts, says what it waits for, and handles nothing yet.
     _kubectl(bare_cluster, "apply", "--server-side", "-f", str(CRD_DIR))
@@ -480,6 +532,9 @@ def test_start_up_says_what_peering_it_waits_for(bare_cluster: LocalCluster, tmp
             abort=lambda: None if proc.poll() is None else f"exited {proc.returncode}:\n{tail(log_path, 30)}",
             description="the operator's line about the missing peering object",
         )
+        # Started right after the CRDs were applied: nothing was logged as an error (the API
+        # server's cache of the new kinds may still have been filling; start-up waited for it).
+        assert " ERROR " not in log_path.read_text().split(errors[0], 1)[1], tail(log_path, 30)
         doc = _fleet_doc("paused", ns, None)
         doc["metadata"]["namespace"] = ns
         _kubectl(bare_cluster, "apply", "-f", "-", input=yaml.safe_dump(doc))

@@ -6,13 +6,15 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import click
 import kopf
 
+from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.settings import OperatorSettings
 
 log = logging.getLogger("phoenix_operator")
@@ -122,6 +124,93 @@ def _has_items(answer: object) -> bool:
     return isinstance(answer, dict) and bool(answer.get("items"))
 
 
+#: How long start-up waits for the API server to serve PhoenixDeployments: its cache of a CRD
+#: applied just before answers 429 until filled, and an API server restarting answers nothing.
+SERVED_WAIT_S = 60.0
+
+
+@dataclass(frozen=True)
+class ServedCheck:
+    """Whether the operator's account can list PhoenixDeployments where it watches, in one line."""
+
+    ok: bool = False
+    #: The operator cannot work: exit with this line (the fix is in it).
+    fatal: str | None = None
+    #: Likely to pass soon (a cache filling, an API server starting): ask again.
+    retry: str | None = None
+
+
+def judge_served(where: str, status: int | None, detail: str) -> ServedCheck:
+    """One answer to listing PhoenixDeployments ``where``: HTTP ``status`` (None: no answer)."""
+    if status == 200:
+        return ServedCheck(ok=True)
+    if status == 404:
+        return ServedCheck(
+            fatal=f"the cluster does not serve PhoenixDeployments (no CRD {PLURAL}.{API_GROUP}): "
+            "install it with `kubectl apply --server-side -f crds/` (or the chart)"
+        )
+    if status in (401, 403):
+        return ServedCheck(
+            fatal=f"the operator's account may not list PhoenixDeployments {where} (HTTP {status} "
+            f"{detail}): grant it the chart's RBAC (charts/phoenix-operator, or `helm template` "
+            "its Role/ClusterRole) for the namespaces it watches"
+        )
+    return ServedCheck(retry=f"listing PhoenixDeployments {where}: {detail}")
+
+
+def check_served(
+    api_client: Any,
+    namespaces: Sequence[str],
+    clusterwide: bool,
+    wait_s: float = SERVED_WAIT_S,
+    say: Callable[[str], None] = log.info,
+) -> ServedCheck:
+    """List PhoenixDeployments where the operator watches, until the answer is final or ``wait_s``.
+
+    Kopf would log a refused list or watch and retry for ever (a missing CRD or RBAC never
+    heals by itself) and logs a cache still filling as an error; this says which it is.
+    """
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    api = client.CustomObjectsApi(api_client)
+    exact = [n for n in namespaces if not any(c in n for c in "*?[!")]
+    places = [("cluster-wide", None)] if clusterwide else [(f"in namespace {n}", n) for n in exact]
+    deadline = time.monotonic() + wait_s
+    said = False
+    for where, namespace in places:
+        while True:
+            try:
+                if namespace is None:
+                    api.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, limit=1)
+                else:
+                    api.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, limit=1)
+                check = judge_served(where, 200, "")
+            except ApiException as exc:
+                check = judge_served(where, exc.status, f"{exc.reason}: {_message(exc.body)}".rstrip(": "))
+            except Exception as exc:  # no answer at all: refused, timed out, TLS
+                check = judge_served(where, None, f"{type(exc).__name__}: {exc}")
+            if check.ok:
+                break
+            if check.fatal or time.monotonic() >= deadline:
+                return check if check.fatal else ServedCheck(fatal=f"gave up after {wait_s:g}s {check.retry}")
+            if not said:
+                say(f"waiting for the API server to serve PhoenixDeployments: {check.retry}")
+                said = True
+            time.sleep(1.0)
+    return ServedCheck(ok=True)
+
+
+def _message(body: object) -> str:
+    """The ``message`` of a Kubernetes Status body, if the body is one."""
+    import json
+
+    try:
+        return str(json.loads(body).get("message", "")) if isinstance(body, (str, bytes)) else ""
+    except (ValueError, AttributeError):
+        return ""
+
+
 @click.command("run")
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Watch this namespace (repeatable).")
 @click.option("-A", "--all-namespaces", is_flag=True, help="Watch every namespace (cluster mode).")
@@ -174,15 +263,18 @@ def run(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     registry = build_registry(settings)
+    from kubernetes import client as k8s_client
+
+    from phoenix_operator.runtime.reconcile import load_kube_config
+
+    try:
+        load_kube_config()
+        unreadable = None
+    except Exception as exc:  # Kopf's own login then says what is wrong
+        unreadable = str(exc)
     if not standalone:
-        from kubernetes import client as k8s_client
-
-        from phoenix_operator.runtime.reconcile import load_kube_config
-
-        try:
-            load_kube_config()
-        except Exception as exc:  # Kopf's own login then says what is wrong
-            peering = judge_peering(peering_name, all_namespaces, True, (), unreadable=str(exc))
+        if unreadable is not None:
+            peering = judge_peering(peering_name, all_namespaces, True, (), unreadable=unreadable)
         else:
             peering = check_peering(k8s_client.ApiClient(), peering_name, namespaces, all_namespaces)
         if peering.fatal:
@@ -190,6 +282,11 @@ def run(
             sys.exit(2)
         if peering.waiting:
             log.warning(peering.waiting)
+    if unreadable is None:
+        served = check_served(k8s_client.ApiClient(), namespaces, all_namespaces)
+        if served.fatal:
+            log.error(served.fatal)
+            sys.exit(2)
     if metrics_port:
         from phoenix_operator.runtime import metrics as opmetrics
 
