@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -104,8 +105,7 @@ def check_peering(api_client: Any, name: str, namespaces: Sequence[str], cluster
             if not _has_items(found):
                 missing.append("")
         else:
-            # Kopf accepts glob patterns; only exact names can be looked up.
-            for namespace in (n for n in namespaces if not any(c in n for c in "*?[!")):
+            for namespace in exact_names(namespaces):
                 found = api.list_namespaced_custom_object(
                     PEERING_GROUP, PEERING_VERSION, namespace, plural, field_selector=selector
                 )
@@ -118,6 +118,11 @@ def check_peering(api_client: Any, name: str, namespaces: Sequence[str], cluster
     except Exception as exc:  # unreachable API server etc.: Kopf will report it in its own words
         return judge_peering(name, clusterwide, True, (), unreadable=f"{type(exc).__name__}: {exc}")
     return judge_peering(name, clusterwide, crd_served=True, missing_in=missing)
+
+
+def exact_names(namespaces: Sequence[str]) -> list[str]:
+    """The namespaces that can be looked up by name: Kopf also accepts glob patterns."""
+    return [n for n in namespaces if not any(c in n for c in "*?[!")]
 
 
 def _has_items(answer: object) -> bool:
@@ -173,42 +178,46 @@ def check_served(
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
+    from phoenix_operator.clients.writer import api_message
+    from phoenix_operator.cluster.waiting import WaitTimeout, wait_for
+
     api = client.CustomObjectsApi(api_client)
-    exact = [n for n in namespaces if not any(c in n for c in "*?[!")]
-    places = [("cluster-wide", None)] if clusterwide else [(f"in namespace {n}", n) for n in exact]
+    places: list[tuple[str, str | None]] = [("cluster-wide", None)]
+    if not clusterwide:
+        places = [(f"in namespace {n}", n) for n in exact_names(namespaces)]
     deadline = time.monotonic() + wait_s
-    said = False
+    answers: list[ServedCheck] = []
+
+    def answer(where: str, namespace: str | None) -> bool:
+        try:
+            if namespace is None:
+                api.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, limit=1)
+            else:
+                api.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, limit=1)
+            check = judge_served(where, 200, "")
+        except ApiException as exc:
+            check = judge_served(where, exc.status, f"{exc.reason}: {api_message(exc)}")
+        except Exception as exc:  # no answer at all: refused, timed out, TLS
+            check = judge_served(where, None, f"{type(exc).__name__}: {exc}")
+        if check.retry and not any(a.retry for a in answers):
+            say(f"waiting for the API server to serve PhoenixDeployments: {check.retry}")
+        answers.append(check)
+        return check.ok
+
     for where, namespace in places:
-        while True:
-            try:
-                if namespace is None:
-                    api.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, limit=1)
-                else:
-                    api.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, limit=1)
-                check = judge_served(where, 200, "")
-            except ApiException as exc:
-                check = judge_served(where, exc.status, f"{exc.reason}: {_message(exc.body)}".rstrip(": "))
-            except Exception as exc:  # no answer at all: refused, timed out, TLS
-                check = judge_served(where, None, f"{type(exc).__name__}: {exc}")
-            if check.ok:
-                break
-            if check.fatal or time.monotonic() >= deadline:
-                return check if check.fatal else ServedCheck(fatal=f"gave up after {wait_s:g}s {check.retry}")
-            if not said:
-                say(f"waiting for the API server to serve PhoenixDeployments: {check.retry}")
-                said = True
-            time.sleep(1.0)
+        try:
+            wait_for(
+                functools.partial(answer, where, namespace),
+                timeout=max(0.0, deadline - time.monotonic()),
+                interval=1.0,
+                ignore=(),
+                abort=lambda: answers[-1].fatal,
+                description=f"PhoenixDeployments served {where}",
+            )
+        except (WaitTimeout, RuntimeError):
+            last = answers[-1]
+            return last if last.fatal else ServedCheck(fatal=f"gave up after {wait_s:g}s {last.retry}")
     return ServedCheck(ok=True)
-
-
-def _message(body: object) -> str:
-    """The ``message`` of a Kubernetes Status body, if the body is one."""
-    import json
-
-    try:
-        return str(json.loads(body).get("message", "")) if isinstance(body, (str, bytes)) else ""
-    except (ValueError, AttributeError):
-        return ""
 
 
 @click.command("run")
@@ -272,18 +281,19 @@ def run(
         unreadable = None
     except Exception as exc:  # Kopf's own login then says what is wrong
         unreadable = str(exc)
+    checks_client = k8s_client.ApiClient() if unreadable is None else None
     if not standalone:
-        if unreadable is not None:
+        if checks_client is None:
             peering = judge_peering(peering_name, all_namespaces, True, (), unreadable=unreadable)
         else:
-            peering = check_peering(k8s_client.ApiClient(), peering_name, namespaces, all_namespaces)
+            peering = check_peering(checks_client, peering_name, namespaces, all_namespaces)
         if peering.fatal:
             log.error(peering.fatal)
             sys.exit(2)
         if peering.waiting:
             log.warning(peering.waiting)
-    if unreadable is None:
-        served = check_served(k8s_client.ApiClient(), namespaces, all_namespaces)
+    if checks_client is not None:
+        served = check_served(checks_client, namespaces, all_namespaces)
         if served.fatal:
             log.error(served.fatal)
             sys.exit(2)

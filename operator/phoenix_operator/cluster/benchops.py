@@ -427,15 +427,6 @@ def _install_crd(local: LocalCluster) -> None:
         interval=0.2,
         description="the bench namespace's default ServiceAccount",
     )
-    # Established is not served: until the API server's cache of the new kind has filled, lists
-    # and watches get 429 "storage is (re)initializing", which Kopf retries but logs as an error.
-    served = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{NAMESPACE}/{PLURAL}"
-    wait_for(
-        lambda: api.request("GET", served)[0] == 200,
-        timeout=60,
-        interval=0.2,
-        description="the API server to serve PhoenixDeployments",
-    )
 
 
 # ============================================================================================
