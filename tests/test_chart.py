@@ -73,7 +73,7 @@ DASHBOARD = CHART / "dashboards" / "phoenix-grafana.json"
 # ------------------------------------------------------------------------------------------------
 #: Child kinds: Kube.apply (get, then server-side apply = patch, authorised as create when the
 #: object is new), Reconciler._prune (list by label, delete), Reconciler._finish / _job_status /
-#: _managed_milvus_waiting and ControlLoop.step (get).
+#: _managed_milvus_waiting and ControlLoop.step (get, until the child watch has seen the Deployment).
 CHILD_VERBS = frozenset({"get", "list", "create", "patch", "delete"})
 AUDITED: dict[tuple[str, str], frozenset[str]] = {
     # Kopf: list+watch of the watched namespaces, patch for its finalizer and progress/diff-base

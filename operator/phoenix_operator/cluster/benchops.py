@@ -595,6 +595,7 @@ def _measure(
         "api_rps_ramp": round(len(ramp) / max(ready_at - t0, 1e-9), 2),
         "api_requests_per_deployment": round(len(requests) / n, 1),
         "api_requests_by_kind": requests_by_kind(requests),
+        "api_requests_converged_by_kind": requests_by_kind(window),
         "writes_converged": len(writes),
         "writes_converged_sample": [str(w) for w in writes[:10]],
         "writes_converged_why": why,

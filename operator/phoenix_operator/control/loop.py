@@ -90,6 +90,13 @@ class StepResult:
     #: runtime runs a reconcile pass right after writing status, and the reconciler, the one
     #: writer of children, renders them from it.
     reconcile: bool = False
+    #: Recomputes ``status_patch`` and ``events`` against another status than the one the step
+    #: read: the runtime steps on its watched copy of the object and, before writing, hands
+    #: this the status it has just read from the API and takes its (status_patch, events); the
+    #: decision itself is not retaken. It holds no reference to the result (no cycle to collect).
+    rebase: Callable[[Mapping[str, Any]], tuple[dict[str, Any], list[tuple[str, str, str]]]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 def rendered(body: Mapping[str, Any]) -> bool:
@@ -156,7 +163,12 @@ class ControlLoop:
     def forget(self, uid: str) -> None:
         self.states.pop(uid, None)
 
-    def step(self, body: Mapping[str, Any]) -> StepResult:
+    def step(self, body: Mapping[str, Any], deployment: DeploymentState | None = None) -> StepResult:
+        """One interval: observe, decide, act (auto mode) and draft the status to record.
+
+        ``deployment`` is the Triton Deployment as the operator's watch last saw it; None reads
+        it from the API.
+        """
         meta, status = body["metadata"], dict(body.get("status") or {})
         uid, name, namespace = meta["uid"], meta["name"], meta["namespace"]
         try:
@@ -169,9 +181,10 @@ class ControlLoop:
         now = self.clock()
         target = Target(name=name, namespace=namespace, uid=uid)
 
-        deployment = DeploymentState.from_object(
-            self.kube.get("apps/v1", "Deployment", triton_name(name), namespace)
-        )
+        if deployment is None:
+            deployment = DeploymentState.from_object(
+                self.kube.get("apps/v1", "Deployment", triton_name(name), namespace)
+            )
         source = self._sources.get(auto.prometheus_url)
         if source is None:
             source = self._sources[auto.prometheus_url] = self.source_factory(
@@ -229,22 +242,30 @@ class ControlLoop:
                     new_state = replace(new_state, trial=None, last_batching_at=None)
         self.states[uid] = new_state
 
-        self._record(
-            result,
-            decision,
-            observation,
-            retrieval,
-            status,
-            auto.mode,
-            now,
-            draft,
-            notes,
-            self.settings.max_decisions,
-            params.ttft_target_s,
-            extra_conditions,
-            # Only a loop that may retune batching keeps saying whether the last retune took.
-            drop_batching=not (auto.mode == AutoscalingMode.AUTO and auto.tune_batching),
-        )
+        acted, applied = dict(draft), result.applied
+
+        def record(current: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+            recorded = StepResult(applied=applied)
+            self._record(
+                recorded,
+                decision,
+                observation,
+                retrieval,
+                current,
+                auto.mode,
+                now,
+                dict(acted),
+                notes,
+                self.settings.max_decisions,
+                params.ttft_target_s,
+                extra_conditions,
+                # Only a loop that may retune batching keeps saying whether the last retune took.
+                drop_batching=not (auto.mode == AutoscalingMode.AUTO and auto.tune_batching),
+            )
+            return recorded.status_patch, recorded.events
+
+        result.status_patch, result.events = record(status)
+        result.rebase = record
         if self.on_step is not None:
             self.on_step(name, namespace, observation, decision, result.applied, auto.mode)
         return result

@@ -23,8 +23,9 @@ from prometheus_client import Histogram
 from phoenix_operator import API_GROUP, API_VERSION, PLURAL
 from phoenix_operator.control.loop import ControlLoop, rendered
 from phoenix_operator.control.schedule import missed_slots, next_start
+from phoenix_operator.render.objects import triton_name
 from phoenix_operator.runtime import metrics as opmetrics
-from phoenix_operator.runtime.reconcile import PROCESS, process_of, refresh_owner, run_exclusive
+from phoenix_operator.runtime.reconcile import PROCESS, process_of, refresh_owner, run_on_watched
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 DEFAULT_INTERVAL_S = 30.0
@@ -154,10 +155,13 @@ async def run_control_loop(
         if not rendered(body):
             return  # nothing to observe yet, and no control worker taken from the first passes
         began = time.monotonic()
+        meta = body["metadata"]
+        # As the child watch last saw it; None (not seen yet): the step reads it.
+        deployment = process.deployments.get((meta["namespace"], triton_name(meta["name"])))
+        work = functools.partial(control.loop.step, deployment=deployment)
         try:
-            result = await in_executor(control.pool, run_exclusive, process, body, control.loop.step)
+            result = await in_executor(control.pool, run_on_watched, process, body, work)
             if result is not None and result.reconcile:
-                meta = body["metadata"]
                 await in_executor(control.pool, refresh_owner, process, meta["namespace"], meta["name"])
         except Exception:  # one bad step must not kill the loop; the next interval retries
             logger.exception("control-loop step failed")

@@ -13,10 +13,10 @@ import copy
 import functools
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 import kopf
 from kubernetes import client as k8s_client
@@ -27,9 +27,10 @@ from phoenix_operator import API_GROUP, API_VERSION, KIND, PLURAL
 from phoenix_operator.clients.kube import Kube
 from phoenix_operator.intents import PostEvent, WriteStatus
 from phoenix_operator.reconcile.reconciler import Outcome, Reconciler
-from phoenix_operator.render.objects import DEPLOYMENT_LABEL
+from phoenix_operator.render.objects import DEPLOYMENT_LABEL, triton_name
 from phoenix_operator.runtime import metrics as opmetrics
 from phoenix_operator.settings import OperatorSettings
+from phoenix_operator.status.conditions import DeploymentState
 
 log = logging.getLogger("phoenix_operator")
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
@@ -56,6 +57,10 @@ def api_client(ours: OperatorSettings, base: k8s_client.Configuration | None = N
     return k8s_client.ApiClient(configuration)
 
 
+#: (namespace, name) of a PhoenixDeployment.
+OwnerKey = tuple[str, str]
+
+
 @dataclass
 class Process:
     """What one operator process holds: built once at start-up, kept in Kopf's operator memo."""
@@ -66,18 +71,23 @@ class Process:
     executor: Executor | None = None
     #: Coalesces bursts of child events into one status refresh per owner.
     children: Debouncer | None = None
+    #: Child Deployments as the child watch last saw them, by (namespace, name): a control step
+    #: sizes from its Triton Deployment's entry instead of reading it every interval. A plain
+    #: dict rather than a Kopf index, which cost about 0.45 MB per deployment (measured at N = 100).
+    deployments: dict[OwnerKey, DeploymentState] = field(default_factory=dict)
     #: One lock per object: Kopf runs timers concurrently with event handlers, and two passes
-    #: interleaving their status writes could flip a condition back and forth.
-    locks: dict[str, threading.Lock] = field(default_factory=dict)
+    #: interleaving their status writes could flip a condition back and forth. Keyed by
+    #: (namespace, name), which a child's labels give without reading the owner.
+    locks: dict[OwnerKey, threading.Lock] = field(default_factory=dict)
     locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
-    def lock_for(self, uid: str) -> threading.Lock:
+    def lock_for(self, key: OwnerKey) -> threading.Lock:
         with self.locks_guard:
-            return self.locks.setdefault(uid, threading.Lock())
+            return self.locks.setdefault(key, threading.Lock())
 
-    def forget(self, uid: str) -> None:
+    def forget(self, key: OwnerKey) -> None:
         with self.locks_guard:
-            self.locks.pop(uid, None)
+            self.locks.pop(key, None)
 
 
 def process_of(memo: kopf.Memo) -> Process:
@@ -139,42 +149,95 @@ class _Result(Protocol):
 
 
 R = TypeVar("R", bound=_Result)
-#: (namespace, name) of a PhoenixDeployment.
-OwnerKey = tuple[str, str]
 
 
-def run_exclusive(process: Process, body: kopf.Body, work: Callable[[dict[str, Any]], R]) -> R | None:
+def run_exclusive(
+    process: Process, body: Mapping[str, Any], work: Callable[[dict[str, Any]], R], *, deleting: bool = True
+) -> R | None:
     """Run ``work`` on a fresh copy of the object under its lock, then write status and Events.
 
     Reconciler and control loop both write status (conditions included, as one list); reading
     the object again inside the lock means neither overwrites what the other just wrote.
-    Returns None when the object is gone.
+    Returns None when the object is gone, or is being deleted and ``deleting`` is False.
     """
     meta = body["metadata"]
-    kube, writer = process.reconciler.kube, process.reconciler.writer
-    with process.lock_for(meta["uid"]):
-        try:
-            fresh = kube.get(f"{API_GROUP}/{API_VERSION}", KIND, meta["name"], meta["namespace"])
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        if fresh is None:
+    with process.lock_for((meta["namespace"], meta["name"])):
+        fresh = _read_owner(process, meta)
+        if fresh is None or (not deleting and fresh["metadata"].get("deletionTimestamp")):
             return None
         result = work(fresh)
-        if result.status_patch:
-            current = fresh.get("status") or {}
-            writer.perform([WriteStatus(meta["name"], meta["namespace"], current, result.status_patch)])
+        _write_status(process, fresh, result)
     # Outside the lock: Events are notes, and the next pass on this object need not wait for them.
-    writer.perform(PostEvent(fresh, type_, reason, message) for type_, reason, message in result.events)
+    _post_events(process, fresh, result)
     return result
 
 
-def _run(process: Process, body: kopf.Body, from_timer: bool) -> Outcome | None:
+class _Rebasable(_Result, Protocol):
+    rebase: Callable[[Mapping[str, Any]], tuple[dict[str, Any], list[tuple[str, str, str]]]] | None
+
+
+B = TypeVar("B", bound=_Rebasable)
+
+
+def run_on_watched(process: Process, body: kopf.Body, work: Callable[[dict[str, Any]], B]) -> B | None:
+    """Run ``work`` on Kopf's watched copy of the object under its lock; read it only to write.
+
+    For the control loop, whose converged step writes nothing: a fresh read every interval
+    would be most of the operator's API traffic at scale. When there is status to write, the
+    object is read inside the lock and the result rebased on the status found there, so a
+    write the watch has not delivered yet (the reconciler's, say) is not overwritten.
+    """
+    meta = body["metadata"]
+    with process.lock_for((meta["namespace"], meta["name"])):
+        seen = dict(body)
+        result = work(seen)
+        involved = seen
+        if result.status_patch:
+            fresh = _read_owner(process, meta)
+            if fresh is None:
+                return None
+            if (fresh.get("status") or {}) != (seen.get("status") or {}) and result.rebase is not None:
+                result.status_patch, result.events = result.rebase(fresh.get("status") or {})
+            _write_status(process, fresh, result)
+            involved = fresh
+    _post_events(process, involved, result)
+    return result
+
+
+def _read_owner(process: Process, meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    try:
+        fresh: dict[str, Any] | None = process.reconciler.kube.get(
+            f"{API_GROUP}/{API_VERSION}", KIND, meta["name"], meta["namespace"]
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return fresh
+
+
+def _write_status(process: Process, fresh: dict[str, Any], result: _Result) -> None:
+    if result.status_patch:
+        meta = fresh["metadata"]
+        current = fresh.get("status") or {}
+        process.reconciler.writer.perform(
+            [WriteStatus(meta["name"], meta["namespace"], current, result.status_patch)]
+        )
+
+
+def _post_events(process: Process, involved: dict[str, Any], result: _Result) -> None:
+    process.reconciler.writer.perform(
+        PostEvent(involved, type_, reason, message) for type_, reason, message in result.events
+    )
+
+
+def _run(
+    process: Process, body: Mapping[str, Any], from_timer: bool, deleting: bool = True
+) -> Outcome | None:
     meta = body["metadata"]
     labels = {"namespace": meta["namespace"], "deployment": meta["name"]}
     try:
-        outcome = run_exclusive(process, body, process.reconciler.reconcile)
+        outcome = run_exclusive(process, body, process.reconciler.reconcile, deleting=deleting)
     except Exception:
         opmetrics.RECONCILES.labels(**labels, result="error").inc()
         raise
@@ -200,7 +263,10 @@ def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Children go through ownerReferences (Kubernetes GC); only forget in-memory state."""
-    process_of(memo).forget(body["metadata"]["uid"])
+    meta = body["metadata"]
+    process = process_of(memo)
+    process.forget((meta["namespace"], meta["name"]))
+    process.deployments.pop((meta["namespace"], triton_name(meta["name"])), None)
 
 
 #: How long a child's burst of events (a roll-out updates a Deployment's status several times a
@@ -258,9 +324,7 @@ def refresh_owner(process: Process, namespace: str, name: str) -> None:
     Not for an owner being deleted: its children are going away on purpose (foreground
     deletion), and a pass would apply them again.
     """
-    owner = process.reconciler.kube.get(f"{API_GROUP}/{API_VERSION}", KIND, name, namespace)
-    if owner is not None and not owner["metadata"].get("deletionTimestamp"):
-        _run(process, kopf.Body(cast(kopf.RawBody, owner)), from_timer=True)
+    _run(process, {"metadata": {"namespace": namespace, "name": name}}, from_timer=True, deleting=False)
 
 
 async def _refresh_in_executor(process: Process, key: OwnerKey) -> None:
@@ -276,12 +340,20 @@ async def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     The refresh is the resync's own pass, under the owner's lock and in Kopf's executor, so
     status keeps a single writer and a child change that alters nothing writes nothing. The
     initial listing (type None) is skipped: the resume handler runs a full pass at start-up.
+    A Deployment's state is also kept in ``Process.deployments`` for the control loop.
     """
+    process = process_of(memo)
+    meta = body.get("metadata") or {}
+    if body.get("kind") == "Deployment" and meta.get("namespace") and meta.get("name"):
+        key = (meta["namespace"], meta["name"])
+        if event.get("type") == "DELETED":
+            process.deployments.pop(key, None)
+        else:
+            process.deployments[key] = DeploymentState.from_object(body)
     if event.get("type") is None:
         return
-    meta = body.get("metadata") or {}
     owner = (meta.get("labels") or {}).get(DEPLOYMENT_LABEL)
-    children = process_of(memo).children
+    children = process.children
     if owner and meta.get("namespace") and children is not None:
         children.poke((meta["namespace"], owner))
 
