@@ -245,9 +245,8 @@ class ControlLoop:
         acted, applied = dict(draft), result.applied
 
         def record(current: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
-            recorded = StepResult(applied=applied)
-            self._record(
-                recorded,
+            return self._record(
+                applied,
                 decision,
                 observation,
                 retrieval,
@@ -262,7 +261,6 @@ class ControlLoop:
                 # Only a loop that may retune batching keeps saying whether the last retune took.
                 drop_batching=not (auto.mode == AutoscalingMode.AUTO and auto.tune_batching),
             )
-            return recorded.status_patch, recorded.events
 
         result.status_patch, result.events = record(status)
         result.rebase = record
@@ -314,7 +312,7 @@ class ControlLoop:
 
     def _record(
         self,
-        result: StepResult,
+        applied: bool,
         decision: Decision,
         observation: Observation,
         retrieval: RetrievalCheck | None,
@@ -327,7 +325,9 @@ class ControlLoop:
         ttft_target_s: float,
         extra_conditions: list[dict[str, str]] | None = None,
         drop_batching: bool = False,
-    ) -> None:
+    ) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+        """The status patch and Events that record this step against ``status`` (pure)."""
+        events: list[tuple[str, str, str]] = []
         previous = list(status.get("decisions") or [])
         last = previous[-1] if previous else None
         fail_static = decision.action == "hold" and not observation.usable
@@ -357,7 +357,7 @@ class ControlLoop:
                 "rule": decision.rule,
                 "summary": decision.summary,
                 "reason": decision.reason + (f" ({'; '.join(notes)})" if notes else ""),
-                "applied": result.applied,
+                "applied": applied,
                 "mode": str(mode),
                 "metrics": {
                     k: (None if v is None else round(float(v), 4)) for k, v in decision.metrics.items()
@@ -365,12 +365,12 @@ class ControlLoop:
             }
             draft["decisions"] = [*previous, entry][-settings_n:]
             draft["lastDecisionTime"] = entry["time"]
-            failed = decision.changes_something and mode == AutoscalingMode.AUTO and not result.applied
+            failed = decision.changes_something and mode == AutoscalingMode.AUTO and not applied
             event_type = "Warning" if failed or fail_static else "Normal"
-            result.events.append(
+            events.append(
                 (
                     event_type,
-                    _event_reason(decision, result.applied, mode),
+                    _event_reason(decision, applied, mode),
                     f"{decision.summary}: {entry['reason']}",
                 )
             )
@@ -410,8 +410,8 @@ class ControlLoop:
                 continue
             event = _condition_event(cond, before.get(cond["type"]))
             if event is not None:
-                result.events.append(event)
-        result.status_patch = draft
+                events.append(event)
+        return draft, events
 
     @staticmethod
     def _conditions(observation: Observation, mode: str) -> list[dict[str, str]]:

@@ -21,13 +21,12 @@ from typing import Any, Protocol, TypeVar
 import kopf
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
-from kubernetes.client.rest import ApiException
 
 from phoenix_operator import API_GROUP, API_VERSION, KIND, PLURAL
 from phoenix_operator.clients.kube import Kube
 from phoenix_operator.intents import PostEvent, WriteStatus
 from phoenix_operator.reconcile.reconciler import Outcome, Reconciler
-from phoenix_operator.render.objects import DEPLOYMENT_LABEL, triton_name
+from phoenix_operator.render.objects import DEPLOYMENT_LABEL
 from phoenix_operator.runtime import metrics as opmetrics
 from phoenix_operator.settings import OperatorSettings
 from phoenix_operator.status.conditions import DeploymentState
@@ -205,15 +204,8 @@ def run_on_watched(process: Process, body: kopf.Body, work: Callable[[dict[str, 
 
 
 def _read_owner(process: Process, meta: Mapping[str, Any]) -> dict[str, Any] | None:
-    try:
-        fresh: dict[str, Any] | None = process.reconciler.kube.get(
-            f"{API_GROUP}/{API_VERSION}", KIND, meta["name"], meta["namespace"]
-        )
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return fresh
+    """The object as the API server has it now; None once it is gone."""
+    return process.reconciler.kube.get(f"{API_GROUP}/{API_VERSION}", KIND, meta["name"], meta["namespace"])
 
 
 def _write_status(process: Process, fresh: dict[str, Any], result: _Result) -> None:
@@ -264,9 +256,7 @@ def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Children go through ownerReferences (Kubernetes GC); only forget in-memory state."""
     meta = body["metadata"]
-    process = process_of(memo)
-    process.forget((meta["namespace"], meta["name"]))
-    process.deployments.pop((meta["namespace"], triton_name(meta["name"])), None)
+    process_of(memo).forget((meta["namespace"], meta["name"]))
 
 
 #: How long a child's burst of events (a roll-out updates a Deployment's status several times a
