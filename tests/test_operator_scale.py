@@ -698,12 +698,66 @@ def test_bench_operator_reports_every_figure_for_a_small_fleet(tmp_path: Path) -
     # Steady load at a fifth of the specs' load-tested capacity: converged, no deployment in
     # any mode writes anything, status or Event.
     assert figures["writes_converged"] == 0, figures["writes_converged_why"]
-    assert 50 < figures["rss_mb"] <= 250
+    assert 50 < figures["rss_mb_converged"] <= figures["rss_mb"] <= 250
     assert figures["operator_log_errors"] == 0, tail(tmp_path / "work" / "operator.log", 80)
     # Children are read with one list per kind each pass, never one by one.
     by_kind = figures["api_requests_by_kind"]
     assert by_kind["list configmaps"] >= 6
     assert [k for k in by_kind if k in ("get configmaps", "get services", "get poddisruptionbudgets")] == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_the_floor_writes_exactly_what_a_first_pass_writes(
+    kube_cluster: Any, kube_namespace: str, crds_installed: None, session_operator_paused: None, mode: str
+) -> None:
+    """`bench operator --floor` times the cluster on the operator's own first-pass writes.
+
+    After the floor's writes for a real object, a reconcile pass has nothing to apply and
+    nothing to prune: the floor wrote every child the operator renders and no other.
+    """
+    from phoenix_operator.cluster.benchfloor import deployments_of, first_pass_writes
+    from phoenix_operator.cluster.benchops import fleet_doc
+
+    ns, name = kube_namespace, f"floor-{mode}"
+    custom = client.CustomObjectsApi(kube_cluster.api_client)
+    custom.create_namespaced_custom_object(
+        API_GROUP, API_VERSION, ns, PLURAL, fleet_doc(name, mode, "http://127.0.0.1:9", ns, 15)
+    )
+    body = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
+    kube = Kube(kube_cluster.api_client)
+    intents = first_pass_writes(body, OperatorSettings())
+    done = Writer(kube).perform(intents)
+    assert done.rejected == [] and len(done.writes) >= 8, done.writes
+    assert deployments_of(intents) == 2  # Triton and the gateway
+    outcome = Reconciler(kube, OperatorSettings()).reconcile(body)
+    assert outcome.writes == []
+
+
+@pytest.mark.integration
+def test_bench_operator_floor_times_the_children_without_an_operator(tmp_path: Path) -> None:
+    """Three deployments' children written by the bench itself, on its own cluster: all rolled
+    out, with the first pass's writes and no reads but the one that pass makes."""
+    from click.testing import CliRunner
+
+    from phoenix_operator.cluster.benchops import bench_operator
+
+    out = tmp_path / "floor.json"
+    result = CliRunner().invoke(
+        bench_operator, ["--floor", "--deployments", "3", "--timeout", "120", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert figures["mode"] == "floor" and figures["deployments"] == 3
+    assert figures["child_deployments"] == figures["ready"] == 6
+    assert figures["written_s"] > 0 and 0 < figures["rendered_s"] <= figures["ready_s"] < 120
+    by_kind = figures["api_requests_by_kind"]
+    assert by_kind["create phoenixdeployments"] == 3
+    assert by_kind["patch deployments"] >= 6
+    # As in the operator's first pass, only an `auto` deployment's replicas are set after a read
+    # of the Triton Deployment just applied; nothing else is read by name (`get ` is discovery).
+    reads = {k: v for k, v in by_kind.items() if k.startswith("get ") and k != "get "}
+    assert reads == {"get deployments": 1}, by_kind
 
 
 def test_the_operator_process_loads_no_grpc_or_numpy() -> None:

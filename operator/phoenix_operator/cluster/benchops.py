@@ -147,8 +147,11 @@ class Request:
         return f"{self.verb} {self.resource}/{self.name}{sub}"
 
 
-def operator_requests(lines: Iterable[str], namespace: str) -> list[Request]:
-    """The operator's requests in ``namespace`` (or cluster-scoped), once each, in time order.
+def operator_requests(
+    lines: Iterable[str], namespace: str, agents: tuple[str, ...] = OPERATOR_AGENTS
+) -> list[Request]:
+    """The operator's requests (by default; ``agents``: user-agent prefixes) in ``namespace`` (or
+    cluster-scoped), once each, in time order.
 
     Watches are audited when they end; a request seen at two stages is counted once.
     """
@@ -159,7 +162,7 @@ def operator_requests(lines: Iterable[str], namespace: str) -> list[Request]:
             continue
         entry = json.loads(line)
         agent = entry.get("userAgent") or ""
-        if entry.get("user", {}).get("username") != ADMIN_USER or not agent.startswith(OPERATOR_AGENTS):
+        if entry.get("user", {}).get("username") != ADMIN_USER or not agent.startswith(agents):
             continue
         ref = entry.get("objectRef") or {}
         if ref.get("namespace") not in (None, namespace) or entry["auditID"] in seen:
@@ -276,11 +279,12 @@ class _Operator:
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
             return str(response.read().decode())
 
-    def peak_rss_mb(self) -> float:
+    def rss_mb(self, field: str = "VmHWM") -> float:
+        """Peak resident set (``VmHWM``), or the current one (``VmRSS``), in MB."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmHWM in /proc status")
+        raise RuntimeError(f"no {field} in /proc status")
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -440,6 +444,8 @@ class BenchOptions:
     settle_s: float | None = None
     window_s: float | None = None
     timeout_s: float = 900.0
+    #: No operator: the bench writes the children itself (`benchfloor`).
+    floor: bool = False
 
     @property
     def settle(self) -> float:
@@ -464,6 +470,8 @@ def run_bench(
     try:
         _install_crd(local)
         api = _api_client(local)
+        if options.floor:
+            return _run_floor(options, api, local, started, load_before, say)
         with _metrics_source(workdir) as prometheus_url:
             say("starting the operator (phoenix run)")
             operator = _start_operator(local, workdir, options.resync_s)
@@ -476,14 +484,37 @@ def run_bench(
         )
     finally:
         local.down()
-    load_after = os.getloadavg()
-    figures |= {
+    return figures | _machine(started, load_before)
+
+
+def _machine(started: float, load_before: tuple[float, float, float]) -> dict[str, Any]:
+    return {
         "cpus": os.cpu_count(),
         "load_1m_before": round(load_before[0], 2),
-        "load_1m_after": round(load_after[0], 2),
+        "load_1m_after": round(os.getloadavg()[0], 2),
         "bench_s": round(time.monotonic() - started, 1),
     }
-    return figures
+
+
+def _run_floor(
+    options: BenchOptions,
+    api: Any,
+    local: LocalCluster,
+    started: float,
+    load_before: tuple[float, float, float],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The same fleet's children written by the bench itself: the cluster's share of ``ready_s``."""
+    from phoenix_operator.cluster.benchfloor import measure_floor
+
+    docs = [
+        fleet_doc(f"fleet-{i:04d}", mode_of(i), "http://127.0.0.1:9", NAMESPACE, options.interval_s)
+        for i in range(options.deployments)
+    ]
+    figures = measure_floor(api, docs, NAMESPACE, _create_fleet, options.timeout_s, say)
+    requests = operator_requests(audit_lines(local.audit_log), NAMESPACE, agents=(BENCH_AGENT,))
+    figures["api_requests_by_kind"] = requests_by_kind(requests)
+    return figures | _machine(started, load_before)
 
 
 def _create_fleet(api: Any, docs: list[dict[str, Any]]) -> None:
@@ -566,7 +597,7 @@ def _measure(
     window_end = time.time()
     drift_after = histogram_buckets(operator.metrics(), DRIFT_METRIC)
     cpu_window = operator.cpu_seconds() - cpu1
-    rss_mb = operator.peak_rss_mb()
+    rss_mb, rss_mb_converged = operator.rss_mb(), operator.rss_mb("VmRSS")
     requests = operator_requests(audit_lines(local.audit_log), NAMESPACE)
     window = between(requests, window_start, window_end)
     ramp = between(requests, t0, ready_at)
@@ -601,6 +632,7 @@ def _measure(
         "writes_converged_why": why,
         "window_s": round(window_end - window_start, 1),
         "rss_mb": round(rss_mb, 1),
+        "rss_mb_converged": round(rss_mb_converged, 1),
         "operator_cpu_ramp_s": round(cpu_ramp, 1),
         "operator_cpu_window_share": round(cpu_window / (window_end - window_start), 3),
     }
@@ -672,6 +704,12 @@ def _why_written(custom: Any, names: Sequence[str], limit: int = 5) -> dict[str,
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep logs (operator, cluster, Prometheus) here instead of a temporary folder.",
 )
+@click.option(
+    "--floor",
+    is_flag=True,
+    help="No operator: write the fleet's children directly and time them until rolled out "
+    "(the cluster's own share of ready_s on this machine).",
+)
 def bench_operator(
     deployments: int,
     json_path: Path | None,
@@ -681,10 +719,11 @@ def bench_operator(
     window_s: float | None,
     timeout_s: float,
     workdir: Path | None,
+    floor: bool,
 ) -> None:
     """The operator with N PhoenixDeployments on its own local cluster: Ready time, step drift,
     API load, writes once converged and memory."""
-    options = BenchOptions(deployments, interval_s, resync_s, settle_s, window_s, timeout_s)
+    options = BenchOptions(deployments, interval_s, resync_s, settle_s, window_s, timeout_s, floor)
 
     def say(message: str) -> None:
         click.echo(message, err=True)
@@ -700,7 +739,8 @@ def bench_operator(
         json_path.write_text(text + "\n")
     click.echo(text)
     if figures["ready_s"] is None:
-        raise click.ClickException(f"only {figures['ready']}/{deployments} deployments became Ready")
+        what = "child Deployments rolled out" if floor else f"/{deployments} deployments became Ready"
+        raise click.ClickException(f"only {figures['ready']}{what}")
 
 
 if __name__ == "__main__":

@@ -302,7 +302,7 @@ class Reconciler:
         # Read by name (``get``), never listed: the operator reads only the Secrets it names.
         live_secrets = {s.name: self.kube.secret_data(s.name, target.namespace) for s in wanted}
         secret_intents, problems = plan.generated_secret_intents(
-            target, wanted, live_secrets, _new_secret_value
+            target, wanted, live_secrets, new_secret_value
         )
         rejected.extend(problems)
         done = self.writer.perform(plan.apply_intents(target, spec, status, desired, secret_intents, live))
@@ -592,7 +592,8 @@ def _pod_gpus(pod: Mapping[str, Any]) -> int:
     return total
 
 
-def _new_secret_value() -> str:
+def new_secret_value() -> str:
+    """A generated Secret's random value (a root password, a model-control key)."""
     return secrets.token_urlsafe(GENERATED_SECRET_BYTES)
 
 
