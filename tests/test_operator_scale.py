@@ -760,6 +760,60 @@ def test_bench_operator_floor_times_the_children_without_an_operator(tmp_path: P
     assert reads == {"get deployments": 1}, by_kind
 
 
+@pytest.mark.integration
+def test_kopf_keeps_watched_objects_without_managed_fields(
+    kube_cluster: Any,
+    kube_namespace: str,
+    crds_installed: None,
+    session_operator_paused: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The body Kopf keeps for a daemon (as for the control loop's) has no managedFields once
+    `drop_managed_fields` is installed, as `phoenix run` installs it; the API server still has them.
+
+    Real Kopf (in-process, through its test runner) against the local cluster.
+    """
+    from kopf._core.reactor import processing
+    from kopf.testing import KopfRunner
+
+    from phoenix_operator.runtime.managed_fields import drop_managed_fields
+
+    monkeypatch.setattr(processing, "process_resource_event", processing.process_resource_event)
+    monkeypatch.setenv("KUBECONFIG", kube_cluster.env()["KUBECONFIG"])
+    ns = kube_namespace
+    custom = client.CustomObjectsApi(kube_cluster.api_client)
+    custom.create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, _fleet_doc("slim", ns, None))
+    seen: list[set[str]] = []
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+
+    async def record(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        seen.append(set(body["metadata"]))
+        await stopped.wait()
+
+    kopf.daemon(API_GROUP, API_VERSION, PLURAL, registry=registry)(record)
+    assert drop_managed_fields() and drop_managed_fields()  # idempotent
+    with KopfRunner(["run", "--standalone", "--namespace", ns], registry=registry, timeout=60) as runner:
+        wait_for(lambda: seen, timeout=30, interval=0.2, description="the daemon to start")
+    assert runner.exception is None, runner.output
+    live = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, "slim")
+    assert live["metadata"]["managedFields"]
+    assert "managedFields" not in seen[0] and {"uid", "generation", "name"} <= seen[0]
+
+
+def test_a_watch_event_loses_only_its_managed_fields() -> None:
+    from phoenix_operator.runtime.managed_fields import without_managed_fields
+
+    event = {"type": "MODIFIED", "object": {"metadata": {"name": "a", "managedFields": [{}]}, "spec": {}}}
+    assert without_managed_fields(event) == {
+        "type": "MODIFIED",
+        "object": {"metadata": {"name": "a"}, "spec": {}},
+    }
+    error = {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
+    assert without_managed_fields(copy.deepcopy(error)) == error
+    assert without_managed_fields({"type": None, "object": None}) == {"type": None, "object": None}
+
+
 def test_the_operator_process_loads_no_grpc_or_numpy() -> None:
     """Memory at rest: no gRPC, numpy, pymilvus or pandas until a deployment needs them.
 

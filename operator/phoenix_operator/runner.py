@@ -301,6 +301,9 @@ def run(
         from phoenix_operator.runtime import metrics as opmetrics
 
         opmetrics.serve(metrics_port)
+    from phoenix_operator.runtime.managed_fields import drop_managed_fields
+
+    drop_managed_fields()
     asyncio.run(
         kopf.operator(
             registry=registry,
