@@ -74,11 +74,13 @@ def measure_floor(
     timeout_s: float,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Create the fleet, write every first pass, and time the children until all rolled out."""
+    """Create the fleet, write every first pass, and time the children until all rolled out.
+
+    ``api`` needs a connection pool of at least the reconciler's thread count (the bench's has 16).
+    """
     from kubernetes import client
 
     settings = OperatorSettings.from_env()
-    api.configuration.connection_pool_maxsize = settings.reconcile_workers + 2
     kube = Kube(api)
     writer = Writer(kube)
     custom, apps = client.CustomObjectsApi(api), client.AppsV1Api(api)

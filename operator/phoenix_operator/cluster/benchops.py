@@ -471,23 +471,16 @@ def run_bench(
         _install_crd(local)
         api = _api_client(local)
         if options.floor:
-            return _run_floor(options, api, local, started, load_before, say)
-        with _metrics_source(workdir) as prometheus_url:
-            say("starting the operator (phoenix run)")
-            operator = _start_operator(local, workdir, options.resync_s)
-            try:
-                figures = _measure(options, api, operator, local, prometheus_url, say)
-            finally:
-                operator.stop()
-        figures["operator_log_errors"] = sum(
-            " ERROR " in line for line in operator.log_path.read_text(errors="replace").splitlines()
-        )
+            figures = _run_floor(options, api, local, say)
+        else:
+            figures = _run_operator(options, api, local, workdir, say)
     finally:
         local.down()
     return figures | _machine(started, load_before)
 
 
 def _machine(started: float, load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """CPUs and load around the run: a figure taken on a busy machine says so."""
     return {
         "cpus": os.cpu_count(),
         "load_1m_before": round(load_before[0], 2),
@@ -496,13 +489,25 @@ def _machine(started: float, load_before: tuple[float, float, float]) -> dict[st
     }
 
 
+def _run_operator(
+    options: BenchOptions, api: Any, local: LocalCluster, workdir: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """The real ``phoenix run`` against the fleet and one steady metrics source."""
+    with _metrics_source(workdir) as prometheus_url:
+        say("starting the operator (phoenix run)")
+        operator = _start_operator(local, workdir, options.resync_s)
+        try:
+            figures = _measure(options, api, operator, local, prometheus_url, say)
+        finally:
+            operator.stop()
+    figures["operator_log_errors"] = sum(
+        " ERROR " in line for line in operator.log_path.read_text(errors="replace").splitlines()
+    )
+    return figures
+
+
 def _run_floor(
-    options: BenchOptions,
-    api: Any,
-    local: LocalCluster,
-    started: float,
-    load_before: tuple[float, float, float],
-    say: Callable[[str], None],
+    options: BenchOptions, api: Any, local: LocalCluster, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """The same fleet's children written by the bench itself: the cluster's share of ``ready_s``."""
     from phoenix_operator.cluster.benchfloor import measure_floor
@@ -514,7 +519,7 @@ def _run_floor(
     figures = measure_floor(api, docs, NAMESPACE, _create_fleet, options.timeout_s, say)
     requests = operator_requests(audit_lines(local.audit_log), NAMESPACE, agents=(BENCH_AGENT,))
     figures["api_requests_by_kind"] = requests_by_kind(requests)
-    return figures | _machine(started, load_before)
+    return figures
 
 
 def _create_fleet(api: Any, docs: list[dict[str, Any]]) -> None:
