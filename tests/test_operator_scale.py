@@ -779,13 +779,28 @@ def test_kopf_keeps_watched_objects_without_managed_fields(
     from phoenix_operator.runtime.managed_fields import drop_managed_fields
 
     monkeypatch.setattr(processing, "process_resource_event", processing.process_resource_event)
-    monkeypatch.setenv("KUBECONFIG", kube_cluster.env()["KUBECONFIG"])
     ns = kube_namespace
     custom = client.CustomObjectsApi(kube_cluster.api_client)
     custom.create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, _fleet_doc("slim", ns, None))
     seen: list[set[str]] = []
     registry = kopf.OperatorRegistry()
-    kopf.on.login(registry=registry)(kopf.login_via_client)
+    cfg = kube_cluster.api_client.configuration
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # The test cluster's own credentials: the kubernetes package's global default is not
+        # this cluster's in every test session.
+        header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+        scheme, _, token = (header or "").partition(" ")
+        return kopf.ConnectionInfo(
+            server=cfg.host,
+            ca_path=cfg.ssl_ca_cert,
+            certificate_path=cfg.cert_file,
+            private_key_path=cfg.key_file,
+            scheme=scheme or None,
+            token=token or None,
+        )
+
+    kopf.on.login(registry=registry)(login)
 
     async def record(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         seen.append(set(body["metadata"]))
