@@ -32,6 +32,7 @@ from phoenix_operator.render.objects import (
 )
 from phoenix_operator.render.tritonconfig import batching_in_force
 from phoenix_operator.settings import OperatorSettings
+from phoenix_operator.status.conditions import DeploymentState
 
 
 def first_pass_writes(owner: Mapping[str, Any], settings: OperatorSettings) -> list[Intent]:
@@ -52,18 +53,6 @@ def first_pass_writes(owner: Mapping[str, Any], settings: OperatorSettings) -> l
 
 def deployments_of(intents: Sequence[Intent]) -> int:
     return sum(isinstance(i, ApplyChild) and i.manifest["kind"] == "Deployment" for i in intents)
-
-
-def rolled_out(deployment: Mapping[str, Any]) -> bool:
-    """As the operator's Ready reads a Deployment: current generation observed, every replica
-    updated and ready."""
-    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
-    desired = int(spec.get("replicas", 1))
-    return (
-        int(status.get("observedGeneration", 0)) >= int(deployment["metadata"].get("generation", 1))
-        and int(status.get("updatedReplicas", 0)) >= desired
-        and int(status.get("readyReplicas", 0)) >= desired
-    )
 
 
 def measure_floor(
@@ -119,7 +108,7 @@ def measure_floor(
         tritons = sum(c["metadata"].get("labels", {}).get(COMPONENT_LABEL) == "triton" for c in children)
         if rendered_s is None and tritons >= n:
             rendered_s = time.time() - t0
-        ready = sum(map(rolled_out, children))
+        ready = sum(DeploymentState.from_object(child).rolled_out for child in children)
         if ready >= expected:
             ready_s = time.time() - t0
             break

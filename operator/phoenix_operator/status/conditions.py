@@ -30,6 +30,16 @@ class DeploymentState:
     observed_current: bool = True
     deadline_exceeded: bool = False
 
+    @property
+    def rolled_out(self) -> bool:
+        """The current generation observed, every desired replica updated and ready."""
+        return (
+            self.exists
+            and self.observed_current
+            and self.updated >= self.desired
+            and self.ready >= self.desired
+        )
+
     @classmethod
     def from_object(cls, obj: Mapping[str, Any] | None) -> DeploymentState:
         if obj is None:
@@ -173,7 +183,7 @@ def desired_conditions(snap: Snapshot) -> list[dict[str, str]]:
         problems.append(Problem(snap.embedder.reason, snap.embedder.message))
     gateway = gateway_condition(snap)
 
-    rolled_out = t.exists and t.observed_current and t.updated >= t.desired and t.ready >= t.desired
+    rolled_out = t.rolled_out
     if snap.blocking:
         ready = _cond("Ready", False, snap.blocking[0].reason, snap.blocking[0].message)
     elif not t.exists:
