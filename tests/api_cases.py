@@ -143,6 +143,27 @@ INVALID_CASES: list[Case] = [
         "gpuBudget",
     ),
     Case("ttft-target-zero", _set("spec.autoscaling.ttftP95TargetSeconds", 0), "ttftP95TargetSeconds"),
+    Case(
+        "saturation-below-capacity",
+        _set(
+            "spec.autoscaling.replicaCapacity",
+            {"requestsPerSecond": 9.4, "saturationRequestsPerSecond": 8.0},
+        ),
+        "saturationRequestsPerSecond",
+    ),
+    Case(
+        "prompt-weight-without-mix",
+        _set("spec.autoscaling.replicaCapacity", {"requestsPerSecond": 9.4, "promptTokenWeight": 0.07}),
+        "promptTokenWeight",
+    ),
+    Case(
+        "prompt-weight-negative",
+        _set(
+            "spec.autoscaling.replicaCapacity",
+            {"requestsPerSecond": 9.4, "promptTokens": 1100, "outputTokens": 210, "promptTokenWeight": -0.1},
+        ),
+        "promptTokenWeight",
+    ),
     Case("instances-outside-bounds", _set("spec.model.instanceCount", 3), "instanceCount"),
     Case("unknown-field", _set("spec.model.maxBatchsize", 8), "maxBatchsize"),
     Case(

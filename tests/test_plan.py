@@ -16,8 +16,10 @@ from phoenix_operator.cli import COMMANDS, main
 from phoenix_operator.control.policy import PolicyParams
 from phoenix_operator.sim.config import BatcherConfig
 from phoenix_operator.sim.controllers import REGISTRY
-from phoenix_operator.sim.cost import BlockingBatchCost
-from phoenix_operator.sim.plan import batcher_config, load_test_replica
+from phoenix_operator.sim.cost import BlockingBatchCost, LLMEngineCost
+from phoenix_operator.sim.options import WorkloadOptions, build_workload
+from phoenix_operator.sim.plan import batcher_config, calibrate_replica, load_test_replica, token_mix
+from phoenix_operator.sim.profile import DEFAULT_PROFILE, load_profile
 
 CLASSES = [
     {"name": "urgent", "level": 1, "ttftTargetSeconds": 1.5},
@@ -226,8 +228,38 @@ def test_the_load_test_finds_a_blocking_replicas_capacity() -> None:
     failed = [s.offered_rps for s in result.steps if not s.passed]
     assert result.requests_per_second == max(passed) and failed and min(failed) > max(passed)
     assert all(s.ttft_p95_s > 3.0 for s in result.steps if not s.passed)
+    # Past the cliff the replica runs full batches back to back: 8 per 0.18 s. Saturation is
+    # never below the capacity (the short steps can pass a rate a little above the ceiling).
+    most = max(s.throughput_rps for s in result.steps)
+    assert 0.97 * 44.4 <= most <= 44.6
+    assert result.saturation_rps == max(most, result.requests_per_second)
     with pytest.raises(ValueError, match="cannot serve even 100 req/s"):
         load_test_replica(cost, batching, [(100, 1)], 3.0, step_s=60.0, start_rps=100.0)
+
+
+def test_the_calibration_weighs_a_prompt_token_as_the_engine_costs_it() -> None:
+    """The two halves' load tests of the shipped Azure mix give a prompt token's cost relative to
+    a generated one. Checked against an independent estimate: a least-squares fit of the engine's
+    own per-request cost (GPU-seconds at full load) on the two token counts."""
+    profile = load_profile(DEFAULT_PROFILE)
+    cost = LLMEngineCost(profile)
+    workload = build_workload(WorkloadOptions(quick=True), dict(profile.classes))
+    mix = token_mix(workload, cost)
+    result = calibrate_replica(cost, profile.batching, mix, 3.0, step_s=300.0)
+    answer_heavy, prompt_heavy = result.halves
+    assert answer_heavy.output_tokens > prompt_heavy.output_tokens
+    assert answer_heavy.prompt_tokens < prompt_heavy.prompt_tokens
+    pairs = np.asarray(mix, dtype=float)
+    work = np.array([cost.service_time(p, o, p * p) for p, o in pairs])
+    design = np.column_stack([np.ones(len(pairs)), pairs[:, 0], pairs[:, 1]])
+    _, per_prompt, per_output = np.linalg.lstsq(design, work, rcond=None)[0]
+    assert result.prompt_token_weight is not None
+    assert result.prompt_token_weight == pytest.approx(per_prompt / per_output, rel=0.25)
+    # The default guess (0.2) is nowhere near it on this engine and mix.
+    assert abs(result.prompt_token_weight - 0.2) > 0.05
+    # A mix of one request shape has no halves to tell the costs apart.
+    uniform = calibrate_replica(cost, profile.batching, [(1000, 200)] * 8, 3.0, step_s=300.0)
+    assert uniform.prompt_token_weight is None and uniform.halves == ()
 
 
 def test_plan_calibrate_prints_the_block_for_the_spec_and_writes_json(tmp_path: Path) -> None:
@@ -250,6 +282,14 @@ def test_plan_calibrate_prints_the_block_for_the_spec_and_writes_json(tmp_path: 
     doc["spec"]["autoscaling"]["replicaCapacity"] = pasted
     params = PolicyParams.from_spec(PhoenixDeploymentSpec.model_validate(doc["spec"]))
     assert params.initial_capacity_rps == capacity["requestsPerSecond"] and params.has_capacity_mix
+    # The saturation the steps measured, and the weight from the two halves' load tests.
+    throughput = max(s["throughput_rps"] for s in data["steps"])
+    assert capacity["saturationRequestsPerSecond"] == pytest.approx(max(throughput, max(passed)), abs=1e-3)
+    assert params.max_utilization == pytest.approx(
+        capacity["saturationRequestsPerSecond"] / capacity["requestsPerSecond"]
+    )
+    assert len(data["halves"]) == 2 and "prompt-heavy half" in result.output
+    assert params.prompt_token_weight == capacity.get("promptTokenWeight", 0.2)
 
 
 def test_plan_needs_a_file_unless_it_calibrates() -> None:

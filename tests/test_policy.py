@@ -8,6 +8,7 @@ class 1.5 s, 4 replicas serving 30 req/s with TTFT 0.3 s unless a row says other
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -315,6 +316,26 @@ def test_from_spec_takes_the_measured_capacity_as_its_prior() -> None:
     # A capacity without its mix is a plain request-rate prior.
     plain = PolicyParams.from_spec(_spec(replicaCapacity={"requestsPerSecond": 4}))
     assert plain.initial_capacity_rps == 4.0 and not plain.has_capacity_mix
+    # Without the load test's other figures the defaults' guesses stand.
+    assert (params.prompt_token_weight, params.target_utilization, params.max_utilization) == (0.2, 0.9, 1.0)
+
+
+def test_from_spec_takes_the_cliff_and_the_prompt_weight_a_load_test_measured() -> None:
+    measured = {
+        "requestsPerSecond": 9.4,
+        "saturationRequestsPerSecond": 10.0,
+        "promptTokens": 1100.0,
+        "outputTokens": 210.0,
+        "promptTokenWeight": 0.07,
+    }
+    params = PolicyParams.from_spec(_spec(replicaCapacity=measured))
+    assert params.prompt_token_weight == 0.07
+    assert params.target_utilization == 1.0 and params.max_utilization == pytest.approx(10.0 / 9.4)
+    # A replica whose throughput holds far past its TTFT cliff still waits for the queue past 1.5x.
+    wide = PolicyParams.from_spec(
+        _spec(replicaCapacity={"requestsPerSecond": 4, "saturationRequestsPerSecond": 40})
+    )
+    assert wide.max_utilization == 1.5 and wide.prompt_token_weight == 0.2
 
 
 @pytest.mark.parametrize(
@@ -345,7 +366,12 @@ def test_the_crd_validates_replica_capacity_like_pydantic() -> None:
         rps["minimum"] == 0 and rps["exclusiveMinimum"] is True and block["required"] == ["requestsPerSecond"]
     )
     rules = [v["rule"] for v in block["x-kubernetes-validations"]]
-    assert rules == ["has(self.promptTokens) == has(self.outputTokens)"]
+    assert rules == [
+        "has(self.promptTokens) == has(self.outputTokens)",
+        "!has(self.promptTokenWeight) || has(self.promptTokens)",
+        "!has(self.saturationRequestsPerSecond)"
+        " || self.saturationRequestsPerSecond >= self.requestsPerSecond",
+    ]
 
 
 def test_load_is_weighed_against_the_mix_the_capacity_was_measured_at() -> None:
@@ -369,6 +395,30 @@ def test_load_is_weighed_against_the_mix_the_capacity_was_measured_at() -> None:
     # Without token metrics the request rate counts as the measured mix.
     blind, _ = _decide({"rate": 30.0}, **mix)
     assert blind.metrics["load"] == pytest.approx(30.0)
+
+
+def test_a_measured_cliff_lets_a_plateau_run_between_capacity_and_saturation() -> None:
+    """Four replicas measured at 10 req/s within the target and 10.75 at saturation, on a plateau
+    of 38 req/s with minutes of 42: below saturation the queue does not grow, so the fleet holds
+    at four; the defaults' guessed band (sustained at 90 %, minutes at 100 %) orders a fifth for
+    the same load. Once the queue grows at 42, the measured band orders it too."""
+    common: dict[str, Any] = {"tune_batching": False, "interval_s": 30.0}
+    measured = make_params(target_utilization=1.0, max_utilization=1.075, **common)
+    guessed = make_params(**common)
+
+    def plateau(params: PolicyParams, pending: Callable[[int], float]) -> SteppedFleet:
+        fleet = SteppedFleet(params, desired=4)
+        for i in range(24):
+            fleet.step(rate=42.0 if i % 4 == 3 else 38.0, ttft=0.4, pending=pending(i))
+        return fleet
+
+    assert plateau(measured, lambda _: 0.0).desired == 4
+    assert plateau(guessed, lambda _: 0.0).desired >= 5
+    growing = plateau(measured, lambda i: 0.0 if i < 20 else 40.0 * (i - 19))
+    assert growing.desired >= 5
+    assert all(d.action != "scale-up" for _, d in growing.decisions[:20])
+    confirmed = [d for _, d in growing.decisions[20:] if d.action == "scale-up"]
+    assert confirmed and all("confirmed by queue/TTFT" in d.reason for d in confirmed)
 
 
 def test_deep_slack_probes_capacity_up_and_says_so() -> None:

@@ -1045,7 +1045,10 @@ class ReplicaCapacity(ApiModel):
 
     ``phoenix plan --calibrate`` measures it (a ramped load against one replica) and prints the
     block to paste here. The control loop starts from it instead of learning capacity from
-    scratch; the token mix it was measured at lets the loop rescale it when the live mix differs.
+    scratch; the token mix it was measured at lets the loop rescale it when the live mix differs,
+    weighing a prompt token as the load test measured; the saturation rate is where the queue
+    starts to grow, so the loop plans sustained load at the measured capacity and lets a minute
+    reach saturation before it orders a replica the queue has not asked for.
     """
 
     __rules__ = (
@@ -1054,6 +1057,23 @@ class ReplicaCapacity(ApiModel):
             "promptTokens and outputTokens go together (the token mix the capacity was measured at)",
             check=lambda s: (s.prompt_tokens is None) == (s.output_tokens is None),
             field=".promptTokens",
+        ),
+        Rule(
+            "!has(self.promptTokenWeight) || has(self.promptTokens)",
+            "promptTokenWeight needs promptTokens and outputTokens (the mix it rescales from)",
+            check=lambda s: s.prompt_token_weight is None or s.prompt_tokens is not None,
+            field=".promptTokenWeight",
+        ),
+        Rule(
+            "!has(self.saturationRequestsPerSecond)"
+            " || self.saturationRequestsPerSecond >= self.requestsPerSecond",
+            "saturationRequestsPerSecond must be >= requestsPerSecond (a replica serves at least "
+            "what it serves within the target)",
+            check=lambda s: (
+                s.saturation_requests_per_second is None
+                or s.saturation_requests_per_second >= s.requests_per_second
+            ),
+            field=".saturationRequestsPerSecond",
         ),
     )
 
@@ -1067,6 +1087,20 @@ class ReplicaCapacity(ApiModel):
     )
     output_tokens: float | None = Field(
         default=None, gt=0, le=10_000_000, description="Mean generated tokens per request of the load test."
+    )
+    saturation_requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="The most requests/s one replica served in the load test at any TTFT: past it "
+        "the queue grows.",
+    )
+    prompt_token_weight: float | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="A prompt token's cost relative to a generated one, from load tests of the "
+        "mix's prompt-heavy and answer-heavy halves (default 0.2).",
     )
 
 

@@ -49,7 +49,8 @@ class PolicyParams:
     warmup_s: float = 120.0
     #: Fraction of learned capacity the fleet is sized for (headroom for bursts): scale down
     #: only while the smaller fleet stays below it; scale up past it once the queue or TTFT
-    #: confirms the load.
+    #: confirms the load. 1.0 where a load test measured capacity and saturation
+    #: (:func:`_measured_band`).
     target_utilization: float = 0.9
     #: Scale up on the minute level or the newest window alone (no queue growth, TTFT with
     #: slack) only past this: below capacity the queue does not grow.
@@ -111,6 +112,7 @@ class PolicyParams:
     capacity_output_tokens: float | None = None
     #: A prompt token's cost relative to a generated one when rescaling a measured capacity to
     #: the live mix: prefill runs a prompt's tokens in one pass, decode takes a step per token.
+    #: ``replicaCapacity.promptTokenWeight`` where a load test measured it.
     prompt_token_weight: float = 0.2
     #: Probing for headroom: while TTFT has deep slack and the capacity estimate holds the fleet,
     #: raise the estimate to what releases a third of it (one replica at least; the others then
@@ -191,7 +193,32 @@ class PolicyParams:
             capacity_prompt_tokens=measured.prompt_tokens if measured else None,
             capacity_output_tokens=measured.output_tokens if measured else None,
         )
+        if measured is not None and measured.prompt_token_weight is not None:
+            params = replace(params, prompt_token_weight=measured.prompt_token_weight)
+        saturation = measured.saturation_requests_per_second if measured else None
+        if measured is not None and saturation is not None:
+            target, most = _measured_band(measured.requests_per_second, saturation)
+            params = replace(params, target_utilization=target, max_utilization=most)
         return replace(params, **overrides)  # type: ignore[arg-type]
+
+
+#: Widest hysteresis band a load test may set: saturation past 1.5x the rate within the target
+#: is a replica whose TTFT breaks long before its throughput does, where a minute that far above
+#: capacity would wait far beyond the target.
+MAX_MEASURED_BAND = 1.5
+
+
+def _measured_band(capacity_rps: float, saturation_rps: float) -> tuple[float, float]:
+    """Utilisation targets from a load test that measured both ends of a replica's cliff.
+
+    Returns (target, max) utilisation. The capacity was measured at the TTFT target under Poisson
+    arrivals, so the bursts a sustained load brings are already in it: the sustained level is
+    planned at 100 % of it. Up to saturation the queue does not grow, so a minute or a window
+    between the two orders a replica only once the queue or TTFT confirms it. Without the
+    saturation figure the band is the defaults' (sustained at 90 %, unconfirmed at 100 %): a
+    guess at where the cliff is.
+    """
+    return 1.0, min(MAX_MEASURED_BAND, max(1.0, saturation_rps / capacity_rps))
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,8 @@ _CALIBRATIONS: dict[tuple[Any, ...], dict[str, float]] = {}
 def calibrated_capacity(ctx: BenchContext) -> dict[str, float]:
     """``replicaCapacity`` as ``phoenix plan --calibrate`` measures it for this deployment: a
     ramped load test of one simulated replica (the profile's engine and batching) with the
-    workload's token mix, judged against the benchmark's TTFT target."""
-    from phoenix_operator.sim.plan import load_test_replica, token_mix
+    workload's token mix and with each half of it, judged against the benchmark's TTFT target."""
+    from phoenix_operator.sim.plan import calibrate_replica, token_mix
 
     key = (
         ctx.profile.name,
@@ -76,7 +76,7 @@ def calibrated_capacity(ctx: BenchContext) -> dict[str, float]:
     )
     if key not in _CALIBRATIONS:
         mix = token_mix(ctx.workload, ctx.cost)
-        _CALIBRATIONS[key] = load_test_replica(
+        _CALIBRATIONS[key] = calibrate_replica(
             ctx.cost, ctx.profile.batching, mix, ctx.slo_ttft_s
         ).replica_capacity()
     return _CALIBRATIONS[key]

@@ -55,11 +55,15 @@ class LoadStep:
     served_rps: float
     ttft_p95_s: float
     passed: bool
+    #: First tokens the replica delivered per second over the step's second half, whenever
+    #: their requests arrived: under overload, the most it completes.
+    throughput_rps: float = 0.0
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """A replica's capacity from a load test: the highest rate it served within the TTFT target."""
+    """A replica's capacity from a load test: the highest rate it served within the TTFT target,
+    and the most it served at all (saturation)."""
 
     requests_per_second: float
     prompt_tokens: float
@@ -67,14 +71,24 @@ class Calibration:
     ttft_target_s: float
     target: str
     steps: tuple[LoadStep, ...]
+    saturation_rps: float
+    #: A prompt token's cost relative to a generated one, from the two halves' load tests
+    #: (:func:`calibrate_replica`); None = not measured.
+    prompt_token_weight: float | None = None
+    #: The load tests of the mix's answer-heavy and prompt-heavy halves the weight came from.
+    halves: tuple[Calibration, ...] = ()
 
     def replica_capacity(self) -> dict[str, float]:
         """``spec.autoscaling.replicaCapacity`` as the API takes it."""
-        return {
+        block = {
             "requestsPerSecond": round(self.requests_per_second, 3),
+            "saturationRequestsPerSecond": round(self.saturation_rps, 3),
             "promptTokens": round(self.prompt_tokens, 1),
             "outputTokens": round(self.output_tokens, 1),
         }
+        if self.prompt_token_weight is not None:
+            block["promptTokenWeight"] = round(self.prompt_token_weight, 4)
+        return block
 
     def spec_snippet(self) -> str:
         """The YAML to merge into a PhoenixDeployment."""
@@ -83,7 +97,7 @@ class Calibration:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "replica_capacity": self.replica_capacity(),
             "ttft_target_s": self.ttft_target_s,
             "target": self.target,
@@ -93,14 +107,20 @@ class Calibration:
                     "served_rps": st.served_rps,
                     "ttft_p95_s": None if math.isinf(st.ttft_p95_s) else st.ttft_p95_s,
                     "passed": st.passed,
+                    "throughput_rps": st.throughput_rps,
                 }
                 for st in self.steps
             ],
         }
+        if self.halves:
+            data["halves"] = [half.to_json() for half in self.halves]
+        return data
 
 
 #: Judge a step on what arrived in its second half: the first half fills the engine.
 CALIBRATION_STEP_S = 600.0
+#: The saturation step's rate, as a multiple of the lowest rate that broke the target.
+OVERLOAD = 1.25
 
 
 def token_mix(
@@ -158,7 +178,10 @@ def load_test_replica(
             return LoadStep(rate, 0.0, 0.0, True)
         p95 = percentile(judged, 95)
         served = sum(1 for v in judged if math.isfinite(v)) / (step_s / 2)
-        step = LoadStep(rate, served, p95, p95 <= ttft_target_s)
+        delivered = sum(
+            1 for r in records if r.first_token_s is not None and step_s / 2 <= r.first_token_s < step_s
+        ) / (step_s / 2)
+        step = LoadStep(rate, served, p95, p95 <= ttft_target_s, delivered)
         steps.append(step)
         return step
 
@@ -182,10 +205,82 @@ def load_test_replica(
                 good = mid
             else:
                 bad = mid
+    # Saturation: what the replica completes once the queue never empties (its batches as full
+    # as the engine allows), from a step well past the cliff.
+    run(OVERLOAD * (bad if bad is not None else good))
     prompt, output = (float(v) for v in pairs.mean(axis=0))
+    saturation = max(good, *(st.throughput_rps for st in steps))
     return Calibration(
-        good, prompt, output, ttft_target_s, target, tuple(sorted(steps, key=lambda s: s.offered_rps))
+        good,
+        prompt,
+        output,
+        ttft_target_s,
+        target,
+        tuple(sorted(steps, key=lambda s: s.offered_rps)),
+        saturation_rps=saturation,
     )
+
+
+#: The halves' prompt shares must differ by this much for their capacities to tell a prompt
+#: token's cost from a generated one's (a uniform mix cannot).
+MIN_SHARE_SPREAD = 0.1
+
+
+def calibrate_replica(
+    cost: LLMEngineCost | BlockingBatchCost,
+    batching: BatcherConfig,
+    mix: Sequence[tuple[int, int]],
+    ttft_target_s: float,
+    *,
+    target: str = "simulated replica",
+    step_s: float = CALIBRATION_STEP_S,
+) -> Calibration:
+    """The load test of the whole mix, plus one of each half split by prompt share.
+
+    If a request costs ``k (output + w prompt)``, each half's capacity ``C`` satisfies
+    ``C (o + w p) = 1 / k``: two halves with different prompt shares give ``w`` -- a measured
+    weight for rescaling capacity to the live mix, where the policy's default (0.2) is a guess.
+    """
+    whole = load_test_replica(cost, batching, mix, ttft_target_s, target=target, step_s=step_s)
+    weight, halves = _measured_prompt_weight(cost, batching, mix, ttft_target_s, target, step_s)
+    return replace(whole, prompt_token_weight=weight, halves=halves)
+
+
+def _measured_prompt_weight(
+    cost: LLMEngineCost | BlockingBatchCost,
+    batching: BatcherConfig,
+    mix: Sequence[tuple[int, int]],
+    ttft_target_s: float,
+    target: str,
+    step_s: float,
+) -> tuple[float | None, tuple[Calibration, ...]]:
+    pairs = sorted(mix, key=lambda pair: pair[0] / max(1, pair[0] + pair[1]))
+    half = len(pairs) // 2
+    if half < 2:
+        return None, ()
+    answer_heavy, prompt_heavy = pairs[:half], pairs[half:]
+
+    def share(part: Sequence[tuple[int, int]]) -> float:
+        prompt = sum(p for p, _ in part)
+        return prompt / max(1, prompt + sum(o for _, o in part))
+
+    if share(prompt_heavy) - share(answer_heavy) < MIN_SHARE_SPREAD:
+        return None, ()
+    try:
+        a, b = (
+            load_test_replica(cost, batching, part, ttft_target_s, target=f"{target}, {name}", step_s=step_s)
+            for part, name in ((answer_heavy, "answer-heavy half"), (prompt_heavy, "prompt-heavy half"))
+        )
+    except ValueError:
+        return None, ()
+    ca, cb = a.requests_per_second, b.requests_per_second
+    denominator = ca * a.prompt_tokens - cb * b.prompt_tokens
+    if denominator == 0:
+        return None, (a, b)
+    weight = (cb * b.output_tokens - ca * a.output_tokens) / denominator
+    if not math.isfinite(weight) or weight < 0:
+        return None, (a, b)
+    return min(weight, 10.0), (a, b)
 
 
 def batcher_config(spec: PhoenixDeploymentSpec) -> BatcherConfig:
@@ -487,6 +582,25 @@ def plan(
     console.print(f"plan took {time.perf_counter() - started:.1f} s")
 
 
+_HALVES = ("the mix's answer-heavy half", "the mix's prompt-heavy half")
+
+
+def _print_load_test(console: Any, test: Calibration, mix_name: str, slo: float) -> None:
+    console.print(
+        f"load test of {test.target}: Poisson steps of {CALIBRATION_STEP_S:g} s at {mix_name} "
+        f"(mean {test.prompt_tokens:.0f} prompt / {test.output_tokens:.0f} output tokens), "
+        f"judged on TTFT p95 <= {slo:g} s over each step's second half",
+        markup=False,
+    )
+    for st in test.steps:
+        p95 = "never (unserved)" if math.isinf(st.ttft_p95_s) else f"{st.ttft_p95_s:.2f} s"
+        console.print(
+            f"  {st.offered_rps:8.3f} req/s offered, {st.served_rps:8.3f} served, TTFT p95 {p95:>16}  "
+            f"{'ok' if st.passed else 'over target'}",
+            markup=False,
+        )
+
+
 def _calibrate(
     console: Any,
     files: Sequence[str],
@@ -508,24 +622,20 @@ def _calibrate(
     cost = LLMEngineCost(profile)
     workload = build_workload(opts, dict(profile.classes))
     try:
-        result = load_test_replica(cost, batching, token_mix(workload, cost), slo, target=target)
+        result = calibrate_replica(cost, batching, token_mix(workload, cost), slo, target=target)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    console.print(
-        f"load test of {target}: Poisson steps of {CALIBRATION_STEP_S:g} s at {workload.name}'s token mix "
-        f"(mean {result.prompt_tokens:.0f} prompt / {result.output_tokens:.0f} output tokens), "
-        f"judged on TTFT p95 <= {slo:g} s over each step's second half",
-        markup=False,
+    tests = ((result, f"{workload.name}'s token mix"), *zip(result.halves, _HALVES, strict=True))
+    for test, mix_name in tests:
+        _print_load_test(console, test, mix_name, slo)
+    weight = (
+        "not measured (the halves' prompt shares are too alike), the loop uses 0.2"
+        if result.prompt_token_weight is None
+        else f"{result.prompt_token_weight:.4f} of a generated token"
     )
-    for st in result.steps:
-        p95 = "never (unserved)" if math.isinf(st.ttft_p95_s) else f"{st.ttft_p95_s:.2f} s"
-        console.print(
-            f"  {st.offered_rps:8.3f} req/s offered, {st.served_rps:8.3f} served, TTFT p95 {p95:>16}  "
-            f"{'ok' if st.passed else 'over target'}",
-            markup=False,
-        )
     console.print(
-        f"a replica serves {result.requests_per_second:.3f} req/s within the target; put this into the "
+        f"a replica serves {result.requests_per_second:.3f} req/s within the target and "
+        f"{result.saturation_rps:.3f} at most; a prompt token costs {weight}. Put this into the "
         "PhoenixDeployment:",
         markup=False,
     )
