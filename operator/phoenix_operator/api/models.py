@@ -1040,6 +1040,10 @@ class AutoscalingMode(StrEnum):
     AUTO = "auto"
 
 
+#: Most a prompt token may weigh against a generated one (a load test's measure, bounded).
+MAX_PROMPT_TOKEN_WEIGHT = 10.0
+
+
 class ReplicaCapacity(ApiModel):
     """What one Triton replica sustains within the TTFT target, measured by a load test.
 
@@ -1098,7 +1102,7 @@ class ReplicaCapacity(ApiModel):
     prompt_token_weight: float | None = Field(
         default=None,
         ge=0,
-        le=10,
+        le=MAX_PROMPT_TOKEN_WEIGHT,
         description="A prompt token's cost relative to a generated one, from load tests of the "
         "mix's prompt-heavy and answer-heavy halves (default 0.2).",
     )

@@ -21,7 +21,12 @@ import numpy as np
 import yaml
 
 from phoenix_operator.api.documents import load_documents, parse_phoenix_deployments
-from phoenix_operator.api.models import AutoscalingMode, PhoenixDeployment, PhoenixDeploymentSpec
+from phoenix_operator.api.models import (
+    MAX_PROMPT_TOKEN_WEIGHT,
+    AutoscalingMode,
+    PhoenixDeployment,
+    PhoenixDeploymentSpec,
+)
 from phoenix_operator.render.tritonconfig import model_config_dict
 from phoenix_operator.sim.bench import BenchReport, PolicyRun, make_context, run_policy, to_markdown
 from phoenix_operator.sim.config import BatcherConfig
@@ -154,7 +159,9 @@ def load_test_replica(
     Every step is a fresh replica running ``step_s`` seconds of requests drawn from ``mix``
     (with replacement, one seed for every step, so steps differ by rate alone); the step passes
     when every request arriving in its second half got a first token and their p95 is within
-    the target. The capacity is the highest passing rate. This measures the engine the way a
+    the target. The capacity is the highest passing rate; a last step at ``OVERLOAD`` x the
+    lowest failing rate keeps the queue full, and the most first tokens per second any step
+    delivered in its second half is the saturation. This measures the engine the way a
     load test of a real pod does: by what it serves, not by a formula of its cost.
     """
     if ttft_target_s <= 0 or start_rps <= 0 or growth <= 1 or step_s <= 0:
@@ -268,8 +275,8 @@ def _measured_prompt_weight(
         return None, ()
     try:
         a, b = (
-            load_test_replica(cost, batching, part, ttft_target_s, target=f"{target}, {name}", step_s=step_s)
-            for part, name in ((answer_heavy, "answer-heavy half"), (prompt_heavy, "prompt-heavy half"))
+            load_test_replica(cost, batching, part, ttft_target_s, target=target, step_s=step_s)
+            for part in (answer_heavy, prompt_heavy)
         )
     except ValueError:
         return None, ()
@@ -280,7 +287,7 @@ def _measured_prompt_weight(
     weight = (cb * b.output_tokens - ca * a.output_tokens) / denominator
     if not math.isfinite(weight) or weight < 0:
         return None, (a, b)
-    return min(weight, 10.0), (a, b)
+    return min(weight, MAX_PROMPT_TOKEN_WEIGHT), (a, b)
 
 
 def batcher_config(spec: PhoenixDeploymentSpec) -> BatcherConfig:
@@ -595,7 +602,8 @@ def _print_load_test(console: Any, test: Calibration, mix_name: str, slo: float)
     for st in test.steps:
         p95 = "never (unserved)" if math.isinf(st.ttft_p95_s) else f"{st.ttft_p95_s:.2f} s"
         console.print(
-            f"  {st.offered_rps:8.3f} req/s offered, {st.served_rps:8.3f} served, TTFT p95 {p95:>16}  "
+            f"  {st.offered_rps:8.3f} req/s offered, {st.served_rps:8.3f} served, "
+            f"{st.throughput_rps:8.3f} completed/s, TTFT p95 {p95:>16}  "
             f"{'ok' if st.passed else 'over target'}",
             markup=False,
         )
