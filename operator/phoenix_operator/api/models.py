@@ -1096,8 +1096,8 @@ class ReplicaCapacity(ApiModel):
         default=None,
         gt=0,
         le=1_000_000,
-        description="The most requests/s one replica served in the load test at any TTFT: past it "
-        "the queue grows.",
+        description="The most requests/s one replica completed in the load test, its queue never "
+        "empty: past it the queue grows.",
     )
     prompt_token_weight: float | None = Field(
         default=None,
