@@ -236,13 +236,13 @@ def test_work_model_counts_tokens() -> None:
     assert decision.metrics["load"] == pytest.approx(30.0 * work)  # 2.94 replicas of work: 4 do
     assert decision.action == "hold" and "replicas of work" in decision.reason
     # The same request rate with long answers is 5.5 replicas of work on 4 replicas. With TTFT
-    # confirming the overload, 1.5 replicas of work also pile up until new replicas serve (drained
-    # over the warm-up): 7.0 at 90 % -> 8.
+    # confirming the overload, 1.5 replicas of work also pile up for the 120 s until new replicas
+    # serve, drained within the minute after: +3.0, 8.5 at 90 % -> 10.
     decision, _ = _decide(
         {"rate": 30.0, "ttft": 2.0, "mean_prompt_tokens": 1000.0, "mean_output_tokens": 420.0}, **params
     )
-    assert decision.replicas == 8
-    assert "+1.51 backlog" in decision.reason
+    assert decision.replicas == 10
+    assert "+3.03 backlog" in decision.reason
 
 
 def test_a_growing_queue_teaches_a_lower_capacity() -> None:
@@ -625,13 +625,29 @@ def test_at_the_replica_cap_a_breach_may_still_narrow_batching_but_never_widen()
 
 def test_the_backlog_counts_until_the_first_ordered_replicas_serve() -> None:
     # 50 req/s on 4 x 10 req/s with TTFT confirming: 10 req/s pile up until the replicas ordered
-    # 60 s ago serve (60 s more), drained over the 120 s warm-up: +5 req/s of backlog.
+    # 60 s ago serve (60 s more), drained within the 60 s after: +10 req/s of backlog.
     state = with_state(warming_since=0.0, capacity=10.0)
     decision, _ = _decide(
         {"rate": 50.0, "ttft": 2.0, "pending": 0.0}, make_fleet(7, ready=4), state, now=60.0
     )
-    assert decision.metrics["backlog_load"] == pytest.approx(10.0 * 60.0 / 120.0)
-    assert decision.replicas is None  # the 7 ordered cover 55 req/s at 90 %
+    assert decision.metrics["backlog_load"] == pytest.approx(10.0 * 60.0 / 60.0)
+    assert decision.replicas is None  # the 7 ordered cover 60 req/s at 90 %
+
+
+@pytest.mark.parametrize("warmup_s", [120.0, 360.0])
+def test_a_backlog_drains_within_a_minute_however_slow_the_pods(warmup_s: float) -> None:
+    # 50 req/s on 4 x 10 with TTFT confirming and 100 queued: the 10 req/s excess piles up for a
+    # whole warm-up before a replica ordered now serves, and all of it is planned to drain in
+    # the 60 s after. Slower pods leave a bigger backlog, so they order more, never less.
+    state = with_state(capacity=10.0)
+    decision, _ = _decide({"rate": 50.0, "ttft": 4.0, "pending": 100.0}, state=state, warmup_s=warmup_s)
+    assert decision.metrics["backlog_load"] == pytest.approx((100.0 + 10.0 * warmup_s) / 60.0)
+
+
+def test_a_standing_queue_with_ttft_slack_is_no_backlog() -> None:
+    state = with_state(capacity=10.0, pending=8.0)
+    decision, _ = _decide({"rate": 30.0, "ttft": 0.3, "pending": 8.0}, state=state)
+    assert decision.metrics["backlog_load"] == 0.0
 
 
 @pytest.mark.parametrize(("ready", "expected"), [(2, None), (5, 6)])  # a quarter per interval

@@ -133,13 +133,15 @@ def test_a_start_up_ramp_orders_nothing_on_a_capacity_learned_from_it() -> None:
 def test_under_overload_the_load_is_what_arrived_not_what_completed() -> None:
     # 4 replicas of 10 req/s complete 40 req/s while the queue grows from 0 to 300 in 15 s:
     # 60 req/s arrived. Completions alone would size for 40 (5 replicas); the arrivals and the
-    # backlog they leave need 8. Capacity is still learned from what was served (10 per replica).
+    # backlog they leave (300 queued and 5 req/s over 120 s more, drained within a minute: +15)
+    # need 9. Capacity is still learned from what was served (10 per replica).
     state = with_state(
         loads=_history([40.0] * 4, 15.0), pending=0.0, pending_at=0.0, serving=4, capacity=10.0
     )
     decision, new_state = _decide({"rate": 40.0, "pending": 300.0, "ttft": 4.0}, state, 15.0)
     assert "load 60.00 req/s now" in decision.reason
-    assert decision.action == "scale-up" and decision.replicas == 8, decision.reason
+    assert decision.action == "scale-up" and decision.replicas == 9, decision.reason
+    assert "+15.00 backlog" in decision.reason
     assert new_state.capacity == pytest.approx(10.0) and new_state.pending_at == 15.0
     # A queue that drains counts too: arrivals below completions.
     draining, _ = _decide({"rate": 40.0, "pending": 0.0, "ttft": 0.3}, replace(state, pending=150.0), 15.0)

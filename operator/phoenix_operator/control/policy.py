@@ -91,8 +91,11 @@ class PolicyParams:
     token_mean_weight: float = 1.0
     #: Share of the way capacity moves towards one interval's evidence.
     capacity_learning_rate: float = 0.25
-    #: A backlog is planned to drain within this long (seconds; default: the warm-up time).
-    drain_s: float | None = None
+    #: A backlog is planned to drain within this long once the replicas ordered for it serve
+    #: (seconds). Fixed, not the warm-up: the slower the pods, the longer the queue grows before
+    #: they come, and draining it over as long again keeps requests missing the SLO for minutes
+    #: after the fleet is big enough.
+    drain_s: float = 60.0
     #: Work model: a replica's GPU-seconds at full load per request, per prompt token
     #: (prefill), per output token (a decode step's share) and per output token per prompt
     #: token (each generated token reads its context's KV cache). Without it, load is counted in
@@ -604,8 +607,10 @@ def _load(
             # replica; the sustained level plans at target (headroom for what the warm-up hides).
             confirmed = bool(growing) or ratio >= params.scale_down_band
             up_util = params.target_utilization if confirmed else params.max_utilization
-            # Work queued now must drain on top of the arrivals, and so must what piles up
-            # until replicas ordered now can serve, once the overload is confirmed.
+            # Once the overload is confirmed, work queued now must drain on top of the arrivals,
+            # and so must what piles up until replicas ordered now can serve. A queue that
+            # stands still while TTFT has slack is the engine's normal waiting line, not a
+            # backlog.
             excess = max(0.0, level - capacity * serving) if confirmed else 0.0
             if fleet.warming and state.warming_since is not None:
                 # Until the first replicas ordered come up (not the latest order: re-planning
@@ -613,8 +618,8 @@ def _load(
                 overload_s = max(0.0, params.warmup_s - (now - state.warming_since))
             else:
                 overload_s = params.warmup_s
-            queued = (pending or 0.0) * per_request + excess * overload_s
-            backlog = queued / (params.drain_s or params.warmup_s)
+            queued = ((pending or 0.0) * per_request + excess * overload_s) if confirmed else 0.0
+            backlog = queued / params.drain_s
             # The newest window is the state now, not a level: the trend is in the others.
             forecast_up = latest + backlog
             sizes = [
