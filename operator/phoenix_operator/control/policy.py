@@ -611,15 +611,15 @@ def _load(
             # and so must what piles up until replicas ordered now can serve. A queue that
             # stands still while TTFT has slack is the engine's normal waiting line, not a
             # backlog.
-            excess = max(0.0, level - capacity * serving) if confirmed else 0.0
-            if fleet.warming and state.warming_since is not None:
-                # Until the first replicas ordered come up (not the latest order: re-planning
-                # from a later order would pile up orders every interval).
-                overload_s = max(0.0, params.warmup_s - (now - state.warming_since))
-            else:
-                overload_s = params.warmup_s
-            queued = ((pending or 0.0) * per_request + excess * overload_s) if confirmed else 0.0
-            backlog = queued / params.drain_s
+            if confirmed:
+                excess = max(0.0, level - capacity * serving)
+                if fleet.warming and state.warming_since is not None:
+                    # Until the first replicas ordered come up (not the latest order: re-planning
+                    # from a later order would pile up orders every interval).
+                    overload_s = max(0.0, params.warmup_s - (now - state.warming_since))
+                else:
+                    overload_s = params.warmup_s
+                backlog = ((pending or 0.0) * per_request + excess * overload_s) / params.drain_s
             # The newest window is the state now, not a level: the trend is in the others.
             forecast_up = latest + backlog
             sizes = [
