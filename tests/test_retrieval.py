@@ -182,6 +182,23 @@ class TestEnsureCollection:
         assert uri in report.message
         assert report.status.collection == collection_name and report.status.row_count is None
 
+    def test_a_server_that_is_stopping_is_unreachable(self, tmp_path: Path, collection_name: str) -> None:
+        """A Milvus Lite that is shutting down closes its database while its gRPC server still
+        answers the calls in flight; those answers say the server is going, not that the request
+        was refused. The server runs in-process so the test can hold it in that state."""
+        from milvus_lite.adapter.grpc.server import start_server_in_thread
+
+        server, db, port = start_server_in_thread(str(tmp_path / "lite"))
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            assert ensure_collection(uri, None, "default", spec_for(collection_name)).ready
+            db.close()
+            report = ensure_collection(uri, None, "default", spec_for(collection_name))
+        finally:
+            server.stop(grace=1)
+        assert (report.ready, report.reason) == (False, "MilvusUnreachable"), report.message
+        assert "closed" in report.message
+
     def test_hung_endpoint_is_reported_within_the_timeout(self, collection_name: str) -> None:
         """A port that accepts TCP but never speaks gRPC (a wedged Milvus) must not block the loop."""
         with socket.socket() as listener:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import grpc
 from pymilvus import DataType, MilvusClient
 from pymilvus.client.types import LoadState, Status
-from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
+from pymilvus.exceptions import ConnectError, ErrorCode, MilvusException, MilvusUnavailableException
 
 from phoenix_operator.api.models import CollectionSpec, RetrievalStatus
 from phoenix_operator.render.secrets import TokenSecretError, resolve_token
@@ -160,7 +160,7 @@ def _unreachable(exc: BaseException) -> bool:
     it refused: the client connects lazily, so a Milvus that went away fails the first call."""
     if isinstance(exc, MilvusUnavailableException | ConnectError | ConnectionError):
         return True
-    if isinstance(exc, MilvusException) and exc.code == Status.CONNECT_FAILED:
+    if isinstance(exc, MilvusException) and (exc.code == Status.CONNECT_FAILED or _not_serving(exc)):
         return True
     if exc.__cause__ is not None and exc.__cause__ is not exc:
         return _unreachable(exc.__cause__)
@@ -168,6 +168,23 @@ def _unreachable(exc: BaseException) -> bool:
     return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or isinstance(
         exc, grpc.FutureTimeoutError
     )
+
+
+#: What a server answers to a call it took in while starting or stopping: Milvus's "service not
+#: ready", and Milvus Lite's closed database (it closes it while its gRPC server still finishes
+#: the calls in flight).
+_NOT_SERVING_MESSAGES = ("service not ready", "milvuslite is closed")
+
+
+def _not_serving(exc: MilvusException) -> bool:
+    """Whether Milvus answered that it is starting or stopping rather than refusing the call.
+
+    Both answers carry code 1 (Milvus marks its own retriable, which no refusal of a request is).
+    For the user a server that is going or not yet there is unreachable: same reason, same alerts.
+    """
+    if exc.code != ErrorCode.UNEXPECTED_ERROR:
+        return False
+    return exc.retriable or any(text in str(exc.message).lower() for text in _NOT_SERVING_MESSAGES)
 
 
 def _call(reason: Reason, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
