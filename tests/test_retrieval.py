@@ -199,6 +199,26 @@ class TestEnsureCollection:
         assert (report.ready, report.reason) == (False, "MilvusUnreachable"), report.message
         assert "closed" in report.message
 
+    @pytest.mark.parametrize(
+        ("status", "unreachable"),
+        [
+            ({"code": 1, "retriable": True, "reason": "service not ready[Stopping]"}, True),
+            ({"code": 1, "retriable": True, "reason": "node not healthy"}, True),
+            ({"code": 1, "error_code": 1, "reason": "collection kb already exists"}, False),
+            ({"code": 8, "retriable": True, "reason": "rate limit exceeded"}, False),
+        ],
+    )
+    def test_which_answers_of_a_real_milvus_mean_it_is_not_serving(
+        self, status: dict[str, Any], unreachable: bool
+    ) -> None:
+        """Stand-in: no full Milvus runs here, so the Status protos it sends while starting or
+        stopping (and two refusals that must stay errors) go through pymilvus's own conversion."""
+        from pymilvus.grpc_gen import common_pb2
+
+        from phoenix_operator.clients.milvus import _unreachable
+
+        assert _unreachable(MilvusException.from_status(common_pb2.Status(**status))) is unreachable
+
     def test_hung_endpoint_is_reported_within_the_timeout(self, collection_name: str) -> None:
         """A port that accepts TCP but never speaks gRPC (a wedged Milvus) must not block the loop."""
         with socket.socket() as listener:

@@ -179,8 +179,9 @@ _NOT_SERVING_MESSAGES = ("service not ready", "milvuslite is closed")
 def _not_serving(exc: MilvusException) -> bool:
     """Whether Milvus answered that it is starting or stopping rather than refusing the call.
 
-    Both answers carry code 1 (Milvus marks its own retriable, which no refusal of a request is).
-    For the user a server that is going or not yet there is unreachable: same reason, same alerts.
+    Both answers carry code 1, which is also Milvus Lite's code for refusals such as "collection
+    already exists"; of the code-1 answers Milvus marks only "service not ready" retriable. For the
+    user a server that is going or not yet there is unreachable: same reason, same alerts.
     """
     if exc.code != ErrorCode.UNEXPECTED_ERROR:
         return False
